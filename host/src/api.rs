@@ -1,0 +1,60 @@
+//! The HTTP interface. For now: liveness and readiness. The REST API under
+//! `/api/v1` grows here, one file per resource, and this is the only module
+//! that knows axum or JSON.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use diesel::connection::SimpleConnection as _;
+
+use crate::db::Database;
+use crate::ledger::Ledger;
+
+/// Longest a readiness probe waits for the database.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub database: Database,
+    pub ledger: Ledger,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+/// The process is up and serving.
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The process can reach its database: a load balancer may send it work.
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let probe = state
+        .database
+        .run(|conn| conn.batch_execute("SELECT 1").map_err(anyhow::Error::from));
+    match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        ),
+        Ok(Err(error)) => unavailable(format!("database: {error:#}")),
+        Err(_) => unavailable("database did not answer in time".to_owned()),
+    }
+}
+
+fn unavailable(message: String) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({
+            "error": { "code": "not_ready", "message": message }
+        })),
+    )
+}

@@ -1,0 +1,547 @@
+//! Configuration: `tollgate.toml`, `plans.toml` and `pricing.toml`, parsed once
+//! at start and validated into domain types.
+//!
+//! Settings apply in this order: built-in defaults, then the file, then
+//! environment variables `TOLLGATE__SECTION__KEY` (for `tollgate.toml` only).
+//! Every error names the file (or variable), the key and the reason. The rest
+//! of the host never sees raw TOML. What the process is told on its command
+//! line (which file, which database) lives in `main.rs`, not here.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Credits, Currency, Money};
+
+/// Prefix of environment variables that override `tollgate.toml`.
+pub const ENV_PREFIX: &str = "TOLLGATE__";
+
+/// A config file larger than this is certainly a mistake (a log, a binary).
+const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// More plans or packages than this is no longer a price list anyone reads.
+const PLANS_MAX: usize = 1_000;
+const PACKAGES_MAX: usize = 1_000;
+
+/// Ids are short, stable, machine-readable names: `starter`, `pack-500`.
+const ID_BYTES_MAX: usize = 64;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub plans: Vec<Plan>,
+    pub pricing: Pricing,
+}
+
+/// `tollgate.toml`: what this installation runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub ledger: LedgerSettings,
+    pub limits: LimitSettings,
+    /// Paths of the other two files, relative to `tollgate.toml`'s folder.
+    pub files: FileSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Where the embedded database and caches live; relative paths are taken
+    /// from the working directory.
+    pub data_dir: PathBuf,
+    /// Empty: the embedded SQLite database `<data_dir>/tollgate.db`.
+    /// Otherwise `postgres://...` or `sqlite://<path>`.
+    pub database_url: String,
+    /// Read connections kept open; writes go through the ledger's writer.
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Transfers applied in one commit at most (group commit).
+    pub batch_transfers_max: u32,
+    /// How long a hold lives when its creator does not say.
+    pub hold_timeout_seconds_default: u32,
+    /// The longest hold anyone may ask for.
+    pub hold_timeout_seconds_max: u32,
+    /// How often expired grants and forgotten holds are swept.
+    pub expiry_sweep_seconds: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub request_body_bytes_max: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSettings {
+    pub plans: PathBuf,
+    pub pricing: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            server: ServerSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            storage: StorageSettings {
+                data_dir: PathBuf::from("data"),
+                database_url: String::new(),
+                pool_size: 8,
+            },
+            ledger: LedgerSettings {
+                batch_transfers_max: 1_000,
+                hold_timeout_seconds_default: 300,
+                hold_timeout_seconds_max: 86_400,
+                expiry_sweep_seconds: 1,
+            },
+            limits: LimitSettings {
+                request_body_bytes_max: 1 << 20,
+            },
+            files: FileSettings {
+                plans: PathBuf::from("plans.toml"),
+                pricing: PathBuf::from("pricing.toml"),
+            },
+        }
+    }
+}
+
+macro_rules! default_from_settings {
+    ($($ty:ident . $field:ident),*) => {$(
+        impl Default for $ty {
+            fn default() -> $ty {
+                Settings::default().$field
+            }
+        }
+    )*};
+}
+default_from_settings!(
+    ServerSettings.server,
+    StorageSettings.storage,
+    LedgerSettings.ledger,
+    LimitSettings.limits,
+    FileSettings.files
+);
+
+/// A subscription plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub price: Money,
+    pub interval: Interval,
+    /// Credits granted each period.
+    pub credits: Credits,
+    pub carryover: Carryover,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    Month,
+    Year,
+}
+
+/// How much unused allowance rolls into the next period, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carryover {
+    /// At most this many unused credits roll over; zero means none do.
+    pub credits_max: Credits,
+    /// Carried credits expire this many periods after they were carried.
+    pub expires_after_periods: u32,
+}
+
+/// `pricing.toml`: what credits cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pricing {
+    pub currency: Currency,
+    /// The list price of one credit, before any discount.
+    pub credit_price: Decimal,
+    pub packages: Vec<CreditPackage>,
+}
+
+/// A bulk credit package with its volume discount, priced once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditPackage {
+    pub id: String,
+    pub credits: Credits,
+    pub discount_percent: Decimal,
+    /// `credits × credit_price × (1 − discount)`, rounded half away from zero
+    /// to the currency's minor unit.
+    pub price: Money,
+}
+
+impl Config {
+    /// Loads `tollgate.toml` from `path`, the plans and pricing files it names,
+    /// and the environment's overrides.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let settings = load_settings(path, env)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let plans_path = dir.join(&settings.files.plans);
+        let pricing_path = dir.join(&settings.files.pricing);
+        let plans = parse_plans(&plans_path, &read_file(&plans_path)?)?;
+        let pricing = parse_pricing(&pricing_path, &read_file(&pricing_path)?)?;
+        Ok(Config {
+            settings,
+            plans,
+            pricing,
+        })
+    }
+
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.plans.iter().find(|plan| plan.id == id)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<String> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        metadata.len() <= CONFIG_FILE_BYTES_MAX,
+        "{}: {} bytes is more than a config file may hold ({CONFIG_FILE_BYTES_MAX})",
+        path.display(),
+        metadata.len()
+    );
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Reads `tollgate.toml` and applies `TOLLGATE__SECTION__KEY` overrides.
+pub fn load_settings(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Settings> {
+    let text = read_file(path)?;
+    parse_settings(path, &text, env)
+}
+
+pub fn parse_settings(
+    path: &Path,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Settings> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let known = known_keys();
+    let mut overridden = BTreeMap::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        if !known.contains(&key) {
+            tracing::warn!(variable = %name, "environment variable does not name a setting; ignored");
+            continue;
+        }
+        set_path(&mut table, &key, env_value(&raw));
+        overridden.insert(key, name);
+    }
+    let deserializer = toml::Value::Table(table);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let key = error.path().to_string();
+        let source = match overridden.get(&key) {
+            Some(variable) => format!("{variable} (overriding {})", path.display()),
+            None => path.display().to_string(),
+        };
+        anyhow::anyhow!("{source}: {key}: {}", error.inner())
+    })
+}
+
+/// Every leaf key of `tollgate.toml`, dotted: `server.listen`.
+fn known_keys() -> HashSet<String> {
+    fn walk(prefix: &str, table: &toml::Table, keys: &mut HashSet<String>) {
+        for (key, value) in table {
+            let path = match prefix {
+                "" => key.clone(),
+                _ => format!("{prefix}.{key}"),
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&path, inner, keys),
+                _ => {
+                    keys.insert(path);
+                }
+            }
+        }
+    }
+    let defaults = toml::Table::try_from(Settings::default()).expect("defaults serialize");
+    let mut keys = HashSet::new();
+    walk("", &defaults, &mut keys);
+    keys
+}
+
+/// An environment value is read as a TOML value when it is one (`8`,
+/// `true`), and as a string otherwise (`0.0.0.0:80`, a URL).
+fn env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("value = {raw}")) {
+        Ok(mut table) => table.remove("value").expect("just parsed"),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("split yields one part at least");
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("made a table above");
+    }
+    current.insert(last.to_owned(), value);
+}
+
+/// A validation failure: which key and why. The file is added by the caller.
+struct Invalid {
+    key: String,
+    reason: String,
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_file<Raw: serde::de::DeserializeOwned, T>(
+    path: &Path,
+    text: &str,
+    validate: impl FnOnce(Raw) -> Result<T, Invalid>,
+) -> anyhow::Result<T> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let raw: Raw = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        anyhow::anyhow!("{}: {}: {}", path.display(), error.path(), error.inner())
+    })?;
+    validate(raw)
+        .map_err(|Invalid { key, reason }| anyhow::anyhow!("{}: {key}: {reason}", path.display()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlans {
+    #[serde(default)]
+    plan: Vec<RawPlan>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    id: String,
+    name: String,
+    price: Decimal,
+    currency: String,
+    interval: Interval,
+    credits: Decimal,
+    carryover: RawCarryover,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCarryover {
+    credits_max: Decimal,
+    #[serde(default = "one")]
+    expires_after_periods: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub fn parse_plans(path: &Path, text: &str) -> anyhow::Result<Vec<Plan>> {
+    parse_file(path, text, |raw: RawPlans| {
+        if raw.plan.is_empty() {
+            return Err(invalid("plan", "at least one [[plan]] is required"));
+        }
+        if raw.plan.len() > PLANS_MAX {
+            return Err(invalid("plan", format!("more than {PLANS_MAX} plans")));
+        }
+        let mut seen = HashSet::new();
+        raw.plan
+            .into_iter()
+            .enumerate()
+            .map(|(index, plan)| {
+                let key = |field: &str| format!("plan[{index}].{field}");
+                check_id(&plan.id, &key("id"))?;
+                if !seen.insert(plan.id.clone()) {
+                    return Err(invalid(
+                        key("id"),
+                        format!("duplicate plan id {:?}", plan.id),
+                    ));
+                }
+                if plan.name.trim().is_empty() {
+                    return Err(invalid(key("name"), "must not be empty"));
+                }
+                let currency = Currency::parse(&plan.currency)
+                    .map_err(|error| invalid(key("currency"), error.to_string()))?;
+                let price = positive_money(plan.price, currency, &key("price"))?;
+                let credits = positive_credits(plan.credits, &key("credits"))?;
+                let credits_max = Credits::from_decimal(plan.carryover.credits_max)
+                    .map_err(|error| invalid(key("carryover.credits_max"), error.to_string()))?;
+                if credits_max < Credits::ZERO {
+                    return Err(invalid(
+                        key("carryover.credits_max"),
+                        "must not be negative",
+                    ));
+                }
+                if plan.carryover.expires_after_periods == 0 {
+                    return Err(invalid(
+                        key("carryover.expires_after_periods"),
+                        "must be at least 1: carried credits live one period or more",
+                    ));
+                }
+                Ok(Plan {
+                    id: plan.id,
+                    name: plan.name,
+                    price,
+                    interval: plan.interval,
+                    credits,
+                    carryover: Carryover {
+                        credits_max,
+                        expires_after_periods: plan.carryover.expires_after_periods,
+                    },
+                })
+            })
+            .collect()
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    currency: String,
+    credit_price: Decimal,
+    #[serde(default)]
+    package: Vec<RawPackage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackage {
+    id: String,
+    credits: Decimal,
+    #[serde(default)]
+    discount_percent: Decimal,
+}
+
+pub fn parse_pricing(path: &Path, text: &str) -> anyhow::Result<Pricing> {
+    parse_file(path, text, |raw: RawPricing| {
+        let currency = Currency::parse(&raw.currency)
+            .map_err(|error| invalid("currency", error.to_string()))?;
+        if raw.credit_price <= Decimal::ZERO {
+            return Err(invalid(
+                "credit_price",
+                format!("must be greater than zero, got {}", raw.credit_price),
+            ));
+        }
+        if raw.package.len() > PACKAGES_MAX {
+            return Err(invalid(
+                "package",
+                format!("more than {PACKAGES_MAX} packages"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let packages = raw
+            .package
+            .into_iter()
+            .enumerate()
+            .map(|(index, package)| {
+                let key = |field: &str| format!("package[{index}].{field}");
+                check_id(&package.id, &key("id"))?;
+                if !seen.insert(package.id.clone()) {
+                    return Err(invalid(
+                        key("id"),
+                        format!("duplicate package id {:?}", package.id),
+                    ));
+                }
+                let credits = positive_credits(package.credits, &key("credits"))?;
+                let discount = package.discount_percent;
+                if discount < Decimal::ZERO || discount >= Decimal::ONE_HUNDRED {
+                    return Err(invalid(
+                        key("discount_percent"),
+                        format!("must be at least 0 and below 100, got {discount}"),
+                    ));
+                }
+                let list = package.credits * raw.credit_price;
+                let net = list * (Decimal::ONE_HUNDRED - discount) / Decimal::ONE_HUNDRED;
+                let rounded = net.round_dp_with_strategy(
+                    currency.minor_digits(),
+                    RoundingStrategy::MidpointAwayFromZero,
+                );
+                let price = positive_money(rounded, currency, &key("credits"))?;
+                Ok(CreditPackage {
+                    id: package.id,
+                    credits,
+                    discount_percent: discount,
+                    price,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Pricing {
+            currency,
+            credit_price: raw.credit_price,
+            packages,
+        })
+    })
+}
+
+fn check_id(id: &str, key: &str) -> Result<(), Invalid> {
+    let valid = !id.is_empty()
+        && id.len() <= ID_BYTES_MAX
+        && id.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_'
+        });
+    match valid {
+        true => Ok(()),
+        false => Err(invalid(
+            key,
+            format!("{id:?} is not an id: use 1 to {ID_BYTES_MAX} of a-z, 0-9, - and _"),
+        )),
+    }
+}
+
+fn positive_money(value: Decimal, currency: Currency, key: &str) -> Result<Money, Invalid> {
+    if value <= Decimal::ZERO {
+        return Err(invalid(
+            key,
+            format!("must be greater than zero, got {value}"),
+        ));
+    }
+    Money::from_decimal(value, currency).map_err(|error| invalid(key, error.to_string()))
+}
+
+fn positive_credits(value: Decimal, key: &str) -> Result<Credits, Invalid> {
+    if value <= Decimal::ZERO {
+        return Err(invalid(
+            key,
+            format!("must be greater than zero, got {value}"),
+        ));
+    }
+    Credits::from_decimal(value).map_err(|error| invalid(key, error.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+use std::path::Path;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Parses a settings file and returns the error message, or "ok".
+fn check_settings(text: &str, vars: &[(&str, &str)], expect: &str) {
+    let got = match parse_settings(Path::new("tollgate.toml"), text, env(vars)) {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    assert!(got.contains(expect), "expected {expect:?} in {got:?}");
+}
+
+fn check_plans(text: &str, expect: &str) {
+    let got = match parse_plans(Path::new("plans.toml"), text) {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    assert!(got.contains(expect), "expected {expect:?} in {got:?}");
+}
+
+fn check_pricing(text: &str, expect: &str) {
+    let got = match parse_pricing(Path::new("pricing.toml"), text) {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    assert!(got.contains(expect), "expected {expect:?} in {got:?}");
+}
+
+#[test]
+fn every_shipped_config_file_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let config = Config::load(&dir.join("tollgate.toml"), Vec::new()).unwrap();
+    let prices: Vec<(&str, i64, Credits)> = config
+        .plans
+        .iter()
+        .map(|plan| (plan.id.as_str(), plan.price.minor, plan.credits))
+        .collect();
+    let whole = |n| Credits::from_whole(n).unwrap();
+    assert_eq!(
+        prices,
+        [
+            ("starter", 4900, whole(1000)),
+            ("professional", 14900, whole(5000)),
+            ("enterprise", 39900, whole(20000)),
+        ]
+    );
+    let packages: Vec<(i64, i64)> = config
+        .pricing
+        .packages
+        .iter()
+        .map(|package| (package.credits.micros() / 1_000_000, package.price.minor))
+        .collect();
+    // $0.01 a credit less 0%, 5%, 10% and 15%.
+    assert_eq!(
+        packages,
+        [(500, 500), (1000, 950), (2500, 2250), (5000, 4250)]
+    );
+    assert_eq!(config.pricing.credit_price, "0.01".parse().unwrap());
+}
+
+#[test]
+fn settings_default_when_the_file_is_empty() {
+    let settings = parse_settings(Path::new("t.toml"), "", env(&[])).unwrap();
+    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(settings.ledger.batch_transfers_max, 1000);
+}
+
+#[test]
+fn settings_refuse_unknown_keys_and_bad_values() {
+    check_settings(
+        "[server]\nlisten = \"x\"",
+        &[],
+        "tollgate.toml: server.listen: invalid socket address",
+    );
+    check_settings(
+        "[server]\nport = 1",
+        &[],
+        "tollgate.toml: server: unknown field `port`",
+    );
+    check_settings("[nope]\n", &[], "unknown field `nope`");
+    check_settings("[storage\n", &[], "tollgate.toml: TOML parse error");
+    check_settings(
+        "[storage]\npool_size = -1",
+        &[],
+        "storage.pool_size: invalid value",
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let vars = env(&[
+        ("TOLLGATE__SERVER__LISTEN", "0.0.0.0:9000"),
+        ("TOLLGATE__STORAGE__POOL_SIZE", "3"),
+        ("TOLLGATE__STORAGE__DATABASE_URL", "postgres://u@h/db"),
+        ("TOLLGATE__NOT__A_KEY", "1"),
+        ("OTHER", "x"),
+    ]);
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\n";
+    let settings = parse_settings(Path::new("t.toml"), text, vars).unwrap();
+    assert_eq!(settings.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(settings.storage.pool_size, 3);
+    assert_eq!(settings.storage.database_url, "postgres://u@h/db");
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    check_settings(
+        "",
+        &[("TOLLGATE__STORAGE__POOL_SIZE", "many")],
+        "TOLLGATE__STORAGE__POOL_SIZE (overriding tollgate.toml): storage.pool_size: invalid type",
+    );
+}
+
+const PLAN: &str = r#"
+[[plan]]
+id = "starter"
+name = "Starter"
+price = "49.00"
+currency = "USD"
+interval = "month"
+credits = 1000
+carryover = { credits_max = 1000 }
+"#;
+
+#[test]
+fn plans_are_validated() {
+    check_plans(PLAN, "ok");
+    check_plans("", "plans.toml: plan: at least one [[plan]] is required");
+    check_plans(
+        &PLAN.replace("49.00", "-1"),
+        "plans.toml: plan[0].price: must be greater than zero, got -1",
+    );
+    check_plans(
+        &PLAN.replace("\"49.00\"", "0"),
+        "plan[0].price: must be greater than zero, got 0",
+    );
+    check_plans(
+        &PLAN.replace("49.00", "49.001"),
+        "plan[0].price: 49.001 has more than 2 decimal places",
+    );
+    check_plans(
+        &PLAN.replace("credits = 1000", "credits = 0"),
+        "plan[0].credits: must be greater than zero",
+    );
+    check_plans(
+        &PLAN.replace("USD", "XYZ"),
+        "plan[0].currency: \"XYZ\" is not a three-letter ISO 4217",
+    );
+    check_plans(
+        &PLAN.replace("month", "fortnight"),
+        "plan[0].interval: unknown variant `fortnight`",
+    );
+    check_plans(
+        &PLAN.replace("\"starter\"", "\"Star ter\""),
+        "plan[0].id: \"Star ter\" is not an id",
+    );
+    check_plans(
+        &format!("{PLAN}{PLAN}"),
+        "plan[1].id: duplicate plan id \"starter\"",
+    );
+    check_plans(
+        &PLAN.replace("name =", "colour = \"red\"\nname ="),
+        "plan[0]: unknown field `colour`",
+    );
+    check_plans(
+        &PLAN.replace("credits_max = 1000", "credits_max = -5"),
+        "plan[0].carryover.credits_max: must not be negative",
+    );
+    check_plans(
+        &PLAN.replace(
+            "credits_max = 1000",
+            "credits_max = 1, expires_after_periods = 0",
+        ),
+        "plan[0].carryover.expires_after_periods: must be at least 1",
+    );
+}
+
+const PRICING: &str = r#"
+currency = "USD"
+credit_price = "0.01"
+[[package]]
+id = "pack-500"
+credits = 500
+discount_percent = "5"
+"#;
+
+#[test]
+fn pricing_is_validated() {
+    check_pricing(PRICING, "ok");
+    check_pricing(
+        &PRICING.replace("\"0.01\"", "\"0\""),
+        "pricing.toml: credit_price: must be greater than zero, got 0",
+    );
+    check_pricing(
+        &PRICING.replace("\"0.01\"", "\"-0.01\""),
+        "credit_price: must be greater than zero, got -0.01",
+    );
+    check_pricing(
+        &PRICING.replace("\"5\"", "\"100\""),
+        "package[0].discount_percent: must be at least 0 and below 100",
+    );
+    check_pricing(
+        &PRICING.replace("\"5\"", "\"-1\""),
+        "package[0].discount_percent: must be at least 0",
+    );
+    check_pricing(
+        &PRICING.replace("credits = 500", "credits = -500"),
+        "package[0].credits: must be greater than zero",
+    );
+    check_pricing(
+        &format!("{PRICING}[[package]]\nid = \"pack-500\"\ncredits = 1\n"),
+        "package[1].id: duplicate package id \"pack-500\"",
+    );
+    check_pricing(
+        &PRICING.replace("credits = 500", "credits = 99999999999999999999"),
+        "package[0]",
+    );
+    check_pricing("currency = \"USD\"\n", "missing field `credit_price`");
+}
+
+#[test]
+fn package_prices_round_half_away_from_zero() {
+    // 333 credits at $0.01 less 10% is $2.997, which rounds to $3.00.
+    let text = PRICING.replace("500", "333").replace("\"5\"", "\"10\"");
+    let pricing = parse_pricing(Path::new("pricing.toml"), &text).unwrap();
+    assert_eq!(pricing.packages[0].price.minor, 300);
+}

@@ -1,0 +1,252 @@
+//! The database: one connection type over SQLite and PostgreSQL, a pool of
+//! read connections, embedded migrations, and fresh databases for tests.
+//!
+//! Everything above this module writes diesel queries once against
+//! [`DbConnection`]; only this module (and the ledger writer's locking) ever
+//! asks which backend it is talking to. Diesel is synchronous, so async code
+//! reaches the database through [`Database::run`], which moves the work onto
+//! tokio's blocking threads and never stalls a runtime worker.
+
+pub mod schema;
+pub mod testing;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection as _;
+use diesel::r2d2::{self, ConnectionManager, CustomizeConnection};
+use diesel::{Connection as _, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// How long a SQLite connection waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+/// How long a caller waits for a pooled connection.
+const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl std::fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbConnection::Postgres(_) => "DbConnection::Postgres",
+            DbConnection::Sqlite(_) => "DbConnection::Sqlite",
+        })
+    }
+}
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// `postgres://` or `postgresql://` URLs go to PostgreSQL; `sqlite://path`
+    /// or an empty string (the embedded default in `data_dir`) to SQLite.
+    pub fn parse(url: &str, data_dir: &Path) -> anyhow::Result<DatabaseUrl> {
+        if url.is_empty() {
+            return Ok(DatabaseUrl::Sqlite(data_dir.join("tollgate.db")));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            anyhow::ensure!(!path.is_empty(), "database URL {url:?} names no file");
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        anyhow::bail!(
+            "database URL {url:?} is neither postgres://... nor sqlite://<path>; leave it empty for the embedded SQLite database"
+        )
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The URL with any password masked, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if url[scheme + 3..at].contains(':') => {
+                    let user_end = scheme + 3 + url[scheme + 3..at].find(':').unwrap_or(0);
+                    format!("{}:***{}", &url[..user_end], &url[at..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Opens a single connection, configured for Tollgate.
+pub fn connect(url: &DatabaseUrl) -> anyhow::Result<DbConnection> {
+    match url {
+        DatabaseUrl::Postgres(text) => {
+            let conn = PgConnection::establish(text)
+                .with_context(|| format!("connecting to {}", url.redacted()))?;
+            Ok(DbConnection::Postgres(conn))
+        }
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let path_text = path
+                .to_str()
+                .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+            let mut conn = SqliteConnection::establish(path_text)
+                .with_context(|| format!("opening {}", path.display()))?;
+            configure_sqlite(&mut conn)
+                .with_context(|| format!("configuring {}", path.display()))?;
+            Ok(DbConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// WAL lets readers run beside the one writer; `synchronous = FULL` makes
+/// every commit durable before it returns, which is what the ledger promises.
+fn configure_sqlite(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;"
+    ))
+}
+
+#[derive(Debug)]
+struct Customizer;
+
+impl CustomizeConnection<DbConnection, r2d2::Error> for Customizer {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        match conn {
+            DbConnection::Sqlite(sqlite) => {
+                configure_sqlite(sqlite).map_err(r2d2::Error::QueryError)
+            }
+            DbConnection::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager<DbConnection>>;
+
+/// A pool of connections to one database.
+#[derive(Clone)]
+pub struct Database {
+    url: DatabaseUrl,
+    pool: r2d2::Pool<ConnectionManager<DbConnection>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.url.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the pool. The first connection is made at once, so a database
+    /// that cannot be reached is reported here rather than on first use.
+    pub fn open(url: &DatabaseUrl, pool_size: u32) -> anyhow::Result<Database> {
+        // Creates the SQLite file (and its folder) and proves the URL works.
+        drop(connect(url)?);
+        let manager_url = match url {
+            DatabaseUrl::Postgres(text) => text.clone(),
+            DatabaseUrl::Sqlite(path) => path.display().to_string(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+            .connection_customizer(Box::new(Customizer))
+            .build(ConnectionManager::<DbConnection>::new(manager_url))
+            .with_context(|| format!("opening a connection pool to {}", url.redacted()))?;
+        Ok(Database {
+            url: url.clone(),
+            pool,
+        })
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.url.backend()
+    }
+
+    /// A pooled connection, for blocking code (the CLI, tests, the writer's
+    /// setup). Async code uses [`Database::run`].
+    pub fn get(&self) -> anyhow::Result<PooledConnection> {
+        self.pool
+            .get()
+            .with_context(|| format!("getting a connection to {}", self.url.redacted()))
+    }
+
+    /// Runs blocking database work on tokio's blocking pool.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<anyhow::Error> + Send + 'static,
+    {
+        let database = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = database.get()?;
+            work(&mut conn)
+        })
+        .await
+        .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+    }
+
+    /// Applies every migration not yet applied; returns their names.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.get()?;
+        let applied = match &mut *conn {
+            DbConnection::Postgres(pg) => names(pg.run_pending_migrations(POSTGRES_MIGRATIONS)),
+            DbConnection::Sqlite(sqlite) => names(sqlite.run_pending_migrations(SQLITE_MIGRATIONS)),
+        };
+        applied.map_err(|error| anyhow::anyhow!("migrating {}: {error}", self.url.redacted()))
+    }
+
+    /// Reverts every applied migration, newest first.
+    pub fn revert_all(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.get()?;
+        let reverted = match &mut *conn {
+            DbConnection::Postgres(pg) => names(pg.revert_all_migrations(POSTGRES_MIGRATIONS)),
+            DbConnection::Sqlite(sqlite) => names(sqlite.revert_all_migrations(SQLITE_MIGRATIONS)),
+        };
+        reverted.map_err(|error| anyhow::anyhow!("reverting {}: {error}", self.url.redacted()))
+    }
+}
+
+type MigrationResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn names(
+    versions: MigrationResult<Vec<diesel::migration::MigrationVersion<'_>>>,
+) -> MigrationResult<Vec<String>> {
+    versions.map(|versions| versions.iter().map(ToString::to_string).collect())
+}

@@ -1,0 +1,86 @@
+//! The tables, as diesel sees them. Both backends share this one schema: the
+//! migrations in `migrations/sqlite` and `migrations/postgres` must agree with
+//! it, and the migration tests check that they do.
+
+diesel::table! {
+    tenants (id) {
+        id -> BigInt,
+        name -> Text,
+        parent_tenant_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> BigInt,
+        code -> Text,
+        kind -> Text,
+        tenant_id -> Nullable<BigInt>,
+        credit_limit -> Nullable<BigInt>,
+        debits_posted -> BigInt,
+        credits_posted -> BigInt,
+        debits_pending -> BigInt,
+        credits_pending -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    transfers (seq) {
+        seq -> BigInt,
+        id -> Text,
+        kind -> Text,
+        debit_account_id -> BigInt,
+        credit_account_id -> BigInt,
+        amount -> BigInt,
+        pending_id -> Nullable<Text>,
+        memo -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        account_id -> BigInt,
+        source -> Text,
+        priority -> Integer,
+        amount -> BigInt,
+        remaining -> BigInt,
+        reserved -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        expired -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    holds (id) {
+        id -> Text,
+        debit_account_id -> BigInt,
+        credit_account_id -> BigInt,
+        amount -> BigInt,
+        timeout_us -> BigInt,
+        expires_at -> BigInt,
+        state -> Text,
+        resolved_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    allocations (transfer_id, grant_id) {
+        transfer_id -> Text,
+        grant_id -> Text,
+        amount -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    tenants,
+    accounts,
+    transfers,
+    grants,
+    holds,
+    allocations
+);

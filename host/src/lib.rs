@@ -1,0 +1,12 @@
+//! Tollgate's host: the runtime that owns the credit ledger and meters every
+//! plugin call. See `docs/ARCHITECTURE.md` for the map of these modules and
+//! the rules between them.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod ledger;
+pub mod scheduler;
+pub mod tenants;
+pub mod units;

@@ -1,0 +1,407 @@
+//! The `tollgate` command: load the config, then serve, migrate, or run an
+//! operator's command against the database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use tollgate::config::Config;
+use tollgate::db::{Database, DatabaseUrl};
+use tollgate::ids::TenantId;
+use tollgate::ledger::{self, Command, GrantSource, Ledger, TransferId, WriterOptions, queries};
+use tollgate::units::{Clock, Credits, SystemClock, Timestamp};
+use tollgate::{api, scheduler, tenants};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Metered plugin platform for sales engagement"
+)]
+struct Cli {
+    /// The main config file; plans.toml and pricing.toml are read beside it.
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_CONFIG",
+        default_value = "config/tollgate.toml"
+    )]
+    config: PathBuf,
+    /// Overrides storage.database_url: postgres://... or sqlite://<path>.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run the server: migrate, then serve HTTP until interrupted.
+    Serve {
+        /// Overrides server.listen.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Apply pending database migrations.
+    Migrate {
+        /// Revert every migration instead (destroys all data).
+        #[arg(long)]
+        revert_all: bool,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Grant credits and read balances and history.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    /// Create a tenant with its credit wallet.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// How far below zero the tenant may spend, in credits.
+        #[arg(long, default_value = "0")]
+        credit_limit: String,
+        /// The reseller this tenant belongs to.
+        #[arg(long)]
+        parent: Option<i64>,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreditsCommand {
+    /// Grant credits to a tenant.
+    Grant(GrantArgs),
+    /// Show a tenant's balance and open grants.
+    Balance {
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Show a tenant's transfers, newest first.
+    History {
+        #[arg(long)]
+        tenant: i64,
+        /// Show transfers older than this cursor (printed with the last page).
+        #[arg(long)]
+        before: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Check every ledger invariant against the stored data.
+    Audit,
+}
+
+#[derive(Args, Debug)]
+struct GrantArgs {
+    #[arg(long)]
+    tenant: i64,
+    /// Credits, e.g. 1000 or 12.5.
+    #[arg(long)]
+    amount: String,
+    /// allowance, purchase, promotion or adjustment.
+    #[arg(long, default_value = "adjustment")]
+    source: String,
+    /// When unspent credits expire (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// The transfer id; reuse it to retry safely. Made up when omitted.
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long, default_value = "")]
+    memo: String,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config, std::env::vars())
+        .with_context(|| format!("loading configuration from {}", cli.config.display()))?;
+    let url_text = cli
+        .database_url
+        .clone()
+        .unwrap_or_else(|| config.settings.storage.database_url.clone());
+    let url = DatabaseUrl::parse(&url_text, &config.settings.storage.data_dir)?;
+    match cli.command {
+        Commands::Serve { listen } => serve(&config, &url, listen),
+        Commands::Migrate { revert_all } => migrate(&config, &url, revert_all),
+        Commands::Tenant(command) => tenant(open(&config, &url)?, command),
+        Commands::Credits(command) => credits(&config, open(&config, &url)?, command),
+    }
+}
+
+/// Opens the database, creating and migrating it if it is new.
+fn open(config: &Config, url: &DatabaseUrl) -> anyhow::Result<Database> {
+    let database = Database::open(url, config.settings.storage.pool_size)?;
+    for name in database.migrate()? {
+        tracing::info!(migration = %name, "applied migration");
+    }
+    Ok(database)
+}
+
+fn migrate(config: &Config, url: &DatabaseUrl, revert_all: bool) -> anyhow::Result<()> {
+    let database = Database::open(url, config.settings.storage.pool_size)?;
+    let (verb, names) = match revert_all {
+        true => ("reverted", database.revert_all()?),
+        false => ("applied", database.migrate()?),
+    };
+    if names.is_empty() {
+        println!("{}: nothing to do", url.redacted());
+    }
+    for name in names {
+        println!("{verb} {name}");
+    }
+    Ok(())
+}
+
+fn start_ledger(config: &Config, database: &Database) -> anyhow::Result<Ledger> {
+    Ledger::start(
+        database.clone(),
+        Arc::new(SystemClock),
+        WriterOptions::from_settings(&config.settings.ledger),
+    )
+}
+
+fn serve(
+    config: &Config,
+    url: &DatabaseUrl,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let database = open(config, url)?;
+    let ledger = start_ledger(config, &database)?;
+    let listen = listen.unwrap_or(config.settings.server.listen);
+    let sweep = Duration::from_secs(u64::from(
+        config.settings.ledger.expiry_sweep_seconds.max(1),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = %database.url().redacted(),
+            "tollgate is serving"
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(scheduler::run(ledger.clone(), sweep, {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        }));
+        let app = api::router(api::AppState { database, ledger });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing requests in flight");
+                let _ = stop.send(true);
+            })
+            .await
+            .context("serving HTTP")?;
+        let _ = sweeper.await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
+    let mut conn = database.get()?;
+    match command {
+        TenantCommand::Create {
+            name,
+            credit_limit,
+            parent,
+        } => {
+            let credit_limit = Credits::parse(&credit_limit).context("--credit-limit")?;
+            let (tenant, wallet) = tenants::create(
+                &mut conn,
+                &name,
+                parent.map(TenantId),
+                credit_limit,
+                SystemClock.now(),
+            )?;
+            println!(
+                "created tenant {} {:?} with wallet account {wallet}",
+                tenant.id, tenant.name
+            );
+        }
+        TenantCommand::List { after, limit } => {
+            for tenant in tenants::list(&mut conn, after.map(TenantId), limit)? {
+                let parent = tenant.parent.map(|parent| format!(" parent {parent}"));
+                println!(
+                    "{}\t{}\t{}{}",
+                    tenant.id,
+                    tenant.name,
+                    tenant.created_at,
+                    parent.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn credits(config: &Config, database: Database, command: CreditsCommand) -> anyhow::Result<()> {
+    let mut conn = database.get()?;
+    match command {
+        CreditsCommand::Grant(args) => {
+            let wallet = queries::wallet_of(&mut conn, TenantId(args.tenant))?;
+            drop(conn);
+            let command = grant_command(wallet, &args)?;
+            let ledger = start_ledger(config, &database)?;
+            let receipt = ledger.submit_blocking(command)?;
+            let replayed = match receipt.replayed {
+                true => " (already applied; nothing moved)",
+                false => "",
+            };
+            println!(
+                "granted {} credits to tenant {} as transfer {}{replayed}",
+                receipt.transfer.amount, args.tenant, receipt.transfer.id
+            );
+        }
+        CreditsCommand::Balance { tenant } => {
+            let wallet = queries::wallet_of(&mut conn, TenantId(tenant))?;
+            let balance = queries::balance(&mut conn, wallet)?;
+            println!("tenant {tenant} (account {wallet})");
+            println!("  posted     {}", balance.posted);
+            println!("  pending    {}", balance.pending);
+            println!("  available  {}", balance.available);
+            let limit = balance.credit_limit.unwrap_or(Credits::ZERO);
+            println!("  limit      {limit}");
+            for grant in queries::grants_of(&mut conn, wallet, true)? {
+                let expiry = grant
+                    .expires_at
+                    .map_or("never".to_owned(), |at| at.to_string());
+                println!(
+                    "  grant {} {}: {} of {} left, {} reserved, expires {expiry}",
+                    grant.id,
+                    grant.source.as_str(),
+                    grant.remaining,
+                    grant.amount,
+                    grant.reserved
+                );
+            }
+        }
+        CreditsCommand::History {
+            tenant,
+            before,
+            limit,
+        } => {
+            let wallet = queries::wallet_of(&mut conn, TenantId(tenant))?;
+            let page = queries::history(&mut conn, wallet, before, limit)?;
+            for (seq, transfer) in &page.entries {
+                let sign = if transfer.credit == wallet { "+" } else { "-" };
+                let signed = match transfer.kind.is_posted() {
+                    true => format!("{sign}{}", transfer.amount),
+                    false => format!("({sign}{} pending)", transfer.amount),
+                };
+                println!(
+                    "{seq}\t{}\t{}\t{signed}\t{}\t{}",
+                    transfer.created_at,
+                    transfer.kind.as_str(),
+                    transfer.id,
+                    transfer.memo
+                );
+            }
+            if let Some(next) = page.next {
+                println!("more: --before {next}");
+            }
+        }
+        CreditsCommand::Audit => {
+            let report = ledger::audit::audit(&mut conn)?;
+            println!(
+                "audited {} accounts and {} transfers",
+                report.n_accounts, report.n_transfers
+            );
+            if !report.is_clean() {
+                for violation in &report.violations {
+                    println!("VIOLATION {violation}");
+                }
+                anyhow::bail!("{} invariant violations", report.violations.len());
+            }
+            println!("all invariants hold");
+        }
+    }
+    Ok(())
+}
+
+fn grant_command(wallet: ledger::AccountId, args: &GrantArgs) -> anyhow::Result<Command> {
+    let amount = Credits::parse(&args.amount).context("--amount")?;
+    let source = GrantSource::parse(&args.source).with_context(|| {
+        format!(
+            "--source {:?}: use allowance, purchase, promotion or adjustment",
+            args.source
+        )
+    })?;
+    let expires_at = args
+        .expires_at
+        .as_deref()
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| Timestamp::from_chrono(time.to_utc()))
+                .with_context(|| format!("--expires-at {text:?} is not an RFC 3339 time"))
+        })
+        .transpose()?;
+    let id = match &args.id {
+        Some(id) => TransferId::new(id.clone())?,
+        None => TransferId::new(format!(
+            "cli-grant-{}-{:08x}",
+            SystemClock.now().micros(),
+            rand::random::<u32>()
+        ))?,
+    };
+    Ok(Command::Grant {
+        id,
+        account: wallet,
+        source,
+        amount,
+        expires_at,
+        priority: None,
+        memo: args.memo.clone(),
+    })
+}

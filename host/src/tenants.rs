@@ -1,0 +1,116 @@
+//! Tenants: the organisations that use Tollgate, each with its own credit
+//! wallet in the ledger. A tenant may belong to a parent (a reseller), so
+//! the platform → reseller → tenant hierarchy has a place from the start.
+//!
+//! This module owns the `tenants` table; it asks the ledger to open the
+//! wallet and knows nothing else about credits.
+
+use diesel::prelude::*;
+
+use crate::db::DbConnection;
+use crate::db::schema::tenants;
+use crate::ids::TenantId;
+use crate::ledger::{AccountId, LedgerError, queries};
+use crate::units::{Credits, Timestamp};
+
+/// Longest tenant name, in bytes.
+pub const TENANT_NAME_BYTES_MAX: usize = 200;
+
+/// Most tenants one listing returns.
+pub const TENANTS_PAGE_MAX: usize = 1_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub parent: Option<TenantId>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("a tenant name must be 1 to {TENANT_NAME_BYTES_MAX} bytes and not blank")]
+    InvalidName,
+    #[error("tenant {0} does not exist")]
+    NotFound(TenantId),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Creates a tenant and its credit wallet, together or not at all.
+pub fn create(
+    conn: &mut DbConnection,
+    name: &str,
+    parent: Option<TenantId>,
+    credit_limit: Credits,
+    now: Timestamp,
+) -> Result<(Tenant, AccountId), TenantError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > TENANT_NAME_BYTES_MAX {
+        return Err(TenantError::InvalidName);
+    }
+    if credit_limit < Credits::ZERO {
+        return Err(LedgerError::NegativeCreditLimit(credit_limit).into());
+    }
+    conn.transaction(|conn| {
+        if let Some(parent) = parent {
+            find(conn, parent)?;
+        }
+        let id: i64 = diesel::insert_into(tenants::table)
+            .values((
+                tenants::name.eq(name),
+                tenants::parent_tenant_id.eq(parent.map(|parent| parent.0)),
+                tenants::created_at.eq(now.micros()),
+            ))
+            .returning(tenants::id)
+            .get_result(conn)?;
+        let tenant = TenantId(id);
+        let wallet = queries::open_wallet(conn, tenant, credit_limit, now)?;
+        Ok((
+            Tenant {
+                id: tenant,
+                name: name.to_owned(),
+                parent,
+                created_at: now,
+            },
+            wallet,
+        ))
+    })
+}
+
+type TenantRow = (i64, String, Option<i64>, i64);
+
+fn from_row((id, name, parent, created_at): TenantRow) -> Tenant {
+    Tenant {
+        id: TenantId(id),
+        name,
+        parent: parent.map(TenantId),
+        created_at: Timestamp::from_micros(created_at),
+    }
+}
+
+pub fn find(conn: &mut DbConnection, id: TenantId) -> Result<Tenant, TenantError> {
+    tenants::table
+        .find(id.0)
+        .first::<TenantRow>(conn)
+        .optional()?
+        .map(from_row)
+        .ok_or(TenantError::NotFound(id))
+}
+
+/// Tenants in id order, after the cursor `after`, `limit` at a time.
+pub fn list(
+    conn: &mut DbConnection,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Vec<Tenant>, TenantError> {
+    let limit = limit.clamp(1, TENANTS_PAGE_MAX) as i64;
+    let rows: Vec<TenantRow> = tenants::table
+        .filter(tenants::id.gt(after.map_or(0, |after| after.0)))
+        .order(tenants::id)
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
