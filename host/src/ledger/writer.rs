@@ -276,12 +276,14 @@ impl WriterThread {
                 .distinct()
                 .limit(limit)
                 .load(conn)?;
-            let due_holds: Vec<String> = holds::table
+            let mut due_holds: Vec<String> = holds::table
                 .filter(holds::state.eq("pending"))
                 .filter(holds::expires_at.le(now_us))
                 .select(holds::id)
                 .limit(limit)
                 .load(conn)?;
+            // Releases repay debt in the order they happen, so fix one.
+            due_holds.sort();
             let mut batch = load(conn, now, options, &[], &due_holds, due_accounts.clone())?;
             let mut n_transfers = 0;
             for account in due_accounts {
