@@ -38,6 +38,7 @@ fn simulate(seed: u64) {
     let wallets: Vec<AccountId> = limits.iter().map(|limit| h.wallet(*limit)).collect();
     let mut model = Model::new(&wallets, &limits);
     let mut applied: Vec<Command> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut n_ids = 0;
     let mut fresh_id = |prefix: &str| {
         n_ids += 1;
@@ -54,6 +55,9 @@ fn simulate(seed: u64) {
             let expected = model.sweep();
             let got = h.ledger.expire_due_blocking(1_000).unwrap();
             assert_eq!(got, expected, "seed {seed} step {step}: sweep");
+            if got > 0 {
+                *seen.entry("sweep expired something".into()).or_default() += 1;
+            }
             check(&h, &model, seed, step);
             continue;
         }
@@ -70,12 +74,37 @@ fn simulate(seed: u64) {
                 expected,
                 "seed {seed} step {step}: {command:?} gave {result:?}"
             );
+            let kind = format!("{command:?}");
+            let kind = kind.split_whitespace().next().unwrap_or_default();
+            *seen.entry(format!("{kind} {expected:?}")).or_default() += 1;
             if matches!(expected, Outcome::Applied) {
                 applied.push(command.clone());
             }
         }
         check(&h, &model, seed, step);
     }
+    // The run must have reached every path it exists to test.
+    let wanted = [
+        "Grant Applied",
+        "Transfer Applied",
+        "Hold Applied",
+        "Post Applied",
+        "Void Applied",
+        "Transfer Refused(\"insufficient\")",
+        "Hold Refused(\"insufficient\")",
+        "Post Refused(\"resolved\")",
+        "Post Refused(\"timed out\")",
+        "Post Refused(\"exceeds\")",
+        "Transfer Refused(\"conflict\")",
+        "sweep expired something",
+    ];
+    for outcome in wanted {
+        assert!(seen.contains_key(outcome), "seed {seed}: never saw {outcome}: {seen:#?}");
+    }
+    assert!(
+        seen.keys().any(|key| key.ends_with("Replayed")),
+        "seed {seed}: no retry was replayed: {seen:#?}"
+    );
 }
 
 fn random_command(
