@@ -66,7 +66,7 @@ enum TenantCommand {
         #[arg(long)]
         name: String,
         /// How far below zero the tenant may spend, in credits.
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", allow_hyphen_values = true)]
         credit_limit: String,
         /// The reseller this tenant belongs to.
         #[arg(long)]
@@ -109,7 +109,7 @@ struct GrantArgs {
     #[arg(long)]
     tenant: i64,
     /// Credits, e.g. 1000 or 12.5.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     amount: String,
     /// allowance, purchase, promotion or adjustment.
     #[arg(long, default_value = "adjustment")]

@@ -1,0 +1,184 @@
+//! The `tollgate` binary end to end: the operator's commands, the server's
+//! health endpoints, and the errors a bad config gets.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate::db::DatabaseUrl;
+use tollgate::db::testing::TestDatabase;
+
+/// How long the server may take to start answering before the test fails.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Cli {
+    dir: tempfile::TempDir,
+    url: String,
+    _db: TestDatabase,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for file in ["tollgate.toml", "plans.toml", "pricing.toml"] {
+            std::fs::copy(config.join(file), dir.path().join(file)).unwrap();
+        }
+        let db = TestDatabase::new();
+        let url = match &db.url {
+            DatabaseUrl::Postgres(url) => url.clone(),
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        };
+        Cli { dir, url, _db: db }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("tollgate.toml")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("--config")
+            .arg(self.config())
+            .args(["--database-url", &self.url])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("TOLLGATE_CONFIG");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail and returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(!output.status.success(), "tollgate {args:?} should have failed");
+        String::from_utf8(output.stderr).unwrap()
+    }
+}
+
+#[test]
+fn operator_commands_create_tenants_grant_credits_and_read_them_back() {
+    let cli = Cli::new();
+    assert!(cli.ok(&["migrate"]).contains("applied 20261124000001"));
+    assert!(cli.ok(&["migrate"]).contains("nothing to do"));
+    assert!(cli.ok(&["tenant", "create", "--name", "Acme"]).starts_with("created tenant 1 \"Acme\""));
+    cli.ok(&["tenant", "create", "--name", "Globex", "--credit-limit", "50"]);
+    let list = cli.ok(&["tenant", "list"]);
+    assert!(list.contains("1\tAcme") && list.contains("2\tGlobex"), "{list}");
+
+    let grant = ["credits", "grant", "--tenant", "1", "--amount", "1000", "--source", "allowance", "--id", "g-1"];
+    assert!(cli.ok(&grant).contains("granted 1000 credits to tenant 1 as transfer g-1\n"));
+    assert!(cli.ok(&grant).contains("already applied; nothing moved"));
+    let mut changed = grant;
+    changed[5] = "999";
+    assert!(cli.fails(&changed).contains("transfer g-1 already exists with different content"));
+    cli.ok(&["credits", "grant", "--tenant", "1", "--amount", "0.5", "--expires-at", "2099-01-01T00:00:00Z"]);
+
+    let balance = cli.ok(&["credits", "balance", "--tenant", "1"]);
+    assert!(balance.contains("posted     1000.5"), "{balance}");
+    assert!(balance.contains("grant g-1 allowance: 1000 of 1000 left"), "{balance}");
+    assert!(balance.contains("expires 2099-01-01T00:00:00Z"), "{balance}");
+    let history = cli.ok(&["credits", "history", "--tenant", "1", "--limit", "1"]);
+    assert!(history.contains("grant\t+0.5") && history.contains("more: --before"), "{history}");
+    assert!(cli.ok(&["credits", "audit"]).contains("all invariants hold"));
+
+    assert!(cli.fails(&["credits", "balance", "--tenant", "99"]).contains("tenant 99 does not exist"));
+    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "-5"]).contains("amount must be greater than zero"));
+    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "1e99"]).contains("--amount"));
+    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "1", "--source", "gift"]).contains("--source \"gift\""));
+    assert!(cli.fails(&["tenant", "create", "--name", "  "]).contains("tenant name"));
+}
+
+#[test]
+fn a_bad_config_is_refused_with_the_file_key_and_reason() {
+    let cli = Cli::new();
+    std::fs::write(cli.config(), "[server]\nlisten = \"127.0.0.1:8080\"\nport = 1\n").unwrap();
+    let error = cli.fails(&["migrate"]);
+    assert!(error.contains("tollgate.toml: server.port: TOML parse error") || error.contains("server.port: unknown field `port`"), "{error}");
+    std::fs::write(cli.config(), "").unwrap();
+    std::fs::write(cli.dir.path().join("plans.toml"), "[[plan]]\nid = \"x\"\n").unwrap();
+    let error = cli.fails(&["migrate"]);
+    assert!(error.contains("plans.toml") && error.contains("missing field `name`"), "{error}");
+    let error = String::from_utf8(
+        cli.command(&["migrate"]).env("TOLLGATE__STORAGE__POOL_SIZE", "lots").output().unwrap().stderr,
+    )
+    .unwrap();
+    assert!(error.contains("TOLLGATE__STORAGE__POOL_SIZE"), "{error}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 GET; returns the status line and the body.
+fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Ok((status, body))
+}
+
+/// The README's run command, on the embedded default: no database URL, so
+/// the server creates and migrates SQLite in its data dir on first start.
+#[test]
+fn serve_creates_the_embedded_database_and_answers_health_checks() {
+    let cli = Cli::new();
+    let port = free_port();
+    let data_dir = cli.dir.path().join("data");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(cli.config())
+        .arg("serve")
+        .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOLLGATE__STORAGE__DATA_DIR", &data_dir)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let health = loop {
+        match get(port, "/health") {
+            Ok(response) => break response,
+            Err(_) if started.elapsed() < STARTUP_DEADLINE => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("server did not answer within {STARTUP_DEADLINE:?}: {error}"),
+        }
+    };
+    assert!(health.0.contains("200"), "{health:?}");
+    assert_eq!(health.1, r#"{"status":"ok"}"#);
+    let ready = get(port, "/ready").unwrap();
+    assert!(ready.0.contains("200"), "{ready:?}");
+    assert!(get(port, "/nope").unwrap().0.contains("404"));
+    assert!(data_dir.join("tollgate.db").exists());
+
+    // SIGTERM: the server finishes what it has and exits cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.wait().unwrap().success());
+}
