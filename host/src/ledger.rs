@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::units::{Clock, Credits, Timestamp};
 
-pub use writer::WriterOptions;
+pub use writer::{Stats, WriterOptions};
 
 /// Longest transfer id a caller may choose.
 pub const TRANSFER_ID_BYTES_MAX: usize = 128;
@@ -515,6 +515,11 @@ impl Ledger {
     /// every few seconds; spending also expires a wallet's due grants first.
     pub fn expire_due_blocking(&self, limit: usize) -> Result<usize, LedgerError> {
         self.writer.expire_due_blocking(limit)
+    }
+
+    /// How many batches the writer committed, and with how many commands.
+    pub fn stats(&self) -> &Stats {
+        self.writer.stats()
     }
 
     pub async fn expire_due(&self, limit: usize) -> Result<usize, LedgerError> {

@@ -69,7 +69,10 @@ impl Cli {
     /// Runs a command that must fail and returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let output = self.run(args);
-        assert!(!output.status.success(), "tollgate {args:?} should have failed");
+        assert!(
+            !output.status.success(),
+            "tollgate {args:?} should have failed"
+        );
         String::from_utf8(output.stderr).unwrap()
     }
 }
@@ -79,63 +82,157 @@ fn operator_commands_create_tenants_grant_credits_and_read_them_back() {
     let cli = Cli::new();
     assert!(cli.ok(&["migrate"]).contains("applied 20261124000001"));
     assert!(cli.ok(&["migrate"]).contains("nothing to do"));
-    assert!(cli.ok(&["tenant", "create", "--name", "Acme"]).starts_with("created tenant 1 \"Acme\""));
-    cli.ok(&["tenant", "create", "--name", "Globex", "--credit-limit", "50"]);
+    assert!(
+        cli.ok(&["tenant", "create", "--name", "Acme"])
+            .starts_with("created tenant 1 \"Acme\"")
+    );
+    cli.ok(&[
+        "tenant",
+        "create",
+        "--name",
+        "Globex",
+        "--credit-limit",
+        "50",
+    ]);
     let list = cli.ok(&["tenant", "list"]);
-    assert!(list.contains("1\tAcme") && list.contains("2\tGlobex"), "{list}");
+    assert!(
+        list.contains("1\tAcme") && list.contains("2\tGlobex"),
+        "{list}"
+    );
 
-    let grant = ["credits", "grant", "--tenant", "1", "--amount", "1000", "--source", "allowance", "--id", "g-1"];
-    assert!(cli.ok(&grant).contains("granted 1000 credits to tenant 1 as transfer g-1\n"));
+    let grant = [
+        "credits",
+        "grant",
+        "--tenant",
+        "1",
+        "--amount",
+        "1000",
+        "--source",
+        "allowance",
+        "--id",
+        "g-1",
+    ];
+    assert!(
+        cli.ok(&grant)
+            .contains("granted 1000 credits to tenant 1 as transfer g-1\n")
+    );
     assert!(cli.ok(&grant).contains("already applied; nothing moved"));
     let mut changed = grant;
     changed[5] = "999";
-    assert!(cli.fails(&changed).contains("transfer g-1 already exists with different content"));
-    cli.ok(&["credits", "grant", "--tenant", "1", "--amount", "0.5", "--expires-at", "2099-01-01T00:00:00Z"]);
+    assert!(
+        cli.fails(&changed)
+            .contains("transfer g-1 already exists with different content")
+    );
+    cli.ok(&[
+        "credits",
+        "grant",
+        "--tenant",
+        "1",
+        "--amount",
+        "0.5",
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
 
     let balance = cli.ok(&["credits", "balance", "--tenant", "1"]);
     assert!(balance.contains("posted     1000.5"), "{balance}");
-    assert!(balance.contains("grant g-1 allowance: 1000 of 1000 left"), "{balance}");
-    assert!(balance.contains("expires 2099-01-01T00:00:00Z"), "{balance}");
+    assert!(
+        balance.contains("grant g-1 allowance: 1000 of 1000 left"),
+        "{balance}"
+    );
+    assert!(
+        balance.contains("expires 2099-01-01T00:00:00Z"),
+        "{balance}"
+    );
     let history = cli.ok(&["credits", "history", "--tenant", "1", "--limit", "1"]);
-    assert!(history.contains("grant\t+0.5") && history.contains("more: --before"), "{history}");
-    assert!(cli.ok(&["credits", "audit"]).contains("all invariants hold"));
+    assert!(
+        history.contains("grant\t+0.5") && history.contains("more: --before"),
+        "{history}"
+    );
+    assert!(
+        cli.ok(&["credits", "audit"])
+            .contains("all invariants hold")
+    );
 
-    assert!(cli.fails(&["credits", "balance", "--tenant", "99"]).contains("tenant 99 does not exist"));
-    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "-5"]).contains("amount must be greater than zero"));
-    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "1e99"]).contains("--amount"));
-    assert!(cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "1", "--source", "gift"]).contains("--source \"gift\""));
-    assert!(cli.fails(&["tenant", "create", "--name", "  "]).contains("tenant name"));
+    assert!(
+        cli.fails(&["credits", "balance", "--tenant", "99"])
+            .contains("tenant 99 does not exist")
+    );
+    assert!(
+        cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "-5"])
+            .contains("amount must be greater than zero")
+    );
+    assert!(
+        cli.fails(&["credits", "grant", "--tenant", "1", "--amount", "1e99"])
+            .contains("--amount")
+    );
+    assert!(
+        cli.fails(&[
+            "credits", "grant", "--tenant", "1", "--amount", "1", "--source", "gift"
+        ])
+        .contains("--source \"gift\"")
+    );
+    assert!(
+        cli.fails(&["tenant", "create", "--name", "  "])
+            .contains("tenant name")
+    );
 }
 
 #[test]
 fn a_bad_config_is_refused_with_the_file_key_and_reason() {
     let cli = Cli::new();
-    std::fs::write(cli.config(), "[server]\nlisten = \"127.0.0.1:8080\"\nport = 1\n").unwrap();
+    std::fs::write(
+        cli.config(),
+        "[server]\nlisten = \"127.0.0.1:8080\"\nport = 1\n",
+    )
+    .unwrap();
     let error = cli.fails(&["migrate"]);
-    assert!(error.contains("tollgate.toml: server.port: TOML parse error") || error.contains("server.port: unknown field `port`"), "{error}");
+    assert!(
+        error.contains("tollgate.toml: server.port: TOML parse error")
+            || error.contains("server.port: unknown field `port`"),
+        "{error}"
+    );
     std::fs::write(cli.config(), "").unwrap();
     std::fs::write(cli.dir.path().join("plans.toml"), "[[plan]]\nid = \"x\"\n").unwrap();
     let error = cli.fails(&["migrate"]);
-    assert!(error.contains("plans.toml") && error.contains("missing field `name`"), "{error}");
+    assert!(
+        error.contains("plans.toml") && error.contains("missing field `name`"),
+        "{error}"
+    );
     let error = String::from_utf8(
-        cli.command(&["migrate"]).env("TOLLGATE__STORAGE__POOL_SIZE", "lots").output().unwrap().stderr,
+        cli.command(&["migrate"])
+            .env("TOLLGATE__STORAGE__POOL_SIZE", "lots")
+            .output()
+            .unwrap()
+            .stderr,
     )
     .unwrap();
     assert!(error.contains("TOLLGATE__STORAGE__POOL_SIZE"), "{error}");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One HTTP/1.1 GET; returns the status line and the body.
 fn get(port: u16, path: &str) -> std::io::Result<(String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     Ok((status, body))
 }
 

@@ -71,7 +71,13 @@ fn spend_forever(
             amount: Some(Credits::from_micros(500_000)),
             memo: String::new(),
         };
-        acknowledged.push(ledger.submit_blocking(post).expect("hold is pending").transfer.id);
+        acknowledged.push(
+            ledger
+                .submit_blocking(post)
+                .expect("hold is pending")
+                .transfer
+                .id,
+        );
         let mut out = stdout.lock().expect("stdout lock");
         for id in acknowledged {
             writeln!(out, "committed {id}").expect("stdout is open");

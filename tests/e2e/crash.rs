@@ -22,7 +22,8 @@ fn sigkill_loses_no_acknowledged_transfer() {
     let wallet = {
         let mut conn = database.get().unwrap();
         let now = SystemClock.now();
-        let (_, wallet) = tenants::create(&mut conn, "Crash Test", None, Credits::ZERO, now).unwrap();
+        let (_, wallet) =
+            tenants::create(&mut conn, "Crash Test", None, Credits::ZERO, now).unwrap();
         wallet
     };
     let ledger_handle = ledger::Ledger::start(
@@ -81,6 +82,10 @@ fn sigkill_loses_no_acknowledged_transfer() {
     }
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     let report = ledger::audit::audit(&mut conn).unwrap();
-    assert!(report.is_clean(), "after the crash: {:#?}", report.violations);
+    assert!(
+        report.is_clean(),
+        "after the crash: {:#?}",
+        report.violations
+    );
     assert!(report.n_transfers as usize >= acknowledged.len() + 1);
 }

@@ -35,7 +35,8 @@ impl TestDatabase {
         }
     }
 
-    fn sqlite() -> TestDatabase {
+    /// A fresh SQLite database in a temporary folder.
+    pub fn sqlite() -> TestDatabase {
         let dir = tempfile::tempdir().expect("creating a temporary folder");
         let url = DatabaseUrl::Sqlite(dir.path().join("tollgate.db"));
         TestDatabase {
@@ -45,7 +46,8 @@ impl TestDatabase {
         }
     }
 
-    fn postgres(admin_url: String) -> TestDatabase {
+    /// A fresh database on the PostgreSQL server `admin_url` points at.
+    pub fn postgres(admin_url: String) -> TestDatabase {
         let name = format!(
             "tollgate_test_{}_{}_{}",
             std::process::id(),

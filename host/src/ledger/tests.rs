@@ -50,8 +50,14 @@ impl Harness {
 
     fn wallet(&self, credit_limit: i64) -> AccountId {
         let mut conn = self.database.get().unwrap();
-        let (_, wallet) =
-            tenants::create(&mut conn, "Tenant", None, cr(credit_limit), self.clock.now()).unwrap();
+        let (_, wallet) = tenants::create(
+            &mut conn,
+            "Tenant",
+            None,
+            cr(credit_limit),
+            self.clock.now(),
+        )
+        .unwrap();
         wallet
     }
 
@@ -62,7 +68,13 @@ impl Harness {
     }
 
     fn grant(&self, transfer: &str, account: AccountId, amount: i64) -> CommandResult {
-        self.run(grant(transfer, account, GrantSource::Purchase, cr(amount), None))
+        self.run(grant(
+            transfer,
+            account,
+            GrantSource::Purchase,
+            cr(amount),
+            None,
+        ))
     }
 
     fn spend(&self, transfer: &str, account: AccountId, amount: Credits) -> CommandResult {
@@ -110,7 +122,8 @@ impl Harness {
     }
 
     fn history(&self, account: AccountId) -> Vec<(TransferKind, String, i64)> {
-        let page = queries::history(&mut self.database.get().unwrap(), account, None, 1000).unwrap();
+        let page =
+            queries::history(&mut self.database.get().unwrap(), account, None, 1000).unwrap();
         let mut entries: Vec<_> = page
             .entries
             .into_iter()
@@ -143,7 +156,11 @@ impl Harness {
 
     fn assert_audit_clean(&self) {
         let report = audit::audit(&mut self.database.get().unwrap()).unwrap();
-        assert!(report.is_clean(), "ledger audit failed: {:#?}", report.violations);
+        assert!(
+            report.is_clean(),
+            "ledger audit failed: {:#?}",
+            report.violations
+        );
     }
 
     fn n_transfers(&self) -> i64 {
@@ -241,11 +258,20 @@ fn a_hold_resolves_at_most_once() {
             state: HoldState::Posted
         })
     );
-    assert!(matches!(h.void("v1", "h1"), Err(LedgerError::HoldResolved { .. })));
+    assert!(matches!(
+        h.void("v1", "h1"),
+        Err(LedgerError::HoldResolved { .. })
+    ));
     h.hold("h2", wallet, 10).unwrap();
     h.void("v2", "h2").unwrap();
-    assert!(matches!(h.post("p3", "h2", None), Err(LedgerError::HoldResolved { .. })));
-    assert_eq!(h.post("p4", "nope", None), Err(LedgerError::UnknownHold(id("nope"))));
+    assert!(matches!(
+        h.post("p3", "h2", None),
+        Err(LedgerError::HoldResolved { .. })
+    ));
+    assert_eq!(
+        h.post("p4", "nope", None),
+        Err(LedgerError::UnknownHold(id("nope")))
+    );
     assert_eq!(
         h.post("p5", "h2", Some(11)).unwrap_err(),
         LedgerError::HoldResolved {
@@ -274,14 +300,21 @@ fn a_forgotten_hold_times_out_and_releases_its_credits() {
     h.run(hold("h2", wallet, cr(20), 10 * SECOND_US)).unwrap();
     h.clock.advance_micros(10 * SECOND_US);
     // Posting after the deadline is refused, and the hold is released.
-    assert_eq!(h.post("p", "h1", None), Err(LedgerError::HoldTimedOut(id("h1"))));
+    assert_eq!(
+        h.post("p", "h1", None),
+        Err(LedgerError::HoldTimedOut(id("h1")))
+    );
     assert_eq!(h.posted_pending(wallet), (100, 20));
     // The sweep times out the other one.
     assert_eq!(h.ledger.expire_due_blocking(100).unwrap(), 1);
     h.assert_audit_clean();
     assert_eq!(h.posted_pending(wallet), (100, 0));
     assert_eq!(h.ledger.expire_due_blocking(100).unwrap(), 0);
-    let kinds: Vec<_> = h.history(wallet).into_iter().map(|(kind, id, _)| (kind, id)).collect();
+    let kinds: Vec<_> = h
+        .history(wallet)
+        .into_iter()
+        .map(|(kind, id, _)| (kind, id))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -293,7 +326,10 @@ fn a_forgotten_hold_times_out_and_releases_its_credits() {
         ]
     );
     let mut conn = h.database.get().unwrap();
-    assert_eq!(queries::hold(&mut conn, &id("h1")).unwrap().state, HoldState::TimedOut);
+    assert_eq!(
+        queries::hold(&mut conn, &id("h1")).unwrap().state,
+        HoldState::TimedOut
+    );
 }
 
 #[test]
@@ -302,13 +338,55 @@ fn grants_are_spent_by_priority_then_expiry_then_age() {
     let wallet = h.wallet(0);
     let day = 86_400 * SECOND_US;
     let at = |days: i64| Some(START.saturating_add_micros(days * day));
-    h.run(grant("purchase", wallet, GrantSource::Purchase, cr(10), None)).unwrap();
-    h.run(grant("allowance-late", wallet, GrantSource::Allowance, cr(10), at(30))).unwrap();
-    h.run(grant("allowance-soon", wallet, GrantSource::Allowance, cr(10), at(5))).unwrap();
-    h.run(grant("promo", wallet, GrantSource::Promotion, cr(10), at(60))).unwrap();
-    h.run(grant("allowance-never", wallet, GrantSource::Allowance, cr(10), None)).unwrap();
+    h.run(grant(
+        "purchase",
+        wallet,
+        GrantSource::Purchase,
+        cr(10),
+        None,
+    ))
+    .unwrap();
+    h.run(grant(
+        "allowance-late",
+        wallet,
+        GrantSource::Allowance,
+        cr(10),
+        at(30),
+    ))
+    .unwrap();
+    h.run(grant(
+        "allowance-soon",
+        wallet,
+        GrantSource::Allowance,
+        cr(10),
+        at(5),
+    ))
+    .unwrap();
+    h.run(grant(
+        "promo",
+        wallet,
+        GrantSource::Promotion,
+        cr(10),
+        at(60),
+    ))
+    .unwrap();
+    h.run(grant(
+        "allowance-never",
+        wallet,
+        GrantSource::Allowance,
+        cr(10),
+        None,
+    ))
+    .unwrap();
     h.clock.advance_micros(1);
-    h.run(grant("allowance-never-2", wallet, GrantSource::Allowance, cr(10), None)).unwrap();
+    h.run(grant(
+        "allowance-never-2",
+        wallet,
+        GrantSource::Allowance,
+        cr(10),
+        None,
+    ))
+    .unwrap();
     // Promotions first, then allowances by expiry (none last, older first),
     // purchases last.
     h.spend("s1", wallet, cr(15)).unwrap();
@@ -332,7 +410,14 @@ fn expired_grants_move_to_the_expired_account_with_their_own_transfer() {
     let h = Harness::new();
     let wallet = h.wallet(0);
     let expiry = START.saturating_add_micros(100 * SECOND_US);
-    h.run(grant("a", wallet, GrantSource::Allowance, cr(50), Some(expiry))).unwrap();
+    h.run(grant(
+        "a",
+        wallet,
+        GrantSource::Allowance,
+        cr(50),
+        Some(expiry),
+    ))
+    .unwrap();
     h.grant("b", wallet, 30).unwrap();
     h.spend("s", wallet, cr(20)).unwrap();
     h.run(hold("h", wallet, cr(20), 1_000 * SECOND_US)).unwrap();
@@ -350,7 +435,10 @@ fn expired_grants_move_to_the_expired_account_with_their_own_transfer() {
     h.post("p", "h", Some(10)).unwrap();
     assert_eq!(h.posted_pending(wallet), (30, 0));
     assert_eq!(h.posted_pending(PlatformAccount::Expired.id()), (20, 0));
-    assert_eq!(h.remaining(wallet), [("a".into(), 0, 0), ("b".into(), 30, 0)]);
+    assert_eq!(
+        h.remaining(wallet),
+        [("a".into(), 0, 0), ("b".into(), 30, 0)]
+    );
     let history = h.history(wallet);
     assert_eq!(
         &history[history.len() - 3..],
@@ -362,7 +450,13 @@ fn expired_grants_move_to_the_expired_account_with_their_own_transfer() {
     );
     // A grant that is already expired cannot be made.
     assert!(matches!(
-        h.run(grant("late", wallet, GrantSource::Promotion, cr(1), Some(expiry))),
+        h.run(grant(
+            "late",
+            wallet,
+            GrantSource::Promotion,
+            cr(1),
+            Some(expiry)
+        )),
         Err(LedgerError::ExpiryNotInFuture { .. })
     ));
 }
@@ -372,7 +466,14 @@ fn spending_expires_due_grants_without_waiting_for_the_sweep() {
     let h = Harness::new();
     let wallet = h.wallet(0);
     let expiry = START.saturating_add_micros(SECOND_US);
-    h.run(grant("a", wallet, GrantSource::Promotion, cr(50), Some(expiry))).unwrap();
+    h.run(grant(
+        "a",
+        wallet,
+        GrantSource::Promotion,
+        cr(50),
+        Some(expiry),
+    ))
+    .unwrap();
     h.grant("b", wallet, 5).unwrap();
     h.clock.advance_micros(SECOND_US);
     assert_eq!(insufficient(h.spend("s", wallet, cr(6))), (5, 6));
@@ -395,7 +496,10 @@ fn a_credit_limit_allows_debt_that_later_grants_repay() {
     // A new grant first repays the 40 owed.
     h.grant("g2", wallet, 100).unwrap();
     assert_eq!(h.posted_pending(wallet), (60, 10));
-    assert_eq!(h.remaining(wallet), [("g1".into(), 0, 0), ("g2".into(), 60, 0)]);
+    assert_eq!(
+        h.remaining(wallet),
+        [("g1".into(), 0, 0), ("g2".into(), 60, 0)]
+    );
     h.void("v", "h").unwrap();
     assert_eq!(h.balance(wallet).available, cr(60));
 }
@@ -420,17 +524,26 @@ fn a_reused_id_returns_the_first_result_or_is_refused() {
         memo: String::new(),
     };
     assert!(h.run(explicit).unwrap().replayed);
-    assert_eq!(h.grant("g", wallet, 99), Err(LedgerError::TransferIdConflict(id("g"))));
+    assert_eq!(
+        h.grant("g", wallet, 99),
+        Err(LedgerError::TransferIdConflict(id("g")))
+    );
     assert_eq!(
         h.run(grant("g", wallet, GrantSource::Promotion, cr(100), None)),
         Err(LedgerError::TransferIdConflict(id("g")))
     );
-    assert_eq!(h.spend("g", wallet, cr(1)), Err(LedgerError::TransferIdConflict(id("g"))));
+    assert_eq!(
+        h.spend("g", wallet, cr(1)),
+        Err(LedgerError::TransferIdConflict(id("g")))
+    );
     h.hold("h", wallet, 10).unwrap();
     h.post("p", "h", None).unwrap();
     assert!(h.post("p", "h", None).unwrap().replayed);
     assert!(h.post("p", "h", Some(10)).unwrap().replayed);
-    assert_eq!(h.post("p", "h", Some(9)), Err(LedgerError::TransferIdConflict(id("p"))));
+    assert_eq!(
+        h.post("p", "h", Some(9)),
+        Err(LedgerError::TransferIdConflict(id("p")))
+    );
     assert_eq!(h.posted_pending(wallet), (90, 0));
     assert_eq!(h.n_transfers(), 3);
 }
@@ -458,8 +571,10 @@ fn replays_within_one_batch_move_nothing() {
         },
     ];
     let results = h.ledger.execute_blocking(commands);
-    let replayed: Vec<Result<bool, LedgerError>> =
-        results.into_iter().map(|result| result.map(|receipt| receipt.replayed)).collect();
+    let replayed: Vec<Result<bool, LedgerError>> = results
+        .into_iter()
+        .map(|result| result.map(|receipt| receipt.replayed))
+        .collect();
     assert_eq!(
         replayed,
         [
@@ -490,12 +605,30 @@ fn bad_input_is_refused_and_changes_nothing() {
         memo: String::new(),
     };
     let cases: Vec<(Command, LedgerError)> = vec![
-        (transfer(Credits::ZERO, wallet, revenue), LedgerError::AmountNotPositive(Credits::ZERO)),
-        (transfer(cr(-5), wallet, revenue), LedgerError::AmountNotPositive(cr(-5))),
-        (transfer(cr(1), AccountId(9999), revenue), LedgerError::UnknownAccount(AccountId(9999))),
-        (transfer(cr(1), wallet, AccountId(9999)), LedgerError::UnknownAccount(AccountId(9999))),
-        (transfer(cr(1), wallet, wallet), LedgerError::SameAccount(wallet)),
-        (transfer(cr(1), revenue, wallet), LedgerError::WalletCreditNotGrant(wallet)),
+        (
+            transfer(Credits::ZERO, wallet, revenue),
+            LedgerError::AmountNotPositive(Credits::ZERO),
+        ),
+        (
+            transfer(cr(-5), wallet, revenue),
+            LedgerError::AmountNotPositive(cr(-5)),
+        ),
+        (
+            transfer(cr(1), AccountId(9999), revenue),
+            LedgerError::UnknownAccount(AccountId(9999)),
+        ),
+        (
+            transfer(cr(1), wallet, AccountId(9999)),
+            LedgerError::UnknownAccount(AccountId(9999)),
+        ),
+        (
+            transfer(cr(1), wallet, wallet),
+            LedgerError::SameAccount(wallet),
+        ),
+        (
+            transfer(cr(1), revenue, wallet),
+            LedgerError::WalletCreditNotGrant(wallet),
+        ),
         (
             grant("t", revenue, GrantSource::Promotion, cr(1), None),
             LedgerError::GrantToNonWallet(revenue),
@@ -529,11 +662,24 @@ fn bad_input_is_refused_and_changes_nothing() {
             (Err(LedgerError::Overflow(_)), LedgerError::Overflow(_)) => {}
             _ => assert_eq!(result, Err(expected), "{command:?}"),
         }
-        assert_eq!((h.posted_pending(wallet), h.n_transfers()), before, "{command:?}");
+        assert_eq!(
+            (h.posted_pending(wallet), h.n_transfers()),
+            before,
+            "{command:?}"
+        );
     }
-    assert!(matches!(TransferId::new(""), Err(LedgerError::InvalidTransferId(_))));
-    assert!(matches!(TransferId::new("~sys"), Err(LedgerError::InvalidTransferId(_))));
-    assert!(matches!(TransferId::new("a b"), Err(LedgerError::InvalidTransferId(_))));
+    assert!(matches!(
+        TransferId::new(""),
+        Err(LedgerError::InvalidTransferId(_))
+    ));
+    assert!(matches!(
+        TransferId::new("~sys"),
+        Err(LedgerError::InvalidTransferId(_))
+    ));
+    assert!(matches!(
+        TransferId::new("a b"),
+        Err(LedgerError::InvalidTransferId(_))
+    ));
     assert!(TransferId::new("x".repeat(TRANSFER_ID_BYTES_MAX)).is_ok());
     assert!(TransferId::new("x".repeat(TRANSFER_ID_BYTES_MAX + 1)).is_err());
     let mut conn = h.database.get().unwrap();
@@ -548,12 +694,22 @@ fn a_call_with_too_many_commands_is_refused_whole() {
     let h = Harness::new();
     let wallet = h.wallet(0);
     let commands: Vec<Command> = (0..=COMMANDS_PER_CALL_MAX)
-        .map(|n| grant(&format!("g{n}"), wallet, GrantSource::Promotion, cr(1), None))
+        .map(|n| {
+            grant(
+                &format!("g{n}"),
+                wallet,
+                GrantSource::Promotion,
+                cr(1),
+                None,
+            )
+        })
         .collect();
     let results = h.ledger.execute_blocking(commands);
-    assert!(results
-        .iter()
-        .all(|result| *result == Err(LedgerError::TooManyCommands(COMMANDS_PER_CALL_MAX + 1))));
+    assert!(
+        results
+            .iter()
+            .all(|result| *result == Err(LedgerError::TooManyCommands(COMMANDS_PER_CALL_MAX + 1)))
+    );
     assert_eq!(h.n_transfers(), 0);
 }
 
@@ -593,7 +749,10 @@ fn history_pages_newest_first_and_sums_to_the_balance() {
 fn migrations_apply_and_revert_cleanly() {
     let test_db = TestDatabase::new();
     let database = test_db.open();
-    assert!(database.migrate().unwrap().is_empty(), "a second run applies nothing");
+    assert!(
+        database.migrate().unwrap().is_empty(),
+        "a second run applies nothing"
+    );
     let reverted = database.revert_all().unwrap();
     assert!(!reverted.is_empty());
     let reapplied = database.migrate().unwrap();

@@ -20,7 +20,8 @@ fn spend_concurrently(ledgers: &[Ledger], wallet: AccountId) -> (usize, usize) {
             scope.spawn(move || {
                 for attempt in 0..ATTEMPTS_PER_SPENDER {
                     let hold_id = format!("hold-{thread}-{attempt}");
-                    let held = ledger.submit_blocking(hold(&hold_id, wallet, cr(1), 60 * SECOND_US));
+                    let held =
+                        ledger.submit_blocking(hold(&hold_id, wallet, cr(1), 60 * SECOND_US));
                     match held {
                         Ok(_) => {}
                         Err(LedgerError::InsufficientCredits { .. }) => {
@@ -63,7 +64,12 @@ fn two_hosts_on_one_database_never_overspend() {
     let h = Harness::new();
     let wallet = h.wallet(0);
     h.grant("g", wallet, 1000).unwrap();
-    let second_host = Ledger::start(h.database.clone(), h.clock.clone(), WriterOptions::default()).unwrap();
+    let second_host = Ledger::start(
+        h.database.clone(),
+        h.clock.clone(),
+        WriterOptions::default(),
+    )
+    .unwrap();
     let ledgers = [h.ledger.clone(), second_host];
     let (succeeded, refused) = spend_concurrently(&ledgers, wallet);
     assert_eq!(succeeded, 1000);
@@ -77,18 +83,32 @@ fn two_hosts_on_one_database_never_overspend() {
 fn a_retry_on_another_host_is_applied_once() {
     let h = Harness::new();
     let wallet = h.wallet(0);
-    let second_host = Ledger::start(h.database.clone(), h.clock.clone(), WriterOptions::default()).unwrap();
+    let second_host = Ledger::start(
+        h.database.clone(),
+        h.clock.clone(),
+        WriterOptions::default(),
+    )
+    .unwrap();
     let ledgers = [h.ledger.clone(), second_host];
     let results: Vec<CommandResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|n| {
                 let ledger = &ledgers[n % 2];
                 scope.spawn(move || {
-                    ledger.submit_blocking(grant("same", wallet, GrantSource::Purchase, cr(5), None))
+                    ledger.submit_blocking(grant(
+                        "same",
+                        wallet,
+                        GrantSource::Purchase,
+                        cr(5),
+                        None,
+                    ))
                 })
             })
             .collect();
-        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
     });
     let n_applied = results
         .iter()

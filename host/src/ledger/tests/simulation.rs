@@ -62,11 +62,18 @@ fn simulate(seed: u64) {
             continue;
         }
         model.now = h.clock.now().micros();
-        let n_commands = if rng.random_bool(0.1) { rng.random_range(2..6) } else { 1 };
+        let n_commands = if rng.random_bool(0.1) {
+            rng.random_range(2..6)
+        } else {
+            1
+        };
         let commands: Vec<Command> = (0..n_commands)
             .map(|_| random_command(&mut rng, &model, &wallets, &applied, &mut fresh_id))
             .collect();
-        let expected: Vec<Outcome> = commands.iter().map(|command| model.apply(command)).collect();
+        let expected: Vec<Outcome> = commands
+            .iter()
+            .map(|command| model.apply(command))
+            .collect();
         let results = h.ledger.execute_blocking(commands.clone());
         for ((command, result), expected) in commands.iter().zip(results).zip(expected) {
             assert_eq!(
@@ -99,7 +106,10 @@ fn simulate(seed: u64) {
         "sweep expired something",
     ];
     for outcome in wanted {
-        assert!(seen.contains_key(outcome), "seed {seed}: never saw {outcome}: {seen:#?}");
+        assert!(
+            seen.contains_key(outcome),
+            "seed {seed}: never saw {outcome}: {seen:#?}"
+        );
     }
     assert!(
         seen.keys().any(|key| key.ends_with("Replayed")),
@@ -206,7 +216,13 @@ fn check(h: &Harness, model: &Model, seed: u64, step: usize) {
         let grants: Vec<(String, i64, i64)> = queries::grants_of(&mut conn, wallet.account, false)
             .unwrap()
             .into_iter()
-            .map(|grant| (grant.id.to_string(), grant.remaining.micros(), grant.reserved.micros()))
+            .map(|grant| {
+                (
+                    grant.id.to_string(),
+                    grant.remaining.micros(),
+                    grant.reserved.micros(),
+                )
+            })
             .collect();
         let mut expected: Vec<&ModelGrant> = wallet.grants.iter().collect();
         expected.sort_by_key(|grant| grant.order_key());
@@ -214,14 +230,26 @@ fn check(h: &Harness, model: &Model, seed: u64, step: usize) {
             .into_iter()
             .map(|grant| (grant.id.clone(), grant.remaining, grant.reserved))
             .collect();
-        assert_eq!(grants, expected, "seed {seed} step {step}: wallet {} grants", wallet.account);
+        assert_eq!(
+            grants, expected,
+            "seed {seed} step {step}: wallet {} grants",
+            wallet.account
+        );
     }
     for (account, posted) in &model.platform {
         let balance = queries::balance(&mut conn, *account).unwrap();
-        assert_eq!(balance.posted.micros(), *posted, "seed {seed} step {step}: account {account}");
+        assert_eq!(
+            balance.posted.micros(),
+            *posted,
+            "seed {seed} step {step}: account {account}"
+        );
     }
     let report = audit::audit(&mut conn).unwrap();
-    assert!(report.is_clean(), "seed {seed} step {step}: {:#?}", report.violations);
+    assert!(
+        report.is_clean(),
+        "seed {seed} step {step}: {:#?}",
+        report.violations
+    );
 }
 
 /// What became of a command, without the details the model does not track.
@@ -328,20 +356,28 @@ impl Model {
                     grants: Vec::new(),
                 })
                 .collect(),
-            platform: PlatformAccount::ALL.iter().map(|account| (account.id(), 0)).collect(),
+            platform: PlatformAccount::ALL
+                .iter()
+                .map(|account| (account.id(), 0))
+                .collect(),
             holds: HashMap::new(),
             applied: HashMap::new(),
         }
     }
 
     fn wallet_index(&self, account: AccountId) -> usize {
-        self.wallets.iter().position(|wallet| wallet.account == account).unwrap()
+        self.wallets
+            .iter()
+            .position(|wallet| wallet.account == account)
+            .unwrap()
     }
 
     fn apply(&mut self, command: &Command) -> Outcome {
         let mut normalized = command.clone();
         match &mut normalized {
-            Command::Grant { source, priority, .. } => {
+            Command::Grant {
+                source, priority, ..
+            } => {
                 priority.get_or_insert(source.priority_default());
             }
             Command::Post { hold, amount, .. } => {
@@ -392,7 +428,10 @@ impl Model {
                 }
                 self.draw(wallet, amount.micros(), false);
                 self.wallets[wallet].posted -= amount.micros();
-                *self.platform.get_mut(&PlatformAccount::Revenue.id()).unwrap() += amount.micros();
+                *self
+                    .platform
+                    .get_mut(&PlatformAccount::Revenue.id())
+                    .unwrap() += amount.micros();
                 Outcome::Applied
             }
             Command::Hold {
@@ -504,7 +543,10 @@ impl Model {
             }
         }
         self.wallets[wallet].posted -= expired_total;
-        *self.platform.get_mut(&PlatformAccount::Expired.id()).unwrap() += expired_total;
+        *self
+            .platform
+            .get_mut(&PlatformAccount::Expired.id())
+            .unwrap() += expired_total;
         n_transfers
     }
 
@@ -517,7 +559,10 @@ impl Model {
         let reserved = std::mem::take(&mut model_hold.reserved);
         self.wallets[wallet].pending -= amount;
         self.wallets[wallet].posted -= captured;
-        *self.platform.get_mut(&PlatformAccount::Revenue.id()).unwrap() += captured;
+        *self
+            .platform
+            .get_mut(&PlatformAccount::Revenue.id())
+            .unwrap() += captured;
         let mut to_capture = captured;
         for (index, held) in reserved {
             let spent = held.min(to_capture);
@@ -527,7 +572,10 @@ impl Model {
             match grant.expired {
                 true => {
                     self.wallets[wallet].posted -= held - spent;
-                    *self.platform.get_mut(&PlatformAccount::Expired.id()).unwrap() += held - spent;
+                    *self
+                        .platform
+                        .get_mut(&PlatformAccount::Expired.id())
+                        .unwrap() += held - spent;
                 }
                 false => grant.remaining += held - spent,
             }
