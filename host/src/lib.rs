@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod ids;
 pub mod ledger;
 pub mod scheduler;

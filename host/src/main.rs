@@ -44,6 +44,9 @@ enum Commands {
         /// Overrides server.listen.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Seed a demo tenant with credits when the database has no tenants.
+        #[arg(long)]
+        demo: bool,
     },
     /// Apply pending database migrations.
     Migrate {
@@ -149,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| config.settings.storage.database_url.clone());
     let url = DatabaseUrl::parse(&url_text, &config.settings.storage.data_dir)?;
     match cli.command {
-        Commands::Serve { listen } => serve(&config, &url, listen),
+        Commands::Serve { listen, demo } => serve(&config, &url, listen, demo),
         Commands::Migrate { revert_all } => migrate(&config, &url, revert_all),
         Commands::Tenant(command) => tenant(open(&config, &url)?, command),
         Commands::Credits(command) => credits(&config, open(&config, &url)?, command),
@@ -192,9 +195,13 @@ fn serve(
     config: &Config,
     url: &DatabaseUrl,
     listen: Option<std::net::SocketAddr>,
+    demo: bool,
 ) -> anyhow::Result<()> {
     let database = open(config, url)?;
     let ledger = start_ledger(config, &database)?;
+    if demo {
+        tollgate::demo::seed(&database, &ledger, &SystemClock)?;
+    }
     let listen = listen.unwrap_or(config.settings.server.listen);
     let sweep = Duration::from_secs(u64::from(
         config.settings.ledger.expiry_sweep_seconds.max(1),

@@ -246,7 +246,7 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .arg("--config")
         .arg(cli.config())
-        .arg("serve")
+        .args(["serve", "--demo"])
         .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("TOLLGATE__STORAGE__DATA_DIR", &data_dir)
         .env_remove("DATABASE_URL")
@@ -278,4 +278,25 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
         .unwrap();
     assert!(status.success());
     assert!(server.wait().unwrap().success());
+
+    // The demo tenant is there with its credits, and it is the only one.
+    let url = format!("sqlite://{}", data_dir.join("tollgate.db").display());
+    let balance = |tenant: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(cli.config())
+            .args([
+                "--database-url",
+                &url,
+                "credits",
+                "balance",
+                "--tenant",
+                tenant,
+            ])
+            .output()
+            .unwrap()
+    };
+    let demo = String::from_utf8(balance("1").stdout).unwrap();
+    assert!(demo.contains("posted     1250"), "{demo}");
+    assert!(!balance("2").status.success());
 }

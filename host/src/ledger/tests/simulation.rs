@@ -130,7 +130,17 @@ fn random_command(
         let whole = rng.random_range(1..=max) * 1_000_000;
         Credits::from_micros(whole - rng.random_range(0..2) * rng.random_range(0..999_999))
     }
-    let hold_ids: Vec<&String> = model.holds.keys().collect();
+    // Mostly holds still pending, sometimes any (to hit resolved ones).
+    let mut hold_ids: Vec<&String> = model
+        .holds
+        .iter()
+        .filter(|(_, hold)| hold.pending)
+        .map(|(id, _)| id)
+        .collect();
+    if hold_ids.is_empty() || rng.random_bool(0.25) {
+        hold_ids = model.holds.keys().collect();
+    }
+    hold_ids.sort();
     let roll = rng.random_range(0..100);
     match roll {
         0..=24 => Command::Transfer {
@@ -165,9 +175,14 @@ fn random_command(
         62..=77 if !hold_ids.is_empty() => {
             let hold = hold_ids[rng.random_range(0..hold_ids.len())];
             let held = model.holds[hold].amount;
-            let amount = rng
-                .random_bool(0.5)
-                .then(|| Credits::from_micros(rng.random_range(1..=held + 3_000_000)));
+            // Full, partial, exactly all, or (one time in eight) too much.
+            let amount = match rng.random_range(0..8) {
+                0..=3 => None,
+                4..=5 => Some(rng.random_range(1..=held)),
+                6 => Some(held),
+                _ => Some(held + rng.random_range(1..3_000_000)),
+            }
+            .map(Credits::from_micros);
             Command::Post {
                 id: fresh_id("p"),
                 hold: id(hold),
