@@ -1,5 +1,110 @@
-//! The crate plugin authors depend on. It will carry the WIT contract
-//! (`wit/v0.1/`), one trait per plugin kind and the `register_plugin!` macro;
-//! see `docs/ARCHITECTURE.md`. Until the plugin runtime lands it exports
-//! nothing, so that the workspace has its final shape from the start.
+//! Write Tollgate plugins in Rust.
+//!
+//! A plugin is a WebAssembly component of one kind: a lead source, a
+//! messaging channel, a payment provider or a pricing rule. Enable the
+//! feature of that kind, implement its trait, and register the type:
+//!
+//! ```ignore
+//! use tollgate_plugin_sdk::{PricingRule, PluginError, PriceRequest, Price};
+//!
+//! struct Markup;
+//!
+//! impl PricingRule for Markup {
+//!     fn adjust_price(request: PriceRequest) -> Result<Price, PluginError> {
+//!         Ok(Price { price_micros: request.base_price_micros * 6 / 5, note: None })
+//!     }
+//! }
+//!
+//! tollgate_plugin_sdk::register_plugin!(Markup);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`. The host
+//! runs each call in a fresh sandboxed instance: no files, sockets or
+//! environment; reach the world through [`host`]. `docs/PLUGINS.md` walks
+//! from `cargo new` to an installed plugin.
 #![deny(missing_docs)]
+
+#[cfg(all(
+    target_arch = "wasm32",
+    not(any(
+        feature = "lead-source",
+        feature = "channel",
+        feature = "payment-provider",
+        feature = "pricing-rule"
+    ))
+))]
+compile_error!(
+    "enable the feature of the plugin's kind: lead-source, channel, payment-provider or pricing-rule"
+);
+
+#[cfg(any(
+    all(
+        feature = "lead-source",
+        any(
+            feature = "channel",
+            feature = "payment-provider",
+            feature = "pricing-rule"
+        )
+    ),
+    all(
+        feature = "channel",
+        any(feature = "payment-provider", feature = "pricing-rule")
+    ),
+    all(feature = "payment-provider", feature = "pricing-rule"),
+))]
+compile_error!("a plugin is exactly one kind: enable one of the kind features");
+
+/// The generated bindings. Private in all but name: the register macro
+/// needs a path to them.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod wit {
+    #[cfg(feature = "lead-source")]
+    wit_bindgen::generate!({
+        path: "wit/v0.1",
+        world: "lead-source",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+    });
+    #[cfg(feature = "channel")]
+    wit_bindgen::generate!({
+        path: "wit/v0.1",
+        world: "channel",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+    });
+    #[cfg(feature = "payment-provider")]
+    wit_bindgen::generate!({
+        path: "wit/v0.1",
+        world: "payment-provider",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+    });
+    #[cfg(feature = "pricing-rule")]
+    wit_bindgen::generate!({
+        path: "wit/v0.1",
+        world: "pricing-rule",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+    });
+}
+
+#[cfg(any(
+    feature = "lead-source",
+    feature = "channel",
+    feature = "payment-provider",
+    feature = "pricing-rule"
+))]
+mod kinds;
+
+#[cfg(any(
+    feature = "lead-source",
+    feature = "channel",
+    feature = "payment-provider",
+    feature = "pricing-rule"
+))]
+pub use kinds::*;

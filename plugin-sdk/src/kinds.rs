@@ -1,0 +1,178 @@
+//! The traits plugin authors implement, one per kind, and the names they use.
+
+pub use crate::wit::tollgate::plugin::types::{Callback, ErrorKind, Field, PluginError};
+
+/// What the host offers: logging, HTTP to declared hosts, a key-value
+/// store, the tenant's settings and the clock.
+pub mod host {
+    pub use crate::wit::tollgate::plugin::host::{
+        HttpError, HttpRequest, HttpResponse, LogLevel, http_send, kv_delete, kv_get, kv_set, log,
+        now_ms, setting,
+    };
+
+    /// A required setting, or a `misconfigured` error that names it.
+    pub fn required_setting(name: &str) -> Result<String, crate::PluginError> {
+        setting(name).ok_or_else(|| {
+            crate::PluginError::new(
+                crate::ErrorKind::Misconfigured,
+                format!("setting {name:?} is not set for this plugin"),
+            )
+        })
+    }
+}
+
+impl PluginError {
+    /// A plugin error that is not worth retrying.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> PluginError {
+        let retryable = matches!(kind, ErrorKind::RateLimited | ErrorKind::Upstream);
+        PluginError {
+            kind,
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    /// Bad input from the caller.
+    pub fn invalid_input(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// The outside service failed; the call may be retried.
+    pub fn upstream(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::Upstream, message)
+    }
+}
+
+#[cfg(feature = "lead-source")]
+pub use lead_source::*;
+#[cfg(feature = "lead-source")]
+mod lead_source {
+    use crate::PluginError;
+    pub use crate::wit::tollgate::plugin::leads::{Enrichment, Lead, SearchPage, SearchQuery};
+
+    /// A source of leads.
+    pub trait LeadSource {
+        /// Searches for leads, one page at a time. Report the leads
+        /// returned as `units`: that is what the tenant pays for.
+        fn search(query: SearchQuery) -> Result<SearchPage, PluginError>;
+
+        /// Fills in what the source knows about a lead. By default the
+        /// source knows nothing more, and that costs nothing.
+        fn enrich(lead: Lead) -> Result<Enrichment, PluginError> {
+            let _ = lead;
+            Ok(Enrichment {
+                lead: None,
+                units: 0,
+            })
+        }
+    }
+
+    impl<T: LeadSource> crate::wit::Guest for T {
+        fn search(query: SearchQuery) -> Result<SearchPage, PluginError> {
+            T::search(query)
+        }
+        fn enrich(lead: Lead) -> Result<Enrichment, PluginError> {
+            T::enrich(lead)
+        }
+    }
+}
+
+#[cfg(feature = "channel")]
+pub use channel::*;
+#[cfg(feature = "channel")]
+mod channel {
+    pub use crate::wit::tollgate::plugin::messages::{
+        Event, EventKind, Events, Message, Sender, Sent,
+    };
+    pub use crate::wit::tollgate::plugin::smtp;
+    use crate::{Callback, PluginError};
+
+    /// A messaging channel.
+    pub trait Channel {
+        /// Sends one message; report 1 unit per message sent.
+        fn send(message: Message) -> Result<Sent, PluginError>;
+
+        /// Turns a provider callback into events. By default the channel
+        /// has no callbacks and reports none.
+        fn parse_callback(callback: Callback) -> Result<Events, PluginError> {
+            let _ = callback;
+            Ok(Events {
+                events: Vec::new(),
+                units: 0,
+            })
+        }
+    }
+
+    impl<T: Channel> crate::wit::Guest for T {
+        fn send(message: Message) -> Result<Sent, PluginError> {
+            T::send(message)
+        }
+        fn parse_callback(callback: Callback) -> Result<Events, PluginError> {
+            T::parse_callback(callback)
+        }
+    }
+}
+
+#[cfg(feature = "payment-provider")]
+pub use payment_provider::*;
+#[cfg(feature = "payment-provider")]
+mod payment_provider {
+    pub use crate::wit::tollgate::plugin::payments::{
+        Method, Payment, PaymentEvent, PaymentEventKind, PaymentEvents, PaymentRequest,
+        PaymentStatus, Refund, RefundRequest,
+    };
+    use crate::{Callback, PluginError};
+
+    /// A payment provider.
+    pub trait PaymentProvider {
+        /// Takes a payment.
+        fn create_payment(request: PaymentRequest) -> Result<Payment, PluginError>;
+
+        /// Gives money back.
+        fn refund(request: RefundRequest) -> Result<Refund, PluginError>;
+
+        /// Verifies a notification's signature and turns it into events.
+        fn parse_callback(callback: Callback) -> Result<PaymentEvents, PluginError>;
+    }
+
+    impl<T: PaymentProvider> crate::wit::Guest for T {
+        fn create_payment(request: PaymentRequest) -> Result<Payment, PluginError> {
+            T::create_payment(request)
+        }
+        fn refund(request: RefundRequest) -> Result<Refund, PluginError> {
+            T::refund(request)
+        }
+        fn parse_callback(callback: Callback) -> Result<PaymentEvents, PluginError> {
+            T::parse_callback(callback)
+        }
+    }
+}
+
+#[cfg(feature = "pricing-rule")]
+pub use pricing_rule::*;
+#[cfg(feature = "pricing-rule")]
+mod pricing_rule {
+    use crate::PluginError;
+    pub use crate::wit::tollgate::plugin::pricing::{Price, PriceRequest};
+
+    /// A rule that adjusts the configured price of a call.
+    pub trait PricingRule {
+        /// Returns the price to charge, in millionths of a credit.
+        fn adjust_price(request: PriceRequest) -> Result<Price, PluginError>;
+    }
+
+    impl<T: PricingRule> crate::wit::Guest for T {
+        fn adjust_price(request: PriceRequest) -> Result<Price, PluginError> {
+            T::adjust_price(request)
+        }
+    }
+}
+
+/// Registers the type that implements the plugin's trait as the component's
+/// exports. Use it once, at the crate root.
+#[macro_export]
+macro_rules! register_plugin {
+    ($plugin:ident) => {
+        $crate::wit::__export_world!($plugin with_types_in $crate::wit);
+    };
+}
