@@ -8,6 +8,7 @@ pub mod db;
 pub mod demo;
 pub mod ids;
 pub mod ledger;
+pub mod plugins;
 pub mod runtime;
 pub mod scheduler;
 pub mod tenants;

@@ -167,6 +167,9 @@ pub struct LoadedPlugin {
     pub version: String,
     pub kind: PluginKind,
     pub limits: Limits,
+    /// The WIT version (`0.1`) of the host interfaces the component
+    /// imports; `None` when it imports none of them.
+    pub api_version: Option<String>,
     pre: WorldPre,
 }
 
@@ -471,6 +474,7 @@ impl Runtime {
             kind,
             reason: format!("{error:#}"),
         };
+        let api_version = imported_api_version(&self.engine, &component);
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -495,6 +499,7 @@ impl Runtime {
             version: version.to_owned(),
             kind,
             limits: limits.capped_by(self.config.limits_max),
+            api_version,
             pre,
         })
     }
@@ -538,6 +543,18 @@ impl Runtime {
             logs,
         }
     }
+}
+
+/// The `major.minor` of the first `tollgate:plugin/...@x.y.z` import.
+fn imported_api_version(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .find_map(|(name, _)| {
+            let version = name.strip_prefix("tollgate:plugin/")?.split_once('@')?.1;
+            let mut parts = version.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
 }
 
 type CallResult = wasmtime::Result<Result<Reply, CallError>>;

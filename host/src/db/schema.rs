@@ -84,3 +84,42 @@ diesel::allow_tables_to_appear_in_same_query!(
     holds,
     allocations
 );
+
+diesel::table! {
+    plugin_versions (name, version) {
+        name -> Text,
+        version -> Text,
+        kind -> Text,
+        api_version -> Text,
+        manifest -> Text,
+        wasm -> Binary,
+        wasm_sha256 -> Text,
+        approved_hosts -> Text,
+        installed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    plugins (name) {
+        name -> Text,
+        active_version -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    plugin_enablements (tenant_id, plugin) {
+        tenant_id -> BigInt,
+        plugin -> Text,
+        settings -> Text,
+        enabled -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    plugins,
+    plugin_versions,
+    plugin_enablements,
+    tenants
+);

@@ -1,0 +1,573 @@
+//! Plugins as the operator manages them: manifests (`plugin.toml`), the
+//! checks a plugin must pass to be installed, installed versions kept in the
+//! database (so every host can load them), and each tenant's enablement with
+//! its settings.
+//!
+//! What runs a plugin is `runtime`; what a call costs is metering's. This
+//! module decides which plugin versions exist and who may use them.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use serde::Deserialize;
+use sha2::Digest as _;
+
+use crate::db::DbConnection;
+use crate::db::schema::{plugin_enablements, plugin_versions, plugins};
+use crate::ids::TenantId;
+use crate::runtime::{self, Limits, LoadError, LoadedPlugin, PluginKind, Runtime};
+use crate::units::Timestamp;
+
+/// The manifest's file name, beside the component.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// Largest component the host accepts.
+pub const WASM_BYTES_MAX: usize = 32 << 20;
+
+/// Largest manifest.
+const MANIFEST_BYTES_MAX: usize = 64 << 10;
+
+/// Most settings a manifest may declare, and their sizes.
+const SETTINGS_MAX: usize = 64;
+const SETTING_VALUE_BYTES_MAX: usize = 8 << 10;
+
+/// Most HTTP hosts a manifest may declare.
+const HTTP_HOSTS_MAX: usize = 32;
+
+/// Plugin names are ids: short, stable, lower case.
+const NAME_BYTES_MAX: usize = 64;
+
+/// A plugin's manifest, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: semver::Version,
+    pub kind: PluginKind,
+    /// The WIT version it was built against: `0.1`.
+    pub api_version: String,
+    pub description: String,
+    pub author: String,
+    /// Hosts it may send HTTP requests to, once the operator approves them.
+    pub http_hosts: Vec<String>,
+    pub settings: Vec<SettingSpec>,
+    /// What it asks for; the host caps each at its own maximum.
+    pub limits: Limits,
+}
+
+/// A setting a tenant supplies when enabling the plugin.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Enabling refuses a tenant that leaves it out.
+    #[serde(default)]
+    pub required: bool,
+    /// Never shown back once set (an API key, a password).
+    #[serde(default)]
+    pub secret: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    kind: String,
+    api_version: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    capabilities: RawCapabilities,
+    #[serde(default)]
+    settings: Vec<SettingSpec>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapabilities {
+    #[serde(default)]
+    http_hosts: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: Option<u64>,
+    memory_bytes: Option<usize>,
+    timeout_ms: Option<u64>,
+    output_bytes: Option<usize>,
+}
+
+/// Why a plugin could not be installed (or enabled). Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{MANIFEST_FILE}: {0}")]
+    Manifest(String),
+    #[error(
+        "plugin {name} was built against API {api_version}; this host runs {}",
+        runtime::API_VERSIONS.join(", ")
+    )]
+    UnsupportedApiVersion { name: String, api_version: String },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(
+        "plugin {plugin}: the manifest says {manifest}, but the component is a {component} plugin"
+    )]
+    KindMismatch {
+        plugin: String,
+        manifest: PluginKind,
+        component: PluginKind,
+    },
+    #[error(
+        "plugin {plugin}: the component implements none of the plugin worlds (lead-source, channel, payment-provider, pricing-rule); build it with tollgate-plugin-sdk"
+    )]
+    NoWorld { plugin: String },
+    #[error(
+        "plugin {name}: the manifest says API {manifest}, but the component imports API {component}; rebuild it or fix api_version"
+    )]
+    ApiVersionMismatch {
+        name: String,
+        manifest: String,
+        component: String,
+    },
+    #[error(
+        "plugin {name} declares HTTP host {host:?}, which the operator did not approve (approve it with --allow-host {host})"
+    )]
+    HostNotApproved { name: String, host: String },
+    #[error("the component is {size} bytes; at most {WASM_BYTES_MAX} are accepted")]
+    TooLarge { size: usize },
+    #[error(
+        "plugin {name} {version} is already installed with different contents; give the new build a new version"
+    )]
+    VersionConflict { name: String, version: String },
+    #[error(
+        "plugin {0} is installed already; install the new version with `tollgate plugin upgrade`"
+    )]
+    AlreadyInstalled(String),
+    #[error("plugin {0} is not installed")]
+    NotInstalled(String),
+    #[error("plugin {plugin} needs the setting {setting:?}: {description}")]
+    MissingSetting {
+        plugin: String,
+        setting: String,
+        description: String,
+    },
+    #[error("plugin {plugin} has no setting {setting:?}; it takes {}", .known.join(", "))]
+    UnknownSetting {
+        plugin: String,
+        setting: String,
+        known: Vec<String>,
+    },
+    #[error("setting {0:?} is longer than {SETTING_VALUE_BYTES_MAX} bytes")]
+    SettingTooLong(String),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Manifest, PluginError> {
+        let invalid = |message: String| PluginError::Manifest(message);
+        if text.len() > MANIFEST_BYTES_MAX {
+            return Err(invalid(format!("longer than {MANIFEST_BYTES_MAX} bytes")));
+        }
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|error| invalid(error.to_string()))?;
+        let raw: RawManifest = serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| invalid(format!("{}: {}", error.path(), error.inner())))?;
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= NAME_BYTES_MAX
+            && raw
+                .name
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+        if !name_ok {
+            return Err(invalid(format!(
+                "name: {:?} is not a plugin name: use 1 to {NAME_BYTES_MAX} of a-z, 0-9 and -",
+                raw.name
+            )));
+        }
+        let version = semver::Version::parse(&raw.version).map_err(|error| {
+            invalid(format!(
+                "version: {:?} is not a semantic version: {error}",
+                raw.version
+            ))
+        })?;
+        let kind = PluginKind::parse(&raw.kind).ok_or_else(|| {
+            invalid(format!(
+                "kind: {:?} is not lead-source, channel, payment-provider or pricing-rule",
+                raw.kind
+            ))
+        })?;
+        if !runtime::API_VERSIONS.contains(&raw.api_version.as_str()) {
+            return Err(PluginError::UnsupportedApiVersion {
+                name: raw.name,
+                api_version: raw.api_version,
+            });
+        }
+        let http_hosts = raw.capabilities.http_hosts;
+        if http_hosts.len() > HTTP_HOSTS_MAX {
+            return Err(invalid(format!(
+                "capabilities.http_hosts: more than {HTTP_HOSTS_MAX}"
+            )));
+        }
+        if let Some(host) = http_hosts.iter().find(|host| !valid_host(host)) {
+            return Err(invalid(format!(
+                "capabilities.http_hosts: {host:?} is not a host name (with an optional :port)"
+            )));
+        }
+        if raw.settings.len() > SETTINGS_MAX {
+            return Err(invalid(format!("settings: more than {SETTINGS_MAX}")));
+        }
+        let mut names = std::collections::HashSet::new();
+        for setting in &raw.settings {
+            if setting.name.is_empty() || !names.insert(setting.name.as_str()) {
+                return Err(invalid(format!(
+                    "settings: {:?} is empty or declared twice",
+                    setting.name
+                )));
+            }
+        }
+        let limits = Limits {
+            fuel: raw.limits.fuel.unwrap_or(Limits::DEFAULT.fuel),
+            memory_bytes: raw
+                .limits
+                .memory_bytes
+                .unwrap_or(Limits::DEFAULT.memory_bytes),
+            timeout: raw
+                .limits
+                .timeout_ms
+                .map_or(Limits::DEFAULT.timeout, Duration::from_millis),
+            output_bytes: raw
+                .limits
+                .output_bytes
+                .unwrap_or(Limits::DEFAULT.output_bytes),
+        };
+        Ok(Manifest {
+            name: raw.name,
+            version,
+            kind,
+            api_version: raw.api_version,
+            description: raw.description,
+            author: raw.author,
+            http_hosts,
+            settings: raw.settings,
+            limits,
+        })
+    }
+}
+
+fn valid_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+    name_ok && port.is_none_or(|port| port.parse::<u16>().is_ok())
+}
+
+/// Checks a plugin as install does, without storing anything: the manifest,
+/// the component, that the component is of the manifest's kind and API
+/// version, and that the operator approved every host it may reach.
+pub fn check(
+    runtime: &Runtime,
+    manifest_text: &str,
+    wasm: &[u8],
+    approved_hosts: &[String],
+) -> Result<(Manifest, LoadedPlugin), PluginError> {
+    let manifest = Manifest::parse(manifest_text)?;
+    if wasm.len() > WASM_BYTES_MAX {
+        return Err(PluginError::TooLarge { size: wasm.len() });
+    }
+    let version = manifest.version.to_string();
+    let loaded = match runtime.load(
+        &manifest.name,
+        &version,
+        manifest.kind,
+        wasm,
+        manifest.limits,
+    ) {
+        Ok(loaded) => loaded,
+        Err(LoadError::WrongWorld { plugin, kind, .. }) => {
+            // Say what the component is, if it is any kind of plugin at all.
+            let actual = PluginKind::ALL.into_iter().find(|other| {
+                *other != kind
+                    && runtime
+                        .load(&manifest.name, &version, *other, wasm, manifest.limits)
+                        .is_ok()
+            });
+            return Err(match actual {
+                Some(actual) => PluginError::KindMismatch {
+                    plugin,
+                    manifest: kind,
+                    component: actual,
+                },
+                None => PluginError::NoWorld { plugin },
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(component) = &loaded.api_version
+        && *component != manifest.api_version
+    {
+        return Err(PluginError::ApiVersionMismatch {
+            name: manifest.name,
+            manifest: manifest.api_version,
+            component: component.clone(),
+        });
+    }
+    if let Some(host) = manifest.http_hosts.iter().find(|host| {
+        !approved_hosts
+            .iter()
+            .any(|approved| approved.eq_ignore_ascii_case(host))
+    }) {
+        return Err(PluginError::HostNotApproved {
+            name: manifest.name.clone(),
+            host: host.clone(),
+        });
+    }
+    Ok((manifest, loaded))
+}
+
+/// An installed plugin version, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledVersion {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub api_version: String,
+    pub wasm_sha256: String,
+    pub active: bool,
+}
+
+/// Installs a plugin that is not installed yet. Installing the same
+/// version with the same component again changes nothing.
+pub fn install(
+    conn: &mut DbConnection,
+    runtime: &Runtime,
+    manifest_text: &str,
+    wasm: &[u8],
+    approved_hosts: &[String],
+    now: Timestamp,
+) -> Result<InstalledVersion, PluginError> {
+    let (manifest, _) = check(runtime, manifest_text, wasm, approved_hosts)?;
+    let digest = sha256_hex(wasm);
+    let version = manifest.version.to_string();
+    conn.transaction(|conn| {
+        let existing: Option<(String, String)> = plugins::table
+            .find(&manifest.name)
+            .inner_join(
+                plugin_versions::table.on(plugin_versions::name
+                    .eq(plugins::name)
+                    .and(plugin_versions::version.eq(plugins::active_version))),
+            )
+            .select((plugin_versions::version, plugin_versions::wasm_sha256))
+            .first(conn)
+            .optional()?;
+        match existing {
+            Some((active, active_digest)) if active == version && active_digest == digest => {}
+            Some((active, _)) if active == version => {
+                return Err(PluginError::VersionConflict {
+                    name: manifest.name.clone(),
+                    version: version.clone(),
+                });
+            }
+            Some(_) => return Err(PluginError::AlreadyInstalled(manifest.name.clone())),
+            None => {
+                diesel::insert_into(plugin_versions::table)
+                    .values((
+                        plugin_versions::name.eq(&manifest.name),
+                        plugin_versions::version.eq(&version),
+                        plugin_versions::kind.eq(manifest.kind.as_str()),
+                        plugin_versions::api_version.eq(&manifest.api_version),
+                        plugin_versions::manifest.eq(manifest_text),
+                        plugin_versions::wasm.eq(wasm),
+                        plugin_versions::wasm_sha256.eq(&digest),
+                        plugin_versions::approved_hosts.eq(approved_hosts.join("\n")),
+                        plugin_versions::installed_at.eq(now.micros()),
+                    ))
+                    .execute(conn)?;
+                diesel::insert_into(plugins::table)
+                    .values((
+                        plugins::name.eq(&manifest.name),
+                        plugins::active_version.eq(&version),
+                        plugins::updated_at.eq(now.micros()),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        Ok(InstalledVersion {
+            name: manifest.name.clone(),
+            version: version.clone(),
+            kind: manifest.kind.as_str().to_owned(),
+            api_version: manifest.api_version.clone(),
+            wasm_sha256: digest.clone(),
+            active: true,
+        })
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Every installed version, by name then version.
+pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginError> {
+    let rows: Vec<(String, String, String, String, String, Option<String>)> =
+        plugin_versions::table
+            .left_join(
+                plugins::table.on(plugins::name
+                    .eq(plugin_versions::name)
+                    .and(plugins::active_version.eq(plugin_versions::version))),
+            )
+            .order((plugin_versions::name, plugin_versions::installed_at))
+            .select((
+                plugin_versions::name,
+                plugin_versions::version,
+                plugin_versions::kind,
+                plugin_versions::api_version,
+                plugin_versions::wasm_sha256,
+                plugins::name.nullable(),
+            ))
+            .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, version, kind, api_version, wasm_sha256, active)| InstalledVersion {
+                name,
+                version,
+                kind,
+                api_version,
+                wasm_sha256,
+                active: active.is_some(),
+            },
+        )
+        .collect())
+}
+
+/// The manifest of a plugin's active version.
+pub fn active_manifest(conn: &mut DbConnection, name: &str) -> Result<Manifest, PluginError> {
+    let text: String = plugins::table
+        .find(name)
+        .inner_join(
+            plugin_versions::table.on(plugin_versions::name
+                .eq(plugins::name)
+                .and(plugin_versions::version.eq(plugins::active_version))),
+        )
+        .select(plugin_versions::manifest)
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
+    Manifest::parse(&text)
+}
+
+/// Enables a plugin for a tenant with its settings, replacing any earlier
+/// settings. Refuses settings the manifest does not declare and leaves out
+/// none it requires.
+pub fn enable(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+    settings: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> Result<(), PluginError> {
+    let manifest = active_manifest(conn, name)?;
+    for (setting, value) in settings {
+        if !manifest.settings.iter().any(|spec| spec.name == *setting) {
+            return Err(PluginError::UnknownSetting {
+                plugin: name.to_owned(),
+                setting: setting.clone(),
+                known: manifest
+                    .settings
+                    .iter()
+                    .map(|spec| spec.name.clone())
+                    .collect(),
+            });
+        }
+        if value.len() > SETTING_VALUE_BYTES_MAX {
+            return Err(PluginError::SettingTooLong(setting.clone()));
+        }
+    }
+    if let Some(missing) = manifest
+        .settings
+        .iter()
+        .find(|spec| spec.required && !settings.contains_key(&spec.name))
+    {
+        return Err(PluginError::MissingSetting {
+            plugin: name.to_owned(),
+            setting: missing.name.clone(),
+            description: missing.description.clone(),
+        });
+    }
+    let settings_json = serde_json::to_string(settings).expect("a string map serializes");
+    conn.transaction(|conn| {
+        diesel::delete(
+            plugin_enablements::table
+                .filter(plugin_enablements::tenant_id.eq(tenant.0))
+                .filter(plugin_enablements::plugin.eq(name)),
+        )
+        .execute(conn)?;
+        diesel::insert_into(plugin_enablements::table)
+            .values((
+                plugin_enablements::tenant_id.eq(tenant.0),
+                plugin_enablements::plugin.eq(name),
+                plugin_enablements::settings.eq(&settings_json),
+                plugin_enablements::enabled.eq(true),
+                plugin_enablements::updated_at.eq(now.micros()),
+            ))
+            .execute(conn)?;
+        Ok(())
+    })
+}
+
+/// Stops a tenant's use of a plugin; its settings are kept for re-enabling.
+pub fn disable(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+    now: Timestamp,
+) -> Result<bool, PluginError> {
+    let n_rows = diesel::update(
+        plugin_enablements::table
+            .filter(plugin_enablements::tenant_id.eq(tenant.0))
+            .filter(plugin_enablements::plugin.eq(name)),
+    )
+    .set((
+        plugin_enablements::enabled.eq(false),
+        plugin_enablements::updated_at.eq(now.micros()),
+    ))
+    .execute(conn)?;
+    Ok(n_rows > 0)
+}
+
+/// A tenant's settings for a plugin it has enabled; `None` when it has not.
+pub fn tenant_settings(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, PluginError> {
+    let row: Option<String> = plugin_enablements::table
+        .filter(plugin_enablements::tenant_id.eq(tenant.0))
+        .filter(plugin_enablements::plugin.eq(name))
+        .filter(plugin_enablements::enabled.eq(true))
+        .select(plugin_enablements::settings)
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|json| serde_json::from_str(&json).expect("settings were stored as a JSON object")))
+}

@@ -1,0 +1,237 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::db::testing::TestDatabase;
+use crate::runtime::{RuntimeConfig, artifacts};
+use crate::tenants;
+use crate::units::Credits;
+
+const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(artifacts::path(name).unwrap()).unwrap()
+}
+
+fn manifest(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins")
+        .join(name)
+        .join(MANIFEST_FILE);
+    std::fs::read_to_string(path).unwrap()
+}
+
+struct Setup {
+    runtime: Runtime,
+    database: crate::db::Database,
+    _db: TestDatabase,
+}
+
+fn setup() -> Setup {
+    let db = TestDatabase::new();
+    Setup {
+        runtime: Runtime::new(RuntimeConfig::default()).unwrap(),
+        database: db.open(),
+        _db: db,
+    }
+}
+
+fn refusal(result: Result<impl std::fmt::Debug, PluginError>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[test]
+fn install_checks_the_component_against_its_manifest() {
+    let s = setup();
+    let check = |manifest: &str, wasm: &[u8], hosts: &[String]| {
+        refusal(super::check(&s.runtime, manifest, wasm, hosts))
+    };
+    let markup = manifest("markup");
+
+    let message = check(&markup, b"not a component", &[]);
+    assert!(
+        message.starts_with("plugin markup@0.1.0: the file is not a WebAssembly component"),
+        "{message}"
+    );
+
+    let message = check(&markup, &wasm("fixture-no-world"), &[]);
+    assert!(
+        message.contains("implements none of the plugin worlds"),
+        "{message}"
+    );
+
+    let message = check(&markup, &wasm("fixture-hostile"), &[]);
+    assert_eq!(
+        message,
+        "plugin markup@0.1.0: the manifest says pricing-rule, but the component is a lead-source plugin"
+    );
+
+    let message = check(
+        &markup.replace("api_version = \"0.1\"", "api_version = \"0.9\""),
+        &wasm("markup"),
+        &[],
+    );
+    assert_eq!(
+        message,
+        "plugin markup was built against API 0.9; this host runs 0.1"
+    );
+
+    let with_host = markup.replace(
+        "[[settings]]",
+        "[capabilities]\nhttp_hosts = [\"api.example.com\"]\n\n[[settings]]",
+    );
+    let message = check(&with_host, &wasm("markup"), &[]);
+    assert_eq!(
+        message,
+        "plugin markup declares HTTP host \"api.example.com\", which the operator did not approve (approve it with --allow-host api.example.com)"
+    );
+    assert!(
+        super::check(
+            &s.runtime,
+            &with_host,
+            &wasm("markup"),
+            &["api.example.com".into()]
+        )
+        .is_ok()
+    );
+
+    let message = check(
+        &markup.replace("kind = \"pricing-rule\"", "kind = \"widget\""),
+        &wasm("markup"),
+        &[],
+    );
+    assert!(
+        message.contains("kind: \"widget\" is not lead-source"),
+        "{message}"
+    );
+    let message = check(
+        &markup.replace("version = \"0.1.0\"", "version = \"one\""),
+        &wasm("markup"),
+        &[],
+    );
+    assert!(
+        message.contains("version: \"one\" is not a semantic version"),
+        "{message}"
+    );
+    let message = check(
+        &format!("{markup}\ncolour = \"red\"\n"),
+        &wasm("markup"),
+        &[],
+    );
+    assert!(message.contains("unknown field `colour`"), "{message}");
+}
+
+#[test]
+fn install_is_idempotent_and_refuses_a_changed_build_under_the_same_version() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    let markup = manifest("markup");
+    let installed = install(&mut conn, &s.runtime, &markup, &wasm("markup"), &[], NOW).unwrap();
+    assert_eq!(
+        (installed.name.as_str(), installed.version.as_str()),
+        ("markup", "0.1.0")
+    );
+    assert_eq!(installed.wasm_sha256.len(), 64);
+    let again = install(&mut conn, &s.runtime, &markup, &wasm("markup"), &[], NOW).unwrap();
+    assert_eq!(again, installed);
+    // A different component under the same name and version.
+    let noop_as_markup = refusal(install(
+        &mut conn,
+        &s.runtime,
+        &markup,
+        &wasm("fixture-noop"),
+        &[],
+        NOW,
+    ));
+    assert_eq!(
+        noop_as_markup,
+        "plugin markup 0.1.0 is already installed with different contents; give the new build a new version"
+    );
+    let newer = markup.replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    let message = refusal(install(
+        &mut conn,
+        &s.runtime,
+        &newer,
+        &wasm("markup"),
+        &[],
+        NOW,
+    ));
+    assert!(
+        message.contains("install the new version with `tollgate plugin upgrade`"),
+        "{message}"
+    );
+    assert_eq!(list(&mut conn).unwrap(), [installed]);
+}
+
+#[test]
+fn enabling_checks_the_tenants_settings() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    install(
+        &mut conn,
+        &s.runtime,
+        &manifest("markup"),
+        &wasm("markup"),
+        &[],
+        NOW,
+    )
+    .unwrap();
+    let (tenant, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
+    let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let message = refusal(enable(&mut conn, tenant.id, "markup", &settings(&[]), NOW));
+    assert_eq!(
+        message,
+        "plugin markup needs the setting \"markup_percent\": Whole percent added to the configured price, 0 to 1000."
+    );
+    let message = refusal(enable(
+        &mut conn,
+        tenant.id,
+        "markup",
+        &settings(&[("markup_percent", "5"), ("colour", "red")]),
+        NOW,
+    ));
+    assert_eq!(
+        message,
+        "plugin markup has no setting \"colour\"; it takes markup_percent"
+    );
+    let message = refusal(enable(&mut conn, tenant.id, "nope", &settings(&[]), NOW));
+    assert_eq!(message, "plugin nope is not installed");
+    assert_eq!(
+        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        None
+    );
+
+    enable(
+        &mut conn,
+        tenant.id,
+        "markup",
+        &settings(&[("markup_percent", "5")]),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        Some(settings(&[("markup_percent", "5")]))
+    );
+    enable(
+        &mut conn,
+        tenant.id,
+        "markup",
+        &settings(&[("markup_percent", "7")]),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        Some(settings(&[("markup_percent", "7")]))
+    );
+    assert!(disable(&mut conn, tenant.id, "markup", NOW).unwrap());
+    assert_eq!(
+        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        None
+    );
+}

@@ -1,0 +1,3 @@
+DROP TABLE plugin_enablements;
+DROP TABLE plugins;
+DROP TABLE plugin_versions;
