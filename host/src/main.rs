@@ -12,8 +12,9 @@ use tollgate::config::Config;
 use tollgate::db::{Database, DatabaseUrl};
 use tollgate::ids::TenantId;
 use tollgate::ledger::{self, Command, GrantSource, Ledger, TransferId, WriterOptions, queries};
+use tollgate::runtime::{Runtime, RuntimeConfig};
 use tollgate::units::{Clock, Credits, SystemClock, Timestamp};
-use tollgate::{api, scheduler, tenants};
+use tollgate::{api, plugins, scheduler, tenants};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,47 @@ enum Commands {
     /// Grant credits and read balances and history.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Install plugins and enable them for tenants.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Check a plugin and install it: DIR holds plugin.toml (and plugin.wasm
+    /// unless --wasm names the component).
+    Install {
+        dir: PathBuf,
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Approve an HTTP host the manifest declares; repeat for each.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+    },
+    /// List installed plugin versions.
+    List,
+    /// Enable a plugin for a tenant, with its settings.
+    Enable {
+        name: String,
+        #[arg(long)]
+        tenant: i64,
+        /// A setting as key=value; repeat for each.
+        #[arg(long = "setting", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+    },
+    /// Stop a tenant's use of a plugin (its settings are kept).
+    Disable {
+        name: String,
+        #[arg(long)]
+        tenant: i64,
+    },
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Migrate { revert_all } => migrate(&config, &url, revert_all),
         Commands::Tenant(command) => tenant(open(&config, &url)?, command),
         Commands::Credits(command) => credits(&config, open(&config, &url)?, command),
+        Commands::Plugin(command) => plugin(&config, open(&config, &url)?, command),
     }
 }
 
@@ -375,6 +418,74 @@ fn credits(config: &Config, database: Database, command: CreditsCommand) -> anyh
         }
     }
     Ok(())
+}
+
+fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow::Result<()> {
+    let mut conn = database.get()?;
+    match command {
+        PluginCommand::Install {
+            dir,
+            wasm,
+            allow_hosts,
+        } => {
+            let manifest_path = dir.join(plugins::MANIFEST_FILE);
+            let manifest = std::fs::read_to_string(&manifest_path)
+                .with_context(|| format!("reading {}", manifest_path.display()))?;
+            let wasm_path = wasm.unwrap_or_else(|| dir.join("plugin.wasm"));
+            let wasm = std::fs::read(&wasm_path)
+                .with_context(|| format!("reading {}", wasm_path.display()))?;
+            let runtime = Runtime::new(runtime_config(config))?;
+            let installed = plugins::install(
+                &mut conn,
+                &runtime,
+                &manifest,
+                &wasm,
+                &allow_hosts,
+                SystemClock.now(),
+            )?;
+            println!(
+                "installed {} {} ({}, API {}, sha256 {})",
+                installed.name,
+                installed.version,
+                installed.kind,
+                installed.api_version,
+                installed.wasm_sha256
+            );
+        }
+        PluginCommand::List => {
+            for version in plugins::list(&mut conn)? {
+                let active = if version.active { "active" } else { "" };
+                println!(
+                    "{}\t{}\t{}\tAPI {}\t{active}",
+                    version.name, version.version, version.kind, version.api_version
+                );
+            }
+        }
+        PluginCommand::Enable {
+            name,
+            tenant,
+            settings,
+        } => {
+            let tenant = tenants::find(&mut conn, TenantId(tenant))?.id;
+            let settings = settings.into_iter().collect();
+            plugins::enable(&mut conn, tenant, &name, &settings, SystemClock.now())?;
+            println!("enabled {name} for tenant {tenant}");
+        }
+        PluginCommand::Disable { name, tenant } => {
+            match plugins::disable(&mut conn, TenantId(tenant), &name, SystemClock.now())? {
+                true => println!("disabled {name} for tenant {tenant}"),
+                false => anyhow::bail!("plugin {name} is not enabled for tenant {tenant}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn runtime_config(config: &Config) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: Some(config.settings.storage.data_dir.join("cache")),
+        ..RuntimeConfig::default()
+    }
 }
 
 fn grant_command(wallet: ledger::AccountId, args: &GrantArgs) -> anyhow::Result<Command> {

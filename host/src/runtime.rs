@@ -376,6 +376,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
+    compile_cache: Option<wasmtime::Cache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -416,11 +417,18 @@ impl Runtime {
             .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES)
             .pagemap_scan(wasmtime::Enabled::Auto);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut compile_cache = None;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            wasm.cache(Some(wasmtime::Cache::new(cache)?));
+            // wasmtime wants an absolute path; ours may be relative to the
+            // working directory.
+            let dir =
+                std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+            let mut cache_config = wasmtime::CacheConfig::new();
+            cache_config.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache_config)?;
+            wasm.cache(Some(cache.clone()));
+            compile_cache = Some(cache);
         }
         let engine = Engine::new(&wasm)
             .map_err(|error| anyhow::anyhow!("starting the wasm engine: {error:#}"))?;
@@ -444,8 +452,17 @@ impl Runtime {
             engine,
             linker,
             config,
+            compile_cache,
             ticker_stop,
         })
+    }
+
+    /// How often loading found compiled code in the on-disk cache, and how
+    /// often it had to compile: (hits, misses). `None` without a cache.
+    pub fn compile_cache_stats(&self) -> Option<(usize, usize)> {
+        self.compile_cache
+            .as_ref()
+            .map(|cache| (cache.cache_hits(), cache.cache_misses()))
     }
 
     pub fn limits_max(&self) -> Limits {

@@ -300,3 +300,78 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
     assert!(demo.contains("posted     1250"), "{demo}");
     assert!(!balance("2").status.success());
 }
+
+#[test]
+fn operators_install_plugins_and_enable_them_for_tenants() {
+    let cli = Cli::new();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let markup_dir = plugins.join("markup");
+    let markup_dir = markup_dir.to_str().unwrap();
+    let markup_wasm = tollgate::runtime::artifacts::path("markup").unwrap();
+    let hostile_wasm = tollgate::runtime::artifacts::path("fixture-hostile").unwrap();
+
+    let refused = cli.fails(&["plugin", "install", markup_dir, "--wasm", hostile_wasm]);
+    assert!(
+        refused
+            .contains("the manifest says pricing-rule, but the component is a lead-source plugin"),
+        "{refused}"
+    );
+    let installed = cli.ok(&["plugin", "install", markup_dir, "--wasm", markup_wasm]);
+    assert!(
+        installed.starts_with("installed markup 0.1.0 (pricing-rule, API 0.1, sha256 "),
+        "{installed}"
+    );
+    assert_eq!(
+        cli.ok(&["plugin", "list"]),
+        "markup\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n"
+    );
+
+    cli.ok(&["tenant", "create", "--name", "Acme"]);
+    let refused = cli.fails(&["plugin", "enable", "markup", "--tenant", "1"]);
+    assert!(
+        refused.contains("plugin markup needs the setting \"markup_percent\""),
+        "{refused}"
+    );
+    let refused = cli.fails(&[
+        "plugin",
+        "enable",
+        "markup",
+        "--tenant",
+        "1",
+        "--setting",
+        "oops",
+    ]);
+    assert!(refused.contains("\"oops\" is not key=value"), "{refused}");
+    assert_eq!(
+        cli.ok(&[
+            "plugin",
+            "enable",
+            "markup",
+            "--tenant",
+            "1",
+            "--setting",
+            "markup_percent=15"
+        ]),
+        "enabled markup for tenant 1\n"
+    );
+    assert!(
+        cli.fails(&[
+            "plugin",
+            "enable",
+            "markup",
+            "--tenant",
+            "7",
+            "--setting",
+            "markup_percent=1"
+        ])
+        .contains("tenant 7 does not exist")
+    );
+    assert_eq!(
+        cli.ok(&["plugin", "disable", "markup", "--tenant", "1"]),
+        "disabled markup for tenant 1\n"
+    );
+    assert!(
+        cli.fails(&["plugin", "disable", "markup", "--tenant", "2"])
+            .contains("not enabled for tenant 2")
+    );
+}

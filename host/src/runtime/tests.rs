@@ -237,3 +237,40 @@ fn loading_refuses_what_is_not_a_plugin_of_the_kind() {
         }
     );
 }
+
+#[test]
+fn a_restart_loads_compiled_code_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..RuntimeConfig::default()
+    };
+    let load = |runtime: &Runtime| {
+        runtime
+            .load(
+                "markup",
+                "0.1.0",
+                PluginKind::PricingRule,
+                &wasm("markup"),
+                Limits::DEFAULT,
+            )
+            .unwrap()
+    };
+    let first = Runtime::new(config.clone()).unwrap();
+    load(&first);
+    assert_eq!(first.compile_cache_stats(), Some((0, 1)));
+    drop(first);
+    // A new engine, as after a restart, finds the code compiled.
+    let second = Runtime::new(config).unwrap();
+    let markup = load(&second);
+    assert_eq!(second.compile_cache_stats(), Some((1, 0)));
+    let mut context = CallContext::new("t");
+    context
+        .settings
+        .insert("markup_percent".into(), "100".into());
+    match second.invoke(&markup, context, price_request(21)).result {
+        Ok(Reply::Price(price)) => assert_eq!(price.price_micros, 42),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(runtime().compile_cache_stats(), None);
+}
