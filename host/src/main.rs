@@ -78,6 +78,17 @@ enum PluginCommand {
         #[arg(long = "allow-host")]
         allow_hosts: Vec<String>,
     },
+    /// Install a newer version of an installed plugin; calls already running
+    /// finish on the old one.
+    Upgrade {
+        dir: PathBuf,
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+    },
+    /// Remove a plugin: no tenant can use it any more.
+    Remove { name: String },
     /// List installed plugin versions.
     List,
     /// Enable a plugin for a tenant, with its settings.
@@ -422,35 +433,48 @@ fn credits(config: &Config, database: Database, command: CreditsCommand) -> anyh
 
 fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow::Result<()> {
     let mut conn = database.get()?;
-    match command {
+    match &command {
         PluginCommand::Install {
             dir,
             wasm,
             allow_hosts,
+        }
+        | PluginCommand::Upgrade {
+            dir,
+            wasm,
+            allow_hosts,
         } => {
+            let is_upgrade = matches!(command, PluginCommand::Upgrade { .. });
             let manifest_path = dir.join(plugins::MANIFEST_FILE);
             let manifest = std::fs::read_to_string(&manifest_path)
                 .with_context(|| format!("reading {}", manifest_path.display()))?;
-            let wasm_path = wasm.unwrap_or_else(|| dir.join("plugin.wasm"));
+            let wasm_path = wasm.clone().unwrap_or_else(|| dir.join("plugin.wasm"));
             let wasm = std::fs::read(&wasm_path)
                 .with_context(|| format!("reading {}", wasm_path.display()))?;
             let runtime = Runtime::new(runtime_config(config))?;
-            let installed = plugins::install(
-                &mut conn,
-                &runtime,
-                &manifest,
-                &wasm,
-                &allow_hosts,
-                SystemClock.now(),
-            )?;
+            let now = SystemClock.now();
+            let (verb, installed) = match is_upgrade {
+                true => (
+                    "upgraded to",
+                    plugins::upgrade(&mut conn, &runtime, &manifest, &wasm, allow_hosts, now)?,
+                ),
+                false => (
+                    "installed",
+                    plugins::install(&mut conn, &runtime, &manifest, &wasm, allow_hosts, now)?,
+                ),
+            };
             println!(
-                "installed {} {} ({}, API {}, sha256 {})",
+                "{verb} {} {} ({}, API {}, sha256 {})",
                 installed.name,
                 installed.version,
                 installed.kind,
                 installed.api_version,
                 installed.wasm_sha256
             );
+        }
+        PluginCommand::Remove { name } => {
+            plugins::remove(&mut conn, &name)?;
+            println!("removed {name}");
         }
         PluginCommand::List => {
             for version in plugins::list(&mut conn)? {
@@ -466,13 +490,13 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
             tenant,
             settings,
         } => {
-            let tenant = tenants::find(&mut conn, TenantId(tenant))?.id;
-            let settings = settings.into_iter().collect();
-            plugins::enable(&mut conn, tenant, &name, &settings, SystemClock.now())?;
+            let tenant = tenants::find(&mut conn, TenantId(*tenant))?.id;
+            let settings = settings.iter().cloned().collect();
+            plugins::enable(&mut conn, tenant, name, &settings, SystemClock.now())?;
             println!("enabled {name} for tenant {tenant}");
         }
         PluginCommand::Disable { name, tenant } => {
-            match plugins::disable(&mut conn, TenantId(tenant), &name, SystemClock.now())? {
+            match plugins::disable(&mut conn, TenantId(*tenant), name, SystemClock.now())? {
                 true => println!("disabled {name} for tenant {tenant}"),
                 false => anyhow::bail!("plugin {name} is not enabled for tenant {tenant}"),
             }

@@ -9,7 +9,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -156,6 +157,12 @@ pub enum PluginError {
     AlreadyInstalled(String),
     #[error("plugin {0} is not installed")]
     NotInstalled(String),
+    #[error("plugin {name} {version} is not newer than the active version {active}")]
+    NotNewer {
+        name: String,
+        version: String,
+        active: String,
+    },
     #[error("plugin {plugin} needs the setting {setting:?}: {description}")]
     MissingSetting {
         plugin: String,
@@ -387,19 +394,15 @@ pub fn install(
             }
             Some(_) => return Err(PluginError::AlreadyInstalled(manifest.name.clone())),
             None => {
-                diesel::insert_into(plugin_versions::table)
-                    .values((
-                        plugin_versions::name.eq(&manifest.name),
-                        plugin_versions::version.eq(&version),
-                        plugin_versions::kind.eq(manifest.kind.as_str()),
-                        plugin_versions::api_version.eq(&manifest.api_version),
-                        plugin_versions::manifest.eq(manifest_text),
-                        plugin_versions::wasm.eq(wasm),
-                        plugin_versions::wasm_sha256.eq(&digest),
-                        plugin_versions::approved_hosts.eq(approved_hosts.join("\n")),
-                        plugin_versions::installed_at.eq(now.micros()),
-                    ))
-                    .execute(conn)?;
+                store_version(
+                    conn,
+                    &manifest,
+                    manifest_text,
+                    wasm,
+                    &digest,
+                    approved_hosts,
+                    now,
+                )?;
                 diesel::insert_into(plugins::table)
                     .values((
                         plugins::name.eq(&manifest.name),
@@ -418,6 +421,183 @@ pub fn install(
             active: true,
         })
     })
+}
+
+/// Keeps a version's component and manifest. A version stored before (and
+/// since removed) may come back only with the same component.
+fn store_version(
+    conn: &mut DbConnection,
+    manifest: &Manifest,
+    manifest_text: &str,
+    wasm: &[u8],
+    digest: &str,
+    approved_hosts: &[String],
+    now: Timestamp,
+) -> Result<(), PluginError> {
+    let version = manifest.version.to_string();
+    let stored: Option<String> = plugin_versions::table
+        .find((&manifest.name, &version))
+        .select(plugin_versions::wasm_sha256)
+        .first(conn)
+        .optional()?;
+    match stored {
+        Some(stored) if stored == digest => Ok(()),
+        Some(_) => Err(PluginError::VersionConflict {
+            name: manifest.name.clone(),
+            version,
+        }),
+        None => {
+            diesel::insert_into(plugin_versions::table)
+                .values((
+                    plugin_versions::name.eq(&manifest.name),
+                    plugin_versions::version.eq(&version),
+                    plugin_versions::kind.eq(manifest.kind.as_str()),
+                    plugin_versions::api_version.eq(&manifest.api_version),
+                    plugin_versions::manifest.eq(manifest_text),
+                    plugin_versions::wasm.eq(wasm),
+                    plugin_versions::wasm_sha256.eq(digest),
+                    plugin_versions::approved_hosts.eq(approved_hosts.join("\n")),
+                    plugin_versions::installed_at.eq(now.micros()),
+                ))
+                .execute(conn)?;
+            Ok(())
+        }
+    }
+}
+
+/// Installs a newer version of an installed plugin and makes it the one
+/// that serves new calls. Calls already running finish on the old version.
+pub fn upgrade(
+    conn: &mut DbConnection,
+    runtime: &Runtime,
+    manifest_text: &str,
+    wasm: &[u8],
+    approved_hosts: &[String],
+    now: Timestamp,
+) -> Result<InstalledVersion, PluginError> {
+    let (manifest, _) = check(runtime, manifest_text, wasm, approved_hosts)?;
+    let current = active_manifest(conn, &manifest.name)?;
+    if current.kind != manifest.kind {
+        return Err(PluginError::Manifest(format!(
+            "kind: {} cannot replace a {} plugin",
+            manifest.kind, current.kind
+        )));
+    }
+    if manifest.version <= current.version {
+        return Err(PluginError::NotNewer {
+            name: manifest.name,
+            version: manifest.version.to_string(),
+            active: current.version.to_string(),
+        });
+    }
+    let digest = sha256_hex(wasm);
+    let version = manifest.version.to_string();
+    conn.transaction(|conn| {
+        store_version(
+            conn,
+            &manifest,
+            manifest_text,
+            wasm,
+            &digest,
+            approved_hosts,
+            now,
+        )?;
+        diesel::update(plugins::table.find(&manifest.name))
+            .set((
+                plugins::active_version.eq(&version),
+                plugins::updated_at.eq(now.micros()),
+            ))
+            .execute(conn)?;
+        Ok::<(), PluginError>(())
+    })?;
+    Ok(InstalledVersion {
+        name: manifest.name,
+        version,
+        kind: manifest.kind.as_str().to_owned(),
+        api_version: manifest.api_version,
+        wasm_sha256: digest,
+        active: true,
+    })
+}
+
+/// Removes a plugin: no tenant can use it any more. Its versions stay on
+/// record, because usage and invoices refer to them.
+pub fn remove(conn: &mut DbConnection, name: &str) -> Result<(), PluginError> {
+    conn.transaction(|conn| {
+        diesel::delete(plugin_enablements::table.filter(plugin_enablements::plugin.eq(name)))
+            .execute(conn)?;
+        match diesel::delete(plugins::table.find(name)).execute(conn)? {
+            0 => Err(PluginError::NotInstalled(name.to_owned())),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// The loaded plugins of one host, by name: the active version of each,
+/// loaded from the database on first use and after an upgrade. A caller
+/// keeps the `Arc` it got for the whole call, so an upgrade never pulls a
+/// version out from under a running call.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>) -> Registry {
+        Registry {
+            runtime,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The active version of `name`, loading it if this host has not yet.
+    pub fn get(
+        &self,
+        conn: &mut DbConnection,
+        name: &str,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let (version, manifest_text): (String, String) = plugins::table
+            .find(name)
+            .inner_join(
+                plugin_versions::table.on(plugin_versions::name
+                    .eq(plugins::name)
+                    .and(plugin_versions::version.eq(plugins::active_version))),
+            )
+            .select((plugin_versions::version, plugin_versions::manifest))
+            .first(conn)
+            .optional()?
+            .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
+        if let Some(loaded) = self.loaded.lock().expect("registry lock").get(name)
+            && loaded.version == version
+        {
+            return Ok(loaded.clone());
+        }
+        let manifest = Manifest::parse(&manifest_text)?;
+        let wasm: Vec<u8> = plugin_versions::table
+            .find((name, &version))
+            .select(plugin_versions::wasm)
+            .first(conn)?;
+        let loaded =
+            Arc::new(
+                self.runtime
+                    .load(name, &version, manifest.kind, &wasm, manifest.limits)?,
+            );
+        self.loaded
+            .lock()
+            .expect("registry lock")
+            .insert(name.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

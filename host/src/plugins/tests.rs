@@ -235,3 +235,134 @@ fn enabling_checks_the_tenants_settings() {
         None
     );
 }
+
+#[test]
+fn an_upgrade_serves_new_calls_while_running_calls_finish_on_the_old_version() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    let v1 = manifest("fixture-hostile");
+    let v2 = v1.replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    let hostile = wasm("fixture-hostile");
+    install(&mut conn, &s.runtime, &v1, &hostile, &[], NOW).unwrap();
+    let registry = Registry::new(Arc::new(Runtime::new(RuntimeConfig::default()).unwrap()));
+    let old = registry.get(&mut conn, "fixture-hostile").unwrap();
+    assert_eq!(old.version, "0.1.0");
+    let search = |keywords: &str| {
+        crate::runtime::Call::Search(crate::runtime::SearchQuery {
+            keywords: Some(keywords.into()),
+            title: None,
+            company: None,
+            domain: None,
+            location: None,
+            limit: 1,
+            cursor: None,
+        })
+    };
+    let running = {
+        let (registry, old) = (&registry, old.clone());
+        std::thread::scope(|scope| {
+            let call = scope.spawn(move || {
+                registry.runtime().invoke(
+                    &old,
+                    crate::runtime::CallContext::new("t"),
+                    search("loop"),
+                )
+            });
+            let upgraded = upgrade(&mut conn, &s.runtime, &v2, &hostile, &[], NOW).unwrap();
+            assert_eq!(upgraded.version, "0.2.0");
+            call.join().unwrap()
+        })
+    };
+    let error = running.result.unwrap_err().to_string();
+    assert!(
+        error.starts_with("plugin fixture-hostile@0.1.0 used all"),
+        "{error}"
+    );
+    let new = registry.get(&mut conn, "fixture-hostile").unwrap();
+    assert_eq!(new.version, "0.2.0");
+    // The old version still answers whoever holds it.
+    assert!(
+        registry
+            .runtime()
+            .invoke(&old, crate::runtime::CallContext::new("t"), search("ok"))
+            .result
+            .is_ok()
+    );
+    let versions: Vec<(String, bool)> = list(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version, v.active))
+        .collect();
+    assert_eq!(versions, [("0.1.0".into(), false), ("0.2.0".into(), true)]);
+
+    let message = refusal(upgrade(&mut conn, &s.runtime, &v1, &hostile, &[], NOW));
+    assert_eq!(
+        message,
+        "plugin fixture-hostile 0.1.0 is not newer than the active version 0.2.0"
+    );
+    let message = refusal(upgrade(
+        &mut conn,
+        &s.runtime,
+        &manifest("markup"),
+        &wasm("markup"),
+        &[],
+        NOW,
+    ));
+    assert_eq!(message, "plugin markup is not installed");
+}
+
+#[test]
+fn a_removed_plugin_serves_no_one_and_can_be_installed_again() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    install(
+        &mut conn,
+        &s.runtime,
+        &manifest("markup"),
+        &wasm("markup"),
+        &[],
+        NOW,
+    )
+    .unwrap();
+    let (tenant, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
+    let settings: BTreeMap<String, String> =
+        [("markup_percent".to_string(), "5".to_string())].into();
+    enable(&mut conn, tenant.id, "markup", &settings, NOW).unwrap();
+    let registry = Registry::new(Arc::new(Runtime::new(RuntimeConfig::default()).unwrap()));
+    registry.get(&mut conn, "markup").unwrap();
+
+    remove(&mut conn, "markup").unwrap();
+    assert_eq!(
+        refusal(registry.get(&mut conn, "markup")),
+        "plugin markup is not installed"
+    );
+    assert_eq!(
+        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        None
+    );
+    assert_eq!(
+        refusal(remove(&mut conn, "markup")),
+        "plugin markup is not installed"
+    );
+    assert!(!list(&mut conn).unwrap()[0].active);
+
+    install(
+        &mut conn,
+        &s.runtime,
+        &manifest("markup"),
+        &wasm("markup"),
+        &[],
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(registry.get(&mut conn, "markup").unwrap().version, "0.1.0");
+    let message = refusal(install(
+        &mut conn,
+        &s.runtime,
+        &manifest("markup"),
+        &wasm("fixture-noop"),
+        &[],
+        NOW,
+    ));
+    assert!(message.contains("already installed"), "{message}");
+}
