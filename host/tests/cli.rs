@@ -374,4 +374,15 @@ fn operators_install_plugins_and_enable_them_for_tenants() {
         cli.fails(&["plugin", "disable", "markup", "--tenant", "2"])
             .contains("not enabled for tenant 2")
     );
+
+    let refused = cli.fails(&["plugin", "upgrade", markup_dir, "--wasm", markup_wasm]);
+    assert!(
+        refused.contains("is not newer than the active version 0.1.0"),
+        "{refused}"
+    );
+    assert_eq!(cli.ok(&["plugin", "remove", "markup"]), "removed markup\n");
+    assert_eq!(
+        cli.ok(&["plugin", "list"]),
+        "markup\t0.1.0\tpricing-rule\tAPI 0.1\t\n"
+    );
 }
