@@ -607,16 +607,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Every installed version, by name then version.
+/// Every installed version, by name, then by version.
 pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginError> {
-    let rows: Vec<(String, String, String, String, String, Option<String>)> =
+    let mut rows: Vec<(String, String, String, String, String, Option<String>)> =
         plugin_versions::table
             .left_join(
                 plugins::table.on(plugins::name
                     .eq(plugin_versions::name)
                     .and(plugins::active_version.eq(plugin_versions::version))),
             )
-            .order((plugin_versions::name, plugin_versions::installed_at))
             .select((
                 plugin_versions::name,
                 plugin_versions::version,
@@ -626,6 +625,10 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginErro
                 plugins::name.nullable(),
             ))
             .load(conn)?;
+    // Versions in semantic order, not as text: 0.10.0 comes after 0.9.0.
+    rows.sort_by_cached_key(|(name, version, ..)| {
+        (name.clone(), semver::Version::parse(version).ok())
+    });
     Ok(rows
         .into_iter()
         .map(

@@ -1,0 +1,282 @@
+//! The first-party plugins in `plugins/`, each through the real runtime.
+
+use sha2::Digest as _;
+use tollgate::runtime::{
+    Call, CallContext, CallError, Callback, ErrorKind, Field, Limits, LoadedPlugin, Method,
+    PaymentEventKind, PaymentRequest, PaymentStatus, PluginKind, PriceRequest, RefundRequest,
+    Reply, Runtime, RuntimeConfig, artifacts,
+};
+
+fn load(runtime: &Runtime, name: &str, kind: PluginKind) -> LoadedPlugin {
+    let wasm = std::fs::read(artifacts::path(name).unwrap()).unwrap();
+    runtime
+        .load(name, "0.1.0", kind, &wasm, Limits::DEFAULT)
+        .unwrap()
+}
+
+fn context(settings: &[(&str, &str)]) -> CallContext {
+    let mut context = CallContext::new("tenant-1");
+    for (name, value) in settings {
+        context.settings.insert(name.to_string(), value.to_string());
+    }
+    context
+}
+
+fn price(base: u64, units: u64, period_units: u64) -> Call {
+    Call::AdjustPrice(PriceRequest {
+        plan: Some("starter".into()),
+        plugin: "http-leads".into(),
+        function: "search".into(),
+        units,
+        period_units,
+        base_price_micros: base,
+    })
+}
+
+fn plugin_error(result: Result<Reply, CallError>) -> (ErrorKind, String) {
+    match result {
+        Err(CallError::Plugin { error, .. }) => (error.kind, error.message),
+        other => panic!("expected a plugin error, got {other:?}"),
+    }
+}
+
+#[test]
+fn volume_discount_applies_the_tier_the_period_has_reached() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "volume-discount", PluginKind::PricingRule);
+    let tiers = context(&[("tiers", "10000:10, 1000:5")]);
+    let check = |base, units, period_units, expect: (u64, Option<&str>)| match runtime
+        .invoke(&plugin, tiers.clone(), price(base, units, period_units))
+        .result
+    {
+        Ok(Reply::Price(price)) => assert_eq!((price.price_micros, price.note.as_deref()), expect),
+        other => panic!("{other:?}"),
+    };
+    check(1_000_000, 1, 0, (1_000_000, None));
+    check(1_000_000, 1, 998, (1_000_000, None));
+    // The call that reaches the threshold gets the discount.
+    check(
+        1_000_000,
+        1,
+        999,
+        (
+            950_000,
+            Some("5% volume discount from 1000 units this period"),
+        ),
+    );
+    check(
+        1_000_000,
+        5,
+        20_000,
+        (
+            900_000,
+            Some("10% volume discount from 10000 units this period"),
+        ),
+    );
+    // Half a millionth rounds up: 15 x 0.95 = 14.25 -> 14; 7 x 0.9 = 6.3 -> 6; 5 x 0.9 = 4.5 -> 5.
+    check(
+        15,
+        1,
+        1_000,
+        (14, Some("5% volume discount from 1000 units this period")),
+    );
+    check(
+        5,
+        1,
+        10_000,
+        (5, Some("10% volume discount from 10000 units this period")),
+    );
+
+    let (kind, message) = plugin_error(
+        runtime
+            .invoke(&plugin, context(&[("tiers", "lots")]), price(1, 1, 1))
+            .result,
+    );
+    assert_eq!(
+        (kind, message.as_str()),
+        (
+            ErrorKind::Misconfigured,
+            "tier \"lots\" is not units:percent"
+        )
+    );
+    let (_, message) = plugin_error(
+        runtime
+            .invoke(&plugin, context(&[("tiers", "10:150")]), price(1, 1, 1))
+            .result,
+    );
+    assert_eq!(message, "tier \"10:150\": more than 100% off");
+    let (kind, message) =
+        plugin_error(runtime.invoke(&plugin, context(&[]), price(1, 1, 1)).result);
+    assert_eq!(
+        (kind, message.as_str()),
+        (
+            ErrorKind::Misconfigured,
+            "setting \"tiers\" is not set for this plugin"
+        )
+    );
+}
+
+const BANK: [(&str, &str); 4] = [
+    ("account_name", "Acme Reseller Ltd"),
+    ("iban", "GB33BUKB20201555555555"),
+    ("bic", "BUKBGB22"),
+    ("callback_secret", "s3cret"),
+];
+
+fn payment(method: Method, key: &str) -> Call {
+    Call::CreatePayment(PaymentRequest {
+        amount_minor: 4_900,
+        currency: "USD".into(),
+        method,
+        payment_method_token: None,
+        customer_reference: "tenant-1".into(),
+        description: "Starter plan, December".into(),
+        idempotency_key: key.into(),
+    })
+}
+
+/// HMAC-SHA256 (RFC 2104), written out so the test does not share the
+/// plugin's implementation.
+fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| block.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn confirmation(body: &str, signature: Option<String>) -> Call {
+    Call::PaymentCallback(Callback {
+        headers: signature
+            .into_iter()
+            .map(|value| Field {
+                name: "X-Tollgate-Signature".into(),
+                value,
+            })
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+#[test]
+fn bank_transfer_payments_wait_for_a_signed_confirmation() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "bank-transfer", PluginKind::PaymentProvider);
+    let settings = context(&BANK);
+    let created = match runtime
+        .invoke(
+            &plugin,
+            settings.clone(),
+            payment(Method::BankTransfer, "inv-1"),
+        )
+        .result
+    {
+        Ok(Reply::Payment(payment)) => payment,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(created.status, PaymentStatus::Pending);
+    assert_eq!(created.units, 1);
+    assert!(
+        created.provider_reference.starts_with("BT-"),
+        "{}",
+        created.provider_reference
+    );
+    assert_eq!(
+        created.instructions.as_deref(),
+        Some(format!(
+            "Transfer 49.00 USD to Acme Reseller Ltd, IBAN GB33BUKB20201555555555, BIC BUKBGB22, quoting the reference {}.",
+            created.provider_reference
+        ).as_str())
+    );
+    // A retry with the same key gets the same reference; another key another.
+    let again = runtime
+        .invoke(
+            &plugin,
+            settings.clone(),
+            payment(Method::BankTransfer, "inv-1"),
+        )
+        .result
+        .unwrap();
+    let other = runtime
+        .invoke(
+            &plugin,
+            settings.clone(),
+            payment(Method::BankTransfer, "inv-2"),
+        )
+        .result
+        .unwrap();
+    match (again, other) {
+        (Reply::Payment(again), Reply::Payment(other)) => {
+            assert_eq!(again.provider_reference, created.provider_reference);
+            assert_ne!(other.provider_reference, created.provider_reference);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (kind, message) = plugin_error(
+        runtime
+            .invoke(&plugin, settings.clone(), payment(Method::Card, "inv-3"))
+            .result,
+    );
+    assert_eq!(
+        (kind, message.as_str()),
+        (
+            ErrorKind::InvalidInput,
+            "bank-transfer takes bank transfers only, not card"
+        )
+    );
+
+    let body = format!(
+        "event_id=ev-1&reference={}&status=succeeded&amount_minor=4900&currency=USD",
+        created.provider_reference
+    );
+    let signed = confirmation(&body, Some(hmac_sha256_hex(b"s3cret", body.as_bytes())));
+    match runtime.invoke(&plugin, settings.clone(), signed).result {
+        Ok(Reply::PaymentEvents(events)) => {
+            assert_eq!(events.events.len(), 1);
+            let event = &events.events[0];
+            assert_eq!(event.kind, PaymentEventKind::Succeeded);
+            assert_eq!(event.provider_reference, created.provider_reference);
+            assert_eq!(
+                (event.amount_minor, event.currency.as_deref()),
+                (Some(4_900), Some("USD"))
+            );
+            assert_eq!(event.event_id, "ev-1");
+        }
+        other => panic!("{other:?}"),
+    }
+    let forged = confirmation(&body, Some(hmac_sha256_hex(b"guess", body.as_bytes())));
+    let (kind, message) = plugin_error(runtime.invoke(&plugin, settings.clone(), forged).result);
+    assert_eq!(
+        (kind, message.as_str()),
+        (
+            ErrorKind::Unauthorized,
+            "the signature does not match the body"
+        )
+    );
+    let unsigned = confirmation(&body, None);
+    assert_eq!(
+        plugin_error(runtime.invoke(&plugin, settings.clone(), unsigned).result).0,
+        ErrorKind::Unauthorized
+    );
+
+    let refund = Call::Refund(RefundRequest {
+        provider_reference: created.provider_reference.clone(),
+        amount_minor: 1_000,
+        currency: "USD".into(),
+        idempotency_key: "refund-1".into(),
+    });
+    match runtime.invoke(&plugin, settings, refund).result {
+        Ok(Reply::Refund(refund)) => {
+            assert_eq!(refund.status, PaymentStatus::Pending);
+            assert!(refund.provider_reference.starts_with("BTR-"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
