@@ -54,6 +54,26 @@ fn main() {
         ));
     }
     generated.push_str("];\n");
+    // The first-party plugins (not the test fixtures) ship inside the binary,
+    // manifest and component, and are installed on first start.
+    generated.push_str(
+        "/// The first-party plugins: name, manifest and component.\n\
+         pub const FIRST_PARTY: &[(&str, &str, &[u8])] = &[\n",
+    );
+    for name in names.iter().filter(|name| !name.starts_with("fixture-")) {
+        let manifest = plugins_dir.join(name).join("plugin.toml");
+        assert!(manifest.is_file(), "plugin {name} has no plugin.toml");
+        let wasm = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        generated.push_str(&format!(
+            "    ({name:?}, include_str!({:?}), include_bytes!({:?})),\n",
+            manifest.display().to_string(),
+            wasm.display().to_string()
+        ));
+    }
+    generated.push_str("];\n");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     std::fs::write(out.join("plugin_artifacts.rs"), generated)
         .expect("writing plugin_artifacts.rs");

@@ -253,6 +253,12 @@ fn serve(
 ) -> anyhow::Result<()> {
     let database = open(config, url)?;
     let ledger = start_ledger(config, &database)?;
+    let runtime = Runtime::new(runtime_config(config))?;
+    let first_party =
+        plugins::install_first_party(&mut *database.get()?, &runtime, SystemClock.now())?;
+    for plugin in first_party {
+        tracing::info!(plugin = %plugin.name, version = %plugin.version, "installed first-party plugin");
+    }
     if demo {
         tollgate::demo::seed(&database, &ledger, &SystemClock)?;
     }

@@ -533,6 +533,36 @@ pub fn remove(conn: &mut DbConnection, name: &str) -> Result<(), PluginError> {
     })
 }
 
+/// Installs each first-party plugin that was never installed here, and
+/// upgrades those whose bundled version is newer than the active one. A
+/// plugin the operator removed stays removed. Returns what it installed.
+pub fn install_first_party(
+    conn: &mut DbConnection,
+    runtime: &Runtime,
+    now: Timestamp,
+) -> Result<Vec<InstalledVersion>, PluginError> {
+    let mut installed = Vec::new();
+    for (name, manifest_text, wasm) in runtime::artifacts::FIRST_PARTY {
+        let bundled = Manifest::parse(manifest_text)?;
+        let n_versions: i64 = plugin_versions::table
+            .filter(plugin_versions::name.eq(name))
+            .count()
+            .get_result(conn)?;
+        if n_versions == 0 {
+            installed.push(install(conn, runtime, manifest_text, wasm, &[], now)?);
+            continue;
+        }
+        match active_manifest(conn, name) {
+            Ok(active) if active.version < bundled.version => {
+                installed.push(upgrade(conn, runtime, manifest_text, wasm, &[], now)?);
+            }
+            Ok(_) | Err(PluginError::NotInstalled(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(installed)
+}
+
 /// The loaded plugins of one host, by name: the active version of each,
 /// loaded from the database on first use and after an upgrade. A caller
 /// keeps the `Arc` it got for the whole call, so an upgrade never pulls a

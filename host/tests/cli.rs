@@ -296,6 +296,19 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
             .output()
             .unwrap()
     };
+    let plugins = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(cli.config())
+        .args(["--database-url", &url, "plugin", "list"])
+        .output()
+        .unwrap();
+    let plugins = String::from_utf8(plugins.stdout).unwrap();
+    assert_eq!(
+        plugins,
+        "bank-transfer\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
+         markup\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n\
+         volume-discount\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n"
+    );
     let demo = String::from_utf8(balance("1").stdout).unwrap();
     assert!(demo.contains("posted     1250"), "{demo}");
     assert!(!balance("2").status.success());

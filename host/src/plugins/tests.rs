@@ -366,3 +366,30 @@ fn a_removed_plugin_serves_no_one_and_can_be_installed_again() {
     ));
     assert!(message.contains("already installed"), "{message}");
 }
+
+#[test]
+fn first_party_plugins_install_once_and_stay_removed_when_removed() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    let first = install_first_party(&mut conn, &s.runtime, NOW).unwrap();
+    let names: Vec<&str> = first.iter().map(|plugin| plugin.name.as_str()).collect();
+    assert_eq!(names, ["bank-transfer", "markup", "volume-discount"]);
+    assert!(
+        install_first_party(&mut conn, &s.runtime, NOW)
+            .unwrap()
+            .is_empty()
+    );
+    remove(&mut conn, "markup").unwrap();
+    assert!(
+        install_first_party(&mut conn, &s.runtime, NOW)
+            .unwrap()
+            .is_empty()
+    );
+    let active: Vec<String> = list(&mut conn)
+        .unwrap()
+        .into_iter()
+        .filter(|version| version.active)
+        .map(|version| version.name)
+        .collect();
+    assert_eq!(active, ["bank-transfer", "volume-discount"]);
+}
