@@ -544,17 +544,20 @@ pub fn install_first_party(
     let mut installed = Vec::new();
     for (name, manifest_text, wasm) in runtime::artifacts::FIRST_PARTY {
         let bundled = Manifest::parse(manifest_text)?;
+        // Shipping a first-party plugin in the binary approves the hosts
+        // its bundled manifest declares; the operator can remove it.
+        let approved = &bundled.http_hosts;
         let n_versions: i64 = plugin_versions::table
             .filter(plugin_versions::name.eq(name))
             .count()
             .get_result(conn)?;
         if n_versions == 0 {
-            installed.push(install(conn, runtime, manifest_text, wasm, &[], now)?);
+            installed.push(install(conn, runtime, manifest_text, wasm, approved, now)?);
             continue;
         }
         match active_manifest(conn, name) {
             Ok(active) if active.version < bundled.version => {
-                installed.push(upgrade(conn, runtime, manifest_text, wasm, &[], now)?);
+                installed.push(upgrade(conn, runtime, manifest_text, wasm, approved, now)?);
             }
             Ok(_) | Err(PluginError::NotInstalled(_)) => {}
             Err(error) => return Err(error),

@@ -280,3 +280,164 @@ fn bank_transfer_payments_wait_for_a_signed_confirmation() {
         other => panic!("{other:?}"),
     }
 }
+
+mod support;
+
+fn search(keywords: &str, cursor: Option<&str>) -> Call {
+    Call::Search(tollgate::runtime::SearchQuery {
+        keywords: Some(keywords.into()),
+        title: Some("VP Sales".into()),
+        company: None,
+        domain: Some("example.com".into()),
+        location: None,
+        limit: 2,
+        cursor: cursor.map(str::to_owned),
+    })
+}
+
+fn http_leads_context(server: &support::FakeServer) -> CallContext {
+    let mut context = context(&[("api_key", "key-123"), ("api_base_url", &server.base_url())]);
+    context.http.allowed_hosts = vec![server.addr.to_string()];
+    context
+}
+
+const PEOPLE_PAGE_1: &str = r#"{
+  "people": [
+    {"id": "p1", "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
+     "title": "VP Sales", "linkedin_url": "https://www.linkedin.com/in/ada",
+     "city": "London", "country": "United Kingdom", "time_zone": "Europe/London",
+     "organization": {"name": "Example Ltd", "primary_domain": "example.com"}},
+    {"id": "p2", "first_name": "Grace", "title": "VP Sales Ops"}
+  ],
+  "pagination": {"page": 1, "total_pages": 2}
+}"#;
+
+#[test]
+fn http_leads_searches_pages_and_enriches_through_the_host() {
+    let server = support::FakeServer::start(vec![
+        (200, PEOPLE_PAGE_1.to_owned()),
+        (
+            200,
+            r#"{"people": [], "pagination": {"page": 2, "total_pages": 2}}"#.to_owned(),
+        ),
+        (
+            200,
+            r#"{"person": {"id": "p1", "first_name": "Ada", "phone_number": "+442071234567"}}"#
+                .to_owned(),
+        ),
+        (200, r#"{"person": null}"#.to_owned()),
+        (401, r#"{"error": "bad key"}"#.to_owned()),
+        (429, r#"{"error": "slow down"}"#.to_owned()),
+    ]);
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "http-leads", PluginKind::LeadSource);
+    let context = http_leads_context(&server);
+
+    let page = match runtime
+        .invoke(&plugin, context.clone(), search("saas", None))
+        .result
+    {
+        Ok(Reply::SearchPage(page)) => page,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(page.units, 2);
+    assert_eq!(page.next_cursor.as_deref(), Some("2"));
+    let ada = &page.leads[0];
+    assert_eq!(
+        (
+            ada.first_name.as_deref(),
+            ada.email.as_deref(),
+            ada.company.as_deref(),
+            ada.domain.as_deref()
+        ),
+        (
+            Some("Ada"),
+            Some("ada@example.com"),
+            Some("Example Ltd"),
+            Some("example.com")
+        )
+    );
+    assert_eq!(ada.location.as_deref(), Some("London, United Kingdom"));
+    assert_eq!(ada.time_zone.as_deref(), Some("Europe/London"));
+    assert_eq!(ada.custom_fields[0].value, "p1");
+    let last = match runtime
+        .invoke(&plugin, context.clone(), search("saas", Some("2")))
+        .result
+    {
+        Ok(Reply::SearchPage(page)) => page,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((last.units, last.next_cursor), (0, None));
+
+    let lead = page.leads[0].clone();
+    match runtime
+        .invoke(&plugin, context.clone(), Call::Enrich(lead.clone()))
+        .result
+    {
+        Ok(Reply::Enrichment(found)) => {
+            assert_eq!(found.units, 1);
+            assert_eq!(found.lead.unwrap().phone.as_deref(), Some("+442071234567"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match runtime
+        .invoke(&plugin, context.clone(), Call::Enrich(lead.clone()))
+        .result
+    {
+        Ok(Reply::Enrichment(nothing)) => assert_eq!((nothing.units, nothing.lead), (0, None)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        plugin_error(
+            runtime
+                .invoke(&plugin, context.clone(), search("x", None))
+                .result
+        )
+        .0,
+        ErrorKind::Unauthorized
+    );
+    let rate_limited = runtime
+        .invoke(&plugin, context.clone(), search("x", None))
+        .result;
+    match rate_limited {
+        Err(CallError::Plugin { error, .. }) => {
+            assert!(error.kind == ErrorKind::RateLimited && error.retryable)
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 6);
+    assert_eq!(
+        (requests[0].method.as_str(), requests[0].path.as_str()),
+        ("POST", "/v1/mixed_people/search")
+    );
+    assert_eq!(requests[0].header("x-api-key"), Some("key-123"));
+    let body: serde_json::Value = serde_json::from_str(&requests[0].body).unwrap();
+    assert_eq!(body["q_keywords"], "saas");
+    assert_eq!(body["person_titles"], serde_json::json!(["VP Sales"]));
+    assert_eq!(body["per_page"], 2);
+    assert_eq!(body["page"], 1);
+    let body: serde_json::Value = serde_json::from_str(&requests[1].body).unwrap();
+    assert_eq!(body["page"], 2);
+    assert_eq!(requests[2].path, "/v1/people/match");
+}
+
+#[test]
+fn http_leads_cannot_reach_a_host_that_was_not_approved() {
+    let server = support::FakeServer::start(vec![]);
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "http-leads", PluginKind::LeadSource);
+    let mut context = http_leads_context(&server);
+    context.http.allowed_hosts = vec!["api.apollo.io".into()];
+    let (kind, message) = plugin_error(runtime.invoke(&plugin, context, search("x", None)).result);
+    assert_eq!(kind, ErrorKind::Misconfigured);
+    assert_eq!(
+        message,
+        format!(
+            "host \"{}\" is not among the hosts this plugin may reach",
+            server.addr
+        )
+    );
+    assert!(server.requests().is_empty());
+}

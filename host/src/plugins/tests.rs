@@ -373,7 +373,10 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
     let mut conn = s.database.get().unwrap();
     let first = install_first_party(&mut conn, &s.runtime, NOW).unwrap();
     let names: Vec<&str> = first.iter().map(|plugin| plugin.name.as_str()).collect();
-    assert_eq!(names, ["bank-transfer", "markup", "volume-discount"]);
+    assert_eq!(
+        names,
+        ["bank-transfer", "http-leads", "markup", "volume-discount"]
+    );
     assert!(
         install_first_party(&mut conn, &s.runtime, NOW)
             .unwrap()
@@ -391,5 +394,5 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
         .filter(|version| version.active)
         .map(|version| version.name)
         .collect();
-    assert_eq!(active, ["bank-transfer", "volume-discount"]);
+    assert_eq!(active, ["bank-transfer", "http-leads", "volume-discount"]);
 }
