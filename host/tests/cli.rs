@@ -306,6 +306,7 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
     assert_eq!(
         plugins,
         "bank-transfer\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
+         card\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
          http-leads\t0.1.0\tlead-source\tAPI 0.1\tactive\n\
          markup\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n\
          volume-discount\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n"

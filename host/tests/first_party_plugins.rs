@@ -441,3 +441,218 @@ fn http_leads_cannot_reach_a_host_that_was_not_approved() {
     );
     assert!(server.requests().is_empty());
 }
+
+fn card_payment(token: Option<&str>, key: &str) -> Call {
+    Call::CreatePayment(PaymentRequest {
+        amount_minor: 4_900,
+        currency: "USD".into(),
+        method: Method::Card,
+        payment_method_token: token.map(str::to_owned),
+        customer_reference: "tenant-1".into(),
+        description: "Starter plan".into(),
+        idempotency_key: key.into(),
+    })
+}
+
+fn paid(result: Result<Reply, CallError>) -> tollgate::runtime::Payment {
+    match result {
+        Ok(Reply::Payment(payment)) => payment,
+        other => panic!("expected a payment, got {other:?}"),
+    }
+}
+
+#[test]
+fn card_payments_succeed_decline_or_ask_for_a_retry() {
+    let server = support::FakeServer::start(vec![
+        (200, r#"{"id": "pi_1", "status": "succeeded"}"#.to_owned()),
+        (402, r#"{"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined.", "payment_intent": {"id": "pi_2"}}}"#.to_owned()),
+        (500, r#"{"error": {"message": "try again"}}"#.to_owned()),
+        (200, r#"{"id": "pi_3", "status": "requires_action"}"#.to_owned()),
+        (200, r#"{"id": "re_1", "status": "succeeded"}"#.to_owned()),
+    ]);
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "card", PluginKind::PaymentProvider);
+    let mut settings = context(&[
+        ("secret_key", "sk_test_1"),
+        ("webhook_secret", "whsec_1"),
+        ("api_base_url", &server.base_url()),
+    ]);
+    settings.http.allowed_hosts = vec![server.addr.to_string()];
+
+    let ok = paid(
+        runtime
+            .invoke(
+                &plugin,
+                settings.clone(),
+                card_payment(Some("tok_visa"), "inv-1"),
+            )
+            .result,
+    );
+    assert_eq!(
+        (ok.provider_reference.as_str(), ok.status, ok.units),
+        ("pi_1", PaymentStatus::Succeeded, 1)
+    );
+    let declined = paid(
+        runtime
+            .invoke(
+                &plugin,
+                settings.clone(),
+                card_payment(Some("tok_declined"), "inv-2"),
+            )
+            .result,
+    );
+    assert_eq!(declined.status, PaymentStatus::Failed);
+    assert_eq!(declined.provider_reference, "pi_2");
+    assert_eq!(
+        declined.failure_reason.as_deref(),
+        Some("card_declined: Your card was declined.")
+    );
+    match runtime
+        .invoke(
+            &plugin,
+            settings.clone(),
+            card_payment(Some("tok_visa"), "inv-3"),
+        )
+        .result
+    {
+        Err(CallError::Plugin { error, .. }) => {
+            assert_eq!(error.kind, ErrorKind::Upstream);
+            assert!(error.retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    let challenged = paid(
+        runtime
+            .invoke(
+                &plugin,
+                settings.clone(),
+                card_payment(Some("tok_3ds"), "inv-4"),
+            )
+            .result,
+    );
+    assert_eq!(challenged.status, PaymentStatus::Pending);
+    assert!(challenged.instructions.unwrap().contains("authenticate"));
+    let refund = Call::Refund(RefundRequest {
+        provider_reference: "pi_1".into(),
+        amount_minor: 900,
+        currency: "USD".into(),
+        idempotency_key: "refund-1".into(),
+    });
+    match runtime.invoke(&plugin, settings.clone(), refund).result {
+        Ok(Reply::Refund(refund)) => assert_eq!(
+            (refund.provider_reference.as_str(), refund.status),
+            ("re_1", PaymentStatus::Succeeded)
+        ),
+        other => panic!("{other:?}"),
+    }
+    let (_, message) = plugin_error(
+        runtime
+            .invoke(&plugin, settings.clone(), card_payment(None, "inv-5"))
+            .result,
+    );
+    assert_eq!(message, "a card payment needs a saved card's token");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 5);
+    assert_eq!(requests[0].path, "/v1/payment_intents");
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some("Bearer sk_test_1")
+    );
+    assert_eq!(requests[0].header("idempotency-key"), Some("inv-1"));
+    assert_eq!(
+        requests[0].body,
+        "amount=4900&currency=usd&customer=tenant-1&payment_method=tok_visa&description=Starter%20plan&confirm=true"
+    );
+    assert_eq!(
+        (requests[4].path.as_str(), requests[4].body.as_str()),
+        ("/v1/refunds", "payment_intent=pi_1&amount=900")
+    );
+}
+
+fn stripe_webhook(body: &str, secret: &[u8], timestamp: u64) -> Call {
+    let signed = format!("{timestamp}.{body}");
+    let signature = hmac_sha256_hex(secret, signed.as_bytes());
+    Call::PaymentCallback(Callback {
+        headers: vec![Field {
+            name: "Stripe-Signature".into(),
+            value: format!("t={timestamp},v1={signature}"),
+        }],
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+#[test]
+fn card_webhooks_are_verified_before_they_are_believed() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let plugin = load(&runtime, "card", PluginKind::PaymentProvider);
+    let settings = context(&[("secret_key", "sk"), ("webhook_secret", "whsec_1")]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = r#"{"id": "evt_1", "type": "charge.refunded", "data": {"object": {"id": "ch_1", "amount": 900, "currency": "usd", "payment_intent": "pi_1"}}}"#;
+    match runtime
+        .invoke(
+            &plugin,
+            settings.clone(),
+            stripe_webhook(body, b"whsec_1", now),
+        )
+        .result
+    {
+        Ok(Reply::PaymentEvents(events)) => {
+            let event = &events.events[0];
+            assert_eq!(event.kind, PaymentEventKind::Refunded);
+            assert_eq!(
+                (event.provider_reference.as_str(), event.event_id.as_str()),
+                ("pi_1", "evt_1")
+            );
+            assert_eq!(
+                (event.amount_minor, event.currency.as_deref()),
+                (Some(900), Some("USD"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let forged = plugin_error(
+        runtime
+            .invoke(
+                &plugin,
+                settings.clone(),
+                stripe_webhook(body, b"guess", now),
+            )
+            .result,
+    );
+    assert_eq!(
+        forged,
+        (
+            ErrorKind::Unauthorized,
+            "the signature does not match the body".to_owned()
+        )
+    );
+    let replayed = plugin_error(
+        runtime
+            .invoke(
+                &plugin,
+                settings.clone(),
+                stripe_webhook(body, b"whsec_1", now - 3_600),
+            )
+            .result,
+    );
+    assert_eq!(
+        replayed,
+        (
+            ErrorKind::Unauthorized,
+            "the webhook is too old (or from the future)".to_owned()
+        )
+    );
+    let other =
+        r#"{"id": "evt_2", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}"#;
+    match runtime
+        .invoke(&plugin, settings, stripe_webhook(other, b"whsec_1", now))
+        .result
+    {
+        Ok(Reply::PaymentEvents(events)) => assert!(events.events.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}

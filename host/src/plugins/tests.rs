@@ -394,5 +394,8 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
         .filter(|version| version.active)
         .map(|version| version.name)
         .collect();
-    assert_eq!(active, ["bank-transfer", "http-leads", "volume-discount"]);
+    assert_eq!(
+        active,
+        ["bank-transfer", "card", "http-leads", "volume-discount"]
+    );
 }
