@@ -375,7 +375,13 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
     let names: Vec<&str> = first.iter().map(|plugin| plugin.name.as_str()).collect();
     assert_eq!(
         names,
-        ["bank-transfer", "http-leads", "markup", "volume-discount"]
+        [
+            "bank-transfer",
+            "card",
+            "http-leads",
+            "markup",
+            "volume-discount"
+        ]
     );
     assert!(
         install_first_party(&mut conn, &s.runtime, NOW)
