@@ -3,12 +3,51 @@
 pub use crate::wit::tollgate::plugin::types::{Callback, ErrorKind, Field, PluginError};
 
 /// What the host offers: logging, HTTP to declared hosts, a key-value
-/// store, the tenant's settings and the clock.
+/// store, the tenant's settings and the clock. Compiled for the host's own
+/// target (in a plugin's unit tests), these answer from the
+/// [`testing::Harness`](crate::testing::Harness) the test installed.
 pub mod host {
-    pub use crate::wit::tollgate::plugin::host::{
-        HttpError, HttpRequest, HttpResponse, LogLevel, http_send, kv_delete, kv_get, kv_set, log,
-        now_ms, setting,
-    };
+    pub use crate::wit::tollgate::plugin::host::{HttpError, HttpRequest, HttpResponse, LogLevel};
+
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::backend;
+    #[cfg(target_arch = "wasm32")]
+    use crate::wit::tollgate::plugin::host as backend;
+
+    /// Writes a line to the host's log.
+    pub fn log(level: LogLevel, message: &str) {
+        backend::log(level, message)
+    }
+
+    /// Sends an HTTP request through the host.
+    pub fn http_send(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        backend::http_send(request)
+    }
+
+    /// Reads a value from this tenant's store for this plugin.
+    pub fn kv_get(key: &str) -> Option<Vec<u8>> {
+        backend::kv_get(key)
+    }
+
+    /// Writes a value to this tenant's store for this plugin.
+    pub fn kv_set(key: &str, value: &[u8]) -> Result<(), String> {
+        backend::kv_set(key, value)
+    }
+
+    /// Removes a value from this tenant's store for this plugin.
+    pub fn kv_delete(key: &str) {
+        backend::kv_delete(key)
+    }
+
+    /// The tenant's setting for this plugin, if set.
+    pub fn setting(name: &str) -> Option<String> {
+        backend::setting(name)
+    }
+
+    /// Milliseconds since the Unix epoch, UTC.
+    pub fn now_ms() -> u64 {
+        backend::now_ms()
+    }
 
     /// A required setting, or a `misconfigured` error that names it.
     pub fn required_setting(name: &str) -> Result<String, crate::PluginError> {

@@ -108,3 +108,14 @@ mod kinds;
     feature = "pricing-rule"
 ))]
 pub use kinds::*;
+
+#[cfg(all(
+    not(target_arch = "wasm32"),
+    any(
+        feature = "lead-source",
+        feature = "channel",
+        feature = "payment-provider",
+        feature = "pricing-rule"
+    )
+))]
+pub mod testing;

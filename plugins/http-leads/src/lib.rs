@@ -205,3 +205,58 @@ impl LeadSource for HttpLeads {
 }
 
 register_plugin!(HttpLeads);
+
+#[cfg(test)]
+mod tests {
+    use tollgate_plugin_sdk::testing::Harness;
+
+    use super::*;
+
+    fn query(cursor: Option<&str>) -> SearchQuery {
+        SearchQuery {
+            keywords: Some("fintech".into()),
+            title: None,
+            company: Some("Example".into()),
+            domain: None,
+            location: Some("Berlin".into()),
+            limit: 500,
+            cursor: cursor.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn builds_the_request_and_maps_the_answer() {
+        let mut harness = Harness::new()
+            .setting("api_key", "k")
+            .respond(200, r#"{"people": [{"first_name": "Ada", "organization": {"name": "Example"}}], "pagination": {"page": 3, "total_pages": 3}}"#);
+        let page = harness.run(|| HttpLeads::search(query(Some("3")))).unwrap();
+        assert_eq!((page.units, page.next_cursor), (1, None));
+        assert_eq!(page.leads[0].company.as_deref(), Some("Example"));
+        let request = &harness.requests()[0];
+        assert_eq!(request.url, "https://api.apollo.io/v1/mixed_people/search");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["page"], 3);
+        assert_eq!(body["per_page"], 100, "the page size is capped");
+        assert_eq!(body["q_organization_name"], "Example");
+        assert_eq!(body["person_locations"], serde_json::json!(["Berlin"]));
+    }
+
+    #[test]
+    fn reports_what_went_wrong_upstream() {
+        let mut harness = Harness::new()
+            .setting("api_key", "k")
+            .respond(200, "not json")
+            .respond(503, "")
+            .fail_http(host::HttpError::Timeout);
+        for _ in 0..3 {
+            let error = harness.run(|| HttpLeads::search(query(None))).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Upstream);
+            assert!(error.retryable);
+        }
+        let error = Harness::new()
+            .setting("api_key", "k")
+            .run(|| HttpLeads::search(query(Some("x"))))
+            .unwrap_err();
+        assert_eq!(error.message, "cursor \"x\" is not a page number");
+    }
+}

@@ -35,3 +35,48 @@ impl PricingRule for Markup {
 }
 
 tollgate_plugin_sdk::register_plugin!(Markup);
+
+#[cfg(test)]
+mod tests {
+    use tollgate_plugin_sdk::testing::Harness;
+
+    use super::*;
+
+    fn request(base_price_micros: u64) -> PriceRequest {
+        PriceRequest {
+            plan: None,
+            plugin: "http-leads".into(),
+            function: "search".into(),
+            units: 1,
+            period_units: 0,
+            base_price_micros,
+        }
+    }
+
+    #[test]
+    fn raises_the_price_by_the_setting_rounding_up() {
+        let mut harness = Harness::new().setting("markup_percent", "15");
+        let price = harness
+            .run(|| Markup::adjust_price(request(1_000_001)))
+            .unwrap();
+        // 1,000,001 x 1.15 = 1,150,001.15, rounded up.
+        assert_eq!(price.price_micros, 1_150_002);
+        assert_eq!(price.note.as_deref(), Some("15% markup"));
+    }
+
+    #[test]
+    fn refuses_a_missing_or_silly_setting() {
+        let error = Harness::new()
+            .run(|| Markup::adjust_price(request(1)))
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "setting \"markup_percent\" is not set for this plugin"
+        );
+        let mut harness = Harness::new().setting("markup_percent", "5000");
+        let error = harness
+            .run(|| Markup::adjust_price(request(1)))
+            .unwrap_err();
+        assert_eq!(error.message, "markup_percent 5000 is above 1000");
+    }
+}
