@@ -374,16 +374,8 @@ pub fn install(
     let digest = sha256_hex(wasm);
     let version = manifest.version.to_string();
     conn.transaction(|conn| {
-        let existing: Option<(String, String)> = plugins::table
-            .find(&manifest.name)
-            .inner_join(
-                plugin_versions::table.on(plugin_versions::name
-                    .eq(plugins::name)
-                    .and(plugin_versions::version.eq(plugins::active_version))),
-            )
-            .select((plugin_versions::version, plugin_versions::wasm_sha256))
-            .first(conn)
-            .optional()?;
+        let existing = active_version(conn, &manifest.name)?
+            .map(|active| (active.version, active.wasm_sha256));
         match existing {
             Some((active, active_digest)) if active == version && active_digest == digest => {}
             Some((active, _)) if active == version => {
@@ -599,16 +591,11 @@ impl Registry {
         conn: &mut DbConnection,
         name: &str,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let (version, manifest_text): (String, String) = plugins::table
-            .find(name)
-            .inner_join(
-                plugin_versions::table.on(plugin_versions::name
-                    .eq(plugins::name)
-                    .and(plugin_versions::version.eq(plugins::active_version))),
-            )
-            .select((plugin_versions::version, plugin_versions::manifest))
-            .first(conn)
-            .optional()?
+        let ActiveVersion {
+            version,
+            manifest: manifest_text,
+            ..
+        } = active_version(conn, name)?
             .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
         if let Some(loaded) = self.loaded.lock().expect("registry lock").get(name)
             && loaded.version == version
@@ -679,18 +666,41 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginErro
 
 /// The manifest of a plugin's active version.
 pub fn active_manifest(conn: &mut DbConnection, name: &str) -> Result<Manifest, PluginError> {
-    let text: String = plugins::table
+    let active =
+        active_version(conn, name)?.ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
+    Manifest::parse(&active.manifest)
+}
+
+/// The version of a plugin that serves new calls.
+struct ActiveVersion {
+    version: String,
+    manifest: String,
+    wasm_sha256: String,
+}
+
+fn active_version(
+    conn: &mut DbConnection,
+    name: &str,
+) -> Result<Option<ActiveVersion>, PluginError> {
+    let row: Option<(String, String, String)> = plugins::table
         .find(name)
         .inner_join(
             plugin_versions::table.on(plugin_versions::name
                 .eq(plugins::name)
                 .and(plugin_versions::version.eq(plugins::active_version))),
         )
-        .select(plugin_versions::manifest)
+        .select((
+            plugin_versions::version,
+            plugin_versions::manifest,
+            plugin_versions::wasm_sha256,
+        ))
         .first(conn)
-        .optional()?
-        .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
-    Manifest::parse(&text)
+        .optional()?;
+    Ok(row.map(|(version, manifest, wasm_sha256)| ActiveVersion {
+        version,
+        manifest,
+        wasm_sha256,
+    }))
 }
 
 /// Enables a plugin for a tenant with its settings, replacing any earlier

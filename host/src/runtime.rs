@@ -543,13 +543,14 @@ impl Runtime {
         let fuel_left = store.get_fuel().unwrap_or(0);
         let logs = store.data_mut().finish();
         let result = match outcome {
-            Ok(Ok(reply)) if reply.size_bytes() > limits.output_bytes => {
-                Err(CallError::OutputTooLarge {
+            Ok(Ok(reply)) => match reply.size_bytes() {
+                size_bytes if size_bytes > limits.output_bytes => Err(CallError::OutputTooLarge {
                     plugin: label,
-                    size_bytes: reply.size_bytes(),
+                    size_bytes,
                     output_bytes: limits.output_bytes,
-                })
-            }
+                }),
+                _ => Ok(reply),
+            },
             Ok(result) => result,
             Err(trap) => Err(classify_trap(trap, &store, label, limits)),
         };
