@@ -68,6 +68,9 @@ enum Commands {
 
 #[derive(Subcommand, Debug)]
 enum PluginCommand {
+    /// Build the plugin crate in DIR for wasm32-wasip2, write DIR/plugin.wasm,
+    /// and check it against DIR/plugin.toml as install will.
+    Build { dir: PathBuf },
     /// Check a plugin and install it: DIR holds plugin.toml (and plugin.wasm
     /// unless --wasm names the component).
     Install {
@@ -478,6 +481,17 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
                 installed.wasm_sha256
             );
         }
+        PluginCommand::Build { dir } => {
+            let runtime = Runtime::new(runtime_config(config))?;
+            let (manifest, size) = build_plugin(&runtime, dir)?;
+            println!(
+                "built {}: {size} bytes, a {} plugin for API {}; install it with `tollgate plugin install {}`",
+                dir.join("plugin.wasm").display(),
+                manifest.kind,
+                manifest.api_version,
+                dir.display()
+            );
+        }
         PluginCommand::Remove { name } => {
             plugins::remove(&mut conn, &name)?;
             println!("removed {name}");
@@ -509,6 +523,63 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Builds the crate in `dir` with cargo, copies the component beside the
+/// manifest, and checks the pair. Hosts are the operator's to approve at
+/// install, so the build checks everything but that.
+fn build_plugin(
+    runtime: &Runtime,
+    dir: &std::path::Path,
+) -> anyhow::Result<(plugins::Manifest, usize)> {
+    let manifest_path = dir.join(plugins::MANIFEST_FILE);
+    let manifest_text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest = plugins::Manifest::parse(&manifest_text)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo (is it on PATH?)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo could not build {}; is the target installed? (rustup target add wasm32-wasip2)",
+        dir.display()
+    );
+    // The component is the .wasm artifact cargo reports for the cdylib.
+    let wasm_path = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .flat_map(|message| {
+            message["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|name| name.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .rfind(|name| name.ends_with(".wasm"))
+        .with_context(|| {
+            format!(
+                "cargo built no .wasm in {}; is crate-type [\"cdylib\"] set?",
+                dir.display()
+            )
+        })?;
+    let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {wasm_path}"))?;
+    plugins::check(runtime, &manifest_text, &wasm, &manifest.http_hosts)?;
+    std::fs::write(dir.join("plugin.wasm"), &wasm)
+        .with_context(|| format!("writing {}", dir.join("plugin.wasm").display()))?;
+    Ok((manifest, wasm.len()))
 }
 
 fn runtime_config(config: &Config) -> RuntimeConfig {

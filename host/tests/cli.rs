@@ -401,3 +401,80 @@ fn operators_install_plugins_and_enable_them_for_tenants() {
         "markup\t0.1.0\tpricing-rule\tAPI 0.1\t\n"
     );
 }
+
+/// The plugin author's path from docs/PLUGINS.md: a new crate outside this
+/// repository, built and checked by `tollgate plugin build`, then installed.
+#[test]
+fn an_author_builds_checks_and_installs_a_new_plugin() {
+    let cli = Cli::new();
+    let dir = cli.dir.path().join("half-price");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugin-sdk")
+        .canonicalize()
+        .unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"half-price\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\ntollgate-plugin-sdk = {{ path = {:?}, features = [\"pricing-rule\"] }}\n\n\
+             [workspace]\n",
+            sdk.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        "use tollgate_plugin_sdk::{PluginError, Price, PriceRequest, PricingRule, register_plugin};\n\
+         struct HalfPrice;\n\
+         impl PricingRule for HalfPrice {\n\
+             fn adjust_price(request: PriceRequest) -> Result<Price, PluginError> {\n\
+                 Ok(Price { price_micros: request.base_price_micros / 2, note: None })\n\
+             }\n\
+         }\n\
+         register_plugin!(HalfPrice);\n",
+    )
+    .unwrap();
+    let manifest = "name = \"half-price\"\nversion = \"0.1.0\"\nkind = \"pricing-rule\"\napi_version = \"0.1\"\n";
+    std::fs::write(
+        dir.join("plugin.toml"),
+        manifest.replace("pricing-rule", "lead-source"),
+    )
+    .unwrap();
+    let dir_text = dir.to_str().unwrap();
+    // One shared target dir, so the SDK's dependencies build once per machine.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins-authoring");
+    let build = |cli: &Cli| {
+        cli.command(&["plugin", "build", dir_text])
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap()
+    };
+    let refused = build(&cli);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr
+            .contains("the manifest says lead-source, but the component is a pricing-rule plugin"),
+        "{stderr}"
+    );
+
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    let built = build(&cli);
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(
+        stdout.contains("a pricing-rule plugin for API 0.1"),
+        "{stdout}"
+    );
+    assert!(dir.join("plugin.wasm").is_file());
+    assert!(
+        cli.ok(&["plugin", "install", dir_text])
+            .starts_with("installed half-price 0.1.0 (pricing-rule")
+    );
+}
