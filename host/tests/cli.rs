@@ -309,6 +309,7 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
          card\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
          http-leads\t0.1.0\tlead-source\tAPI 0.1\tactive\n\
          markup\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n\
+         paypal\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
          volume-discount\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n"
     );
     let demo = String::from_utf8(balance("1").stdout).unwrap();

@@ -380,6 +380,7 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
             "card",
             "http-leads",
             "markup",
+            "paypal",
             "volume-discount"
         ]
     );
@@ -402,6 +403,12 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
         .collect();
     assert_eq!(
         active,
-        ["bank-transfer", "card", "http-leads", "volume-discount"]
+        [
+            "bank-transfer",
+            "card",
+            "http-leads",
+            "paypal",
+            "volume-discount"
+        ]
     );
 }
