@@ -60,6 +60,31 @@ pub mod host {
     }
 }
 
+/// Why an HTTP request failed, as the error a plugin reports: a denied host
+/// is the operator's configuration to fix; a malformed request is a bug in
+/// the plugin; the rest are the outside service's, and worth retrying except
+/// for an oversized exchange. Use it as `host::http_send(&request)?`.
+impl From<host::HttpError> for PluginError {
+    fn from(error: host::HttpError) -> PluginError {
+        match error {
+            host::HttpError::Denied(reason) => PluginError::new(ErrorKind::Misconfigured, reason),
+            host::HttpError::InvalidRequest(reason) => PluginError::new(
+                ErrorKind::Internal,
+                format!("the plugin built a bad HTTP request: {reason}"),
+            ),
+            host::HttpError::TooLarge(reason) => PluginError {
+                kind: ErrorKind::Upstream,
+                message: reason,
+                retryable: false,
+            },
+            host::HttpError::Timeout => PluginError::upstream(
+                "the outside service did not answer within the host's time limit",
+            ),
+            host::HttpError::Failed(reason) => PluginError::upstream(reason),
+        }
+    }
+}
+
 impl PluginError {
     /// A plugin error that is not worth retrying.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> PluginError {

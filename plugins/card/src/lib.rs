@@ -121,11 +121,7 @@ fn post(
         ],
         body: body.join("&").into_bytes(),
     };
-    let response = host::http_send(&request).map_err(|error| match error {
-        host::HttpError::Denied(reason) => PluginError::new(ErrorKind::Misconfigured, reason),
-        host::HttpError::Timeout => PluginError::upstream("the gateway did not answer in time"),
-        other => PluginError::upstream(format!("{other:?}")),
-    })?;
+    let response = host::http_send(&request)?;
     match response.status {
         401 | 403 => Err(PluginError::new(
             ErrorKind::Unauthorized,

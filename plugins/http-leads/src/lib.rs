@@ -112,11 +112,7 @@ fn post<T: for<'de> Deserialize<'de>>(
         ],
         body: body.to_string().into_bytes(),
     };
-    let response = host::http_send(&request).map_err(|error| match error {
-        host::HttpError::Denied(reason) => PluginError::new(ErrorKind::Misconfigured, reason),
-        host::HttpError::Timeout => PluginError::upstream("the API did not answer in time"),
-        other => PluginError::upstream(format!("{other:?}")),
-    })?;
+    let response = host::http_send(&request)?;
     match response.status {
         200..=299 => serde_json::from_slice(&response.body).map_err(|error| {
             PluginError::upstream(format!("the API answered with unexpected JSON: {error}"))

@@ -41,11 +41,7 @@ fn send(
         headers,
         body,
     };
-    let response = host::http_send(&request).map_err(|error| match error {
-        host::HttpError::Denied(reason) => PluginError::new(ErrorKind::Misconfigured, reason),
-        host::HttpError::Timeout => PluginError::upstream("PayPal did not answer in time"),
-        other => PluginError::upstream(format!("{other:?}")),
-    })?;
+    let response = host::http_send(&request)?;
     match response.status {
         401 | 403 => Err(PluginError::new(
             ErrorKind::Unauthorized,
