@@ -148,8 +148,29 @@ mod channel {
     pub use crate::wit::tollgate::plugin::messages::{
         Event, EventKind, Events, Message, Sender, Sent,
     };
-    pub use crate::wit::tollgate::plugin::smtp;
     use crate::{Callback, PluginError};
+
+    /// Sending email through the host's SMTP client. The plugin builds the
+    /// whole RFC 5322 message; the host speaks SMTP to the server in the
+    /// tenant's settings (`smtp_host`, `smtp_port`, `smtp_username`,
+    /// `smtp_password`, `smtp_tls`). In native unit tests the
+    /// [`testing::Harness`](crate::testing::Harness) answers instead.
+    pub mod smtp {
+        pub use crate::wit::tollgate::plugin::smtp::SmtpError;
+
+        /// Sends `message` to `recipients` with `envelope_from` as the
+        /// return path; returns the server's answer to the message.
+        pub fn send(
+            envelope_from: &str,
+            recipients: &[String],
+            message: &[u8],
+        ) -> Result<String, SmtpError> {
+            #[cfg(target_arch = "wasm32")]
+            return crate::wit::tollgate::plugin::smtp::send(envelope_from, recipients, message);
+            #[cfg(not(target_arch = "wasm32"))]
+            return crate::testing::backend::smtp_send(envelope_from, recipients, message);
+        }
+    }
 
     /// A messaging channel.
     pub trait Channel {

@@ -26,6 +26,22 @@ pub struct Harness {
     requests: Vec<HttpRequest>,
     logs: Vec<(LogLevel, String)>,
     now_ms: u64,
+    #[cfg(feature = "channel")]
+    smtp_answers: VecDeque<Result<String, crate::smtp::SmtpError>>,
+    #[cfg(feature = "channel")]
+    mails: Vec<SentMail>,
+}
+
+/// A message a channel handed to the host's SMTP client.
+#[cfg(feature = "channel")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMail {
+    /// The return path.
+    pub envelope_from: String,
+    /// The envelope recipients.
+    pub recipients: Vec<String>,
+    /// The RFC 5322 message, as the plugin built it.
+    pub message: Vec<u8>,
 }
 
 thread_local! {
@@ -58,6 +74,20 @@ impl Harness {
     pub fn fail_http(mut self, error: HttpError) -> Harness {
         self.responses.push_back(Err(error));
         self
+    }
+
+    /// Queues the SMTP server's answer to the next message; without one,
+    /// the server accepts every message with `250 OK`.
+    #[cfg(feature = "channel")]
+    pub fn smtp_answer(mut self, answer: Result<String, crate::smtp::SmtpError>) -> Harness {
+        self.smtp_answers.push_back(answer);
+        self
+    }
+
+    /// The messages the plugin sent through SMTP, in order.
+    #[cfg(feature = "channel")]
+    pub fn mails(&self) -> &[SentMail] {
+        &self.mails
     }
 
     /// Puts a value in the store.
@@ -149,5 +179,24 @@ pub(crate) mod backend {
 
     pub fn now_ms() -> u64 {
         with(|harness| harness.now_ms)
+    }
+
+    #[cfg(feature = "channel")]
+    pub fn smtp_send(
+        envelope_from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<String, crate::smtp::SmtpError> {
+        with(|harness| {
+            harness.mails.push(SentMail {
+                envelope_from: envelope_from.to_owned(),
+                recipients: recipients.to_vec(),
+                message: message.to_vec(),
+            });
+            harness
+                .smtp_answers
+                .pop_front()
+                .unwrap_or_else(|| Ok("250 OK".to_owned()))
+        })
     }
 }
