@@ -20,6 +20,11 @@ fn main() {
         "cargo:rerun-if-changed={}",
         root.join("plugin-sdk").display()
     );
+    // Migrations are embedded into the host binary.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("migrations").display()
+    );
     // The plugins build into a target dir of their own inside ours, so the
     // outer cargo's lock on its target dir does not block the inner one.
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {

@@ -117,7 +117,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plugin_kv (tenant_id, plugin, key) {
+        tenant_id -> BigInt,
+        plugin -> Text,
+        key -> Text,
+        value -> Binary,
+        size_bytes -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    plugin_kv,
     plugins,
     plugin_versions,
     plugin_enablements,
