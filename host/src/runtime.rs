@@ -9,8 +9,10 @@
 //! one call with an error naming the plugin, never the host.
 
 pub mod v0_1;
+pub mod v0_2;
 
 mod host;
+pub mod outbound;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +24,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use host::HostState;
-pub use host::{CallContext, HttpPolicy, KvStore, LogLine, MemoryKv};
+pub use host::{
+    CallContext, HttpPolicy, KV_BYTES_MAX, KV_KEY_BYTES_MAX, KV_KEYS_MAX, KV_VALUE_BYTES_MAX,
+    KvStore, LogLine, MemoryKv, kv_quota_check,
+};
 pub use v0_1::leads::{Enrichment, Lead, SearchPage, SearchQuery};
 pub use v0_1::messages::{Event, EventKind, Events, Message, Sender, Sent};
 pub use v0_1::payments::{
@@ -33,7 +38,7 @@ pub use v0_1::pricing::{Price, PriceRequest};
 pub use v0_1::types::{Callback, ErrorKind, Field, PluginError};
 
 /// The WIT versions this host runs, oldest first.
-pub const API_VERSIONS: [&str; 1] = ["0.1"];
+pub const API_VERSIONS: [&str; 2] = ["0.1", "0.2"];
 
 /// How often the epoch ticks; wall-clock limits are whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -183,12 +188,107 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// A plugin version pre-instantiated against the bindings of its WIT
+/// version.
 enum WorldPre {
-    LeadSource(v0_1::lead_source::LeadSourcePre<HostState>),
-    Channel(v0_1::channel::ChannelPre<HostState>),
-    PaymentProvider(v0_1::payment_provider::PaymentProviderPre<HostState>),
-    PricingRule(v0_1::pricing_rule::PricingRulePre<HostState>),
+    V0_1(Pre0_1),
+    V0_2(Pre0_2),
 }
+
+/// The pre-instantiated world of one WIT version, and how to call it. Both
+/// versions export the same functions with the same types.
+macro_rules! world_pre {
+    ($name:ident, $version:ident) => {
+        enum $name {
+            LeadSource($version::lead_source::LeadSourcePre<HostState>),
+            Channel($version::channel::ChannelPre<HostState>),
+            PaymentProvider($version::payment_provider::PaymentProviderPre<HostState>),
+            PricingRule($version::pricing_rule::PricingRulePre<HostState>),
+        }
+
+        impl $name {
+            fn new(
+                kind: PluginKind,
+                pre: wasmtime::component::InstancePre<HostState>,
+            ) -> wasmtime::Result<$name> {
+                Ok(match kind {
+                    PluginKind::LeadSource => {
+                        $name::LeadSource($version::lead_source::LeadSourcePre::new(pre)?)
+                    }
+                    PluginKind::Channel => $name::Channel($version::channel::ChannelPre::new(pre)?),
+                    PluginKind::PaymentProvider => $name::PaymentProvider(
+                        $version::payment_provider::PaymentProviderPre::new(pre)?,
+                    ),
+                    PluginKind::PricingRule => {
+                        $name::PricingRule($version::pricing_rule::PricingRulePre::new(pre)?)
+                    }
+                })
+            }
+
+            /// Instantiates the plugin in `store` and calls the export
+            /// `call` names. The outer error is a trap; the inner one the
+            /// plugin's own failure.
+            fn run(
+                &self,
+                store: &mut Store<HostState>,
+                call: Call,
+                label: &str,
+                kind: PluginKind,
+            ) -> CallResult {
+                let plugin_error = |error: PluginError| CallError::Plugin {
+                    plugin: label.to_owned(),
+                    error,
+                };
+                let result = match (self, call) {
+                    ($name::LeadSource(pre), Call::Search(query)) => pre
+                        .instantiate(&mut *store)?
+                        .call_search(&mut *store, &query)?
+                        .map(Reply::SearchPage),
+                    ($name::LeadSource(pre), Call::Enrich(lead)) => pre
+                        .instantiate(&mut *store)?
+                        .call_enrich(&mut *store, &lead)?
+                        .map(Reply::Enrichment),
+                    ($name::Channel(pre), Call::Send(message)) => pre
+                        .instantiate(&mut *store)?
+                        .call_send(&mut *store, &message)?
+                        .map(Reply::Sent),
+                    ($name::Channel(pre), Call::ChannelCallback(callback)) => pre
+                        .instantiate(&mut *store)?
+                        .call_parse_callback(&mut *store, &callback)?
+                        .map(Reply::Events),
+                    ($name::PaymentProvider(pre), Call::CreatePayment(request)) => pre
+                        .instantiate(&mut *store)?
+                        .call_create_payment(&mut *store, &request)?
+                        .map(Reply::Payment),
+                    ($name::PaymentProvider(pre), Call::Refund(request)) => pre
+                        .instantiate(&mut *store)?
+                        .call_refund(&mut *store, &request)?
+                        .map(Reply::Refund),
+                    ($name::PaymentProvider(pre), Call::PaymentCallback(callback)) => pre
+                        .instantiate(&mut *store)?
+                        .call_parse_callback(&mut *store, &callback)?
+                        .map(Reply::PaymentEvents),
+                    ($name::PricingRule(pre), Call::AdjustPrice(request)) => pre
+                        .instantiate(&mut *store)?
+                        .call_adjust_price(&mut *store, &request)?
+                        .map(Reply::Price),
+                    (_, call) => {
+                        debug_assert_ne!(call.kind(), kind);
+                        return Ok(Err(CallError::WrongFunction {
+                            plugin: label.to_owned(),
+                            kind,
+                            function: call.function(),
+                        }));
+                    }
+                };
+                Ok(result.map_err(plugin_error))
+            }
+        }
+    };
+}
+
+world_pre!(Pre0_1, v0_1);
+world_pre!(Pre0_2, v0_2);
 
 /// One call into a plugin: which export, with what.
 #[derive(Clone, Debug)]
@@ -351,6 +451,10 @@ pub enum CallError {
     },
     #[error("plugin {plugin} crashed: {message}")]
     Trap { plugin: String, message: String },
+    /// The host failed while serving the plugin (its store's database was
+    /// unreachable): the platform's fault, not the plugin's.
+    #[error("plugin {plugin} could not finish: the host failed ({message}); try again")]
+    Host { plugin: String, message: String },
 }
 
 impl CallError {
@@ -445,6 +549,11 @@ impl Runtime {
         v0_1::pricing_rule::PricingRule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| {
             state
         })?;
+        v0_2::lead_source::LeadSource::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_2::channel::Channel::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        for interface in v0_2::TYPE_ONLY_INTERFACES {
+            linker.instance(interface)?;
+        }
         linker.allow_shadowing(false);
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.weak(), ticker_stop.clone())?;
@@ -496,20 +605,10 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = match kind {
-            PluginKind::LeadSource => WorldPre::LeadSource(
-                v0_1::lead_source::LeadSourcePre::new(instance_pre).map_err(wrong_world)?,
-            ),
-            PluginKind::Channel => WorldPre::Channel(
-                v0_1::channel::ChannelPre::new(instance_pre).map_err(wrong_world)?,
-            ),
-            PluginKind::PaymentProvider => WorldPre::PaymentProvider(
-                v0_1::payment_provider::PaymentProviderPre::new(instance_pre)
-                    .map_err(wrong_world)?,
-            ),
-            PluginKind::PricingRule => WorldPre::PricingRule(
-                v0_1::pricing_rule::PricingRulePre::new(instance_pre).map_err(wrong_world)?,
-            ),
+        let pre = match api_version.as_deref() {
+            Some("0.2") => WorldPre::V0_2(Pre0_2::new(kind, instance_pre).map_err(wrong_world)?),
+            // 0.1, or a component that imports nothing of ours.
+            _ => WorldPre::V0_1(Pre0_1::new(kind, instance_pre).map_err(wrong_world)?),
         };
         Ok(LoadedPlugin {
             name: name.to_owned(),
@@ -539,7 +638,10 @@ impl Runtime {
             .max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let outcome = run(&mut store, &plugin.pre, call, &label, plugin.kind);
+        let outcome = match &plugin.pre {
+            WorldPre::V0_1(pre) => pre.run(&mut store, call, &label, plugin.kind),
+            WorldPre::V0_2(pre) => pre.run(&mut store, call, &label, plugin.kind),
+        };
         let fuel_left = store.get_fuel().unwrap_or(0);
         let logs = store.data_mut().finish();
         let result = match outcome {
@@ -577,64 +679,6 @@ fn imported_api_version(engine: &Engine, component: &Component) -> Option<String
 
 type CallResult = wasmtime::Result<Result<Reply, CallError>>;
 
-/// Instantiates the plugin in `store` and calls the export `call` names.
-/// The outer error is a trap; the inner one the plugin's own failure.
-fn run(
-    store: &mut Store<HostState>,
-    pre: &WorldPre,
-    call: Call,
-    label: &str,
-    kind: PluginKind,
-) -> CallResult {
-    let plugin_error = |error: PluginError| CallError::Plugin {
-        plugin: label.to_owned(),
-        error,
-    };
-    let result = match (pre, call) {
-        (WorldPre::LeadSource(pre), Call::Search(query)) => pre
-            .instantiate(&mut *store)?
-            .call_search(&mut *store, &query)?
-            .map(Reply::SearchPage),
-        (WorldPre::LeadSource(pre), Call::Enrich(lead)) => pre
-            .instantiate(&mut *store)?
-            .call_enrich(&mut *store, &lead)?
-            .map(Reply::Enrichment),
-        (WorldPre::Channel(pre), Call::Send(message)) => pre
-            .instantiate(&mut *store)?
-            .call_send(&mut *store, &message)?
-            .map(Reply::Sent),
-        (WorldPre::Channel(pre), Call::ChannelCallback(callback)) => pre
-            .instantiate(&mut *store)?
-            .call_parse_callback(&mut *store, &callback)?
-            .map(Reply::Events),
-        (WorldPre::PaymentProvider(pre), Call::CreatePayment(request)) => pre
-            .instantiate(&mut *store)?
-            .call_create_payment(&mut *store, &request)?
-            .map(Reply::Payment),
-        (WorldPre::PaymentProvider(pre), Call::Refund(request)) => pre
-            .instantiate(&mut *store)?
-            .call_refund(&mut *store, &request)?
-            .map(Reply::Refund),
-        (WorldPre::PaymentProvider(pre), Call::PaymentCallback(callback)) => pre
-            .instantiate(&mut *store)?
-            .call_parse_callback(&mut *store, &callback)?
-            .map(Reply::PaymentEvents),
-        (WorldPre::PricingRule(pre), Call::AdjustPrice(request)) => pre
-            .instantiate(&mut *store)?
-            .call_adjust_price(&mut *store, &request)?
-            .map(Reply::Price),
-        (_, call) => {
-            debug_assert_ne!(call.kind(), kind);
-            return Ok(Err(CallError::WrongFunction {
-                plugin: label.to_owned(),
-                kind,
-                function: call.function(),
-            }));
-        }
-    };
-    Ok(result.map_err(plugin_error))
-}
-
 /// Names what stopped a call: its fuel, its deadline, its memory limit, or
 /// a crash of its own.
 fn classify_trap(
@@ -643,6 +687,12 @@ fn classify_trap(
     plugin: String,
     limits: Limits,
 ) -> CallError {
+    if let Some(message) = store.data().host_failure() {
+        return CallError::Host {
+            plugin,
+            message: message.to_owned(),
+        };
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => {
             return CallError::FuelExhausted {

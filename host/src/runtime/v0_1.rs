@@ -6,6 +6,9 @@ pub mod lead_source {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
         additional_derives: [PartialEq, Eq],
+        // A host function may fail on the host's side (the database is
+        // down); that fails the call, as the platform's fault.
+        imports: { default: trappable },
         world: "lead-source",
     });
 }
@@ -14,6 +17,9 @@ pub mod channel {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
         additional_derives: [PartialEq, Eq],
+        // A host function may fail on the host's side (the database is
+        // down); that fails the call, as the platform's fault.
+        imports: { default: trappable },
         world: "channel",
         with: {
             "tollgate:plugin/types": super::lead_source::tollgate::plugin::types,
@@ -26,6 +32,9 @@ pub mod payment_provider {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
         additional_derives: [PartialEq, Eq],
+        // A host function may fail on the host's side (the database is
+        // down); that fails the call, as the platform's fault.
+        imports: { default: trappable },
         world: "payment-provider",
         with: {
             "tollgate:plugin/types": super::lead_source::tollgate::plugin::types,
@@ -38,6 +47,9 @@ pub mod pricing_rule {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
         additional_derives: [PartialEq, Eq],
+        // A host function may fail on the host's side (the database is
+        // down); that fails the call, as the platform's fault.
+        imports: { default: trappable },
         world: "pricing-rule",
         with: {
             "tollgate:plugin/types": super::lead_source::tollgate::plugin::types,
