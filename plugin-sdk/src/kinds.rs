@@ -39,6 +39,14 @@ pub mod host {
         backend::kv_delete(key)
     }
 
+    /// Keys of this tenant's store for this plugin that start with
+    /// `prefix`, in byte order, after `after`: at most `limit`, and never
+    /// more than 1,000. WIT 0.2 (the `api-0-2` feature) only.
+    #[cfg(feature = "api-0-2")]
+    pub fn kv_list(prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
+        backend::kv_list(prefix, after, limit)
+    }
+
     /// The tenant's setting for this plugin, if set.
     pub fn setting(name: &str) -> Option<String> {
         backend::setting(name)

@@ -59,37 +59,77 @@ compile_error!("a plugin is exactly one kind: enable one of the kind features");
 #[doc(hidden)]
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod wit {
-    #[cfg(feature = "lead-source")]
+    #[cfg(all(feature = "lead-source", not(feature = "api-0-2")))]
     wit_bindgen::generate!({
         path: "wit/v0.1",
         world: "lead-source",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
     });
-    #[cfg(feature = "channel")]
+    #[cfg(all(feature = "lead-source", feature = "api-0-2"))]
+    wit_bindgen::generate!({
+        path: "wit/v0.2",
+        world: "lead-source",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
+    });
+    #[cfg(all(feature = "channel", not(feature = "api-0-2")))]
     wit_bindgen::generate!({
         path: "wit/v0.1",
         world: "channel",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
     });
-    #[cfg(feature = "payment-provider")]
+    #[cfg(all(feature = "channel", feature = "api-0-2"))]
+    wit_bindgen::generate!({
+        path: "wit/v0.2",
+        world: "channel",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
+    });
+    #[cfg(all(feature = "payment-provider", not(feature = "api-0-2")))]
     wit_bindgen::generate!({
         path: "wit/v0.1",
         world: "payment-provider",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
     });
-    #[cfg(feature = "pricing-rule")]
+    #[cfg(all(feature = "payment-provider", feature = "api-0-2"))]
+    wit_bindgen::generate!({
+        path: "wit/v0.2",
+        world: "payment-provider",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
+    });
+    #[cfg(all(feature = "pricing-rule", not(feature = "api-0-2")))]
     wit_bindgen::generate!({
         path: "wit/v0.1",
         world: "pricing-rule",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
+    });
+    #[cfg(all(feature = "pricing-rule", feature = "api-0-2"))]
+    wit_bindgen::generate!({
+        path: "wit/v0.2",
+        world: "pricing-rule",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "tollgate_plugin_sdk::wit",
+        additional_derives: [PartialEq, Eq],
     });
 }
 

@@ -173,6 +173,21 @@ pub(crate) mod backend {
         })
     }
 
+    #[cfg(feature = "api-0-2")]
+    pub fn kv_list(prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
+        with(|harness| {
+            harness
+                .kv
+                .keys()
+                .filter(|key| {
+                    key.starts_with(prefix) && after.is_none_or(|after| key.as_str() > after)
+                })
+                .take(limit.min(1_000) as usize)
+                .cloned()
+                .collect()
+        })
+    }
+
     pub fn setting(name: &str) -> Option<String> {
         with(|harness| harness.settings.get(name).cloned())
     }
