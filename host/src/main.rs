@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use tollgate::config::Config;
-use tollgate::db::{Database, DatabaseUrl};
+use tollgate::db::{Database, DatabaseUrl, DbConnection};
 use tollgate::ids::TenantId;
 use tollgate::ledger::{self, Command, GrantSource, Ledger, TransferId, WriterOptions, queries};
 use tollgate::runtime::{Runtime, RuntimeConfig};
@@ -105,6 +105,39 @@ enum PluginCommand {
     },
     /// Stop a tenant's use of a plugin (its settings are kept).
     Disable {
+        name: String,
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Files a tenant uploads for a plugin, such as a CSV of leads.
+    File {
+        #[command(subcommand)]
+        command: FileCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FileCommand {
+    /// Upload a file for a plugin, replacing one of the same name.
+    Put {
+        /// The plugin, such as csv-leads.
+        plugin: String,
+        path: PathBuf,
+        #[arg(long)]
+        tenant: i64,
+        /// The name the plugin sees; the file's own name unless given.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the files uploaded for a plugin.
+    List {
+        plugin: String,
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Delete an uploaded file.
+    Delete {
+        plugin: String,
         name: String,
         #[arg(long)]
         tenant: i64,
@@ -520,6 +553,62 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
                 true => println!("disabled {name} for tenant {tenant}"),
                 false => anyhow::bail!("plugin {name} is not enabled for tenant {tenant}"),
             }
+        }
+        PluginCommand::File { command } => file_command(&mut conn, command)?,
+    }
+    Ok(())
+}
+
+fn file_command(conn: &mut DbConnection, command: &FileCommand) -> anyhow::Result<()> {
+    use tollgate::plugins::kv;
+    let (FileCommand::Put { plugin, tenant, .. }
+    | FileCommand::List { plugin, tenant }
+    | FileCommand::Delete { plugin, tenant, .. }) = command;
+    let tenant = tenants::find(conn, TenantId(*tenant))?.id;
+    plugins::active_manifest(conn, plugin)?;
+    match command {
+        FileCommand::Put { path, name, .. } => {
+            let name = match name {
+                Some(name) => name.clone(),
+                None => path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .with_context(|| {
+                        format!("{} has no file name; give one with --name", path.display())
+                    })?
+                    .to_owned(),
+            };
+            let metadata =
+                std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+            if metadata.len() > kv::FILE_BYTES_MAX as u64 {
+                anyhow::bail!(kv::FileError::TooLarge {
+                    size: metadata.len() as usize
+                });
+            }
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let entry = kv::put_file(conn, tenant, plugin, &name, &bytes, SystemClock.now())?;
+            println!(
+                "uploaded {} for {plugin} ({} bytes, sha256 {})",
+                entry.name, entry.size, entry.sha256
+            );
+        }
+        FileCommand::List { .. } => {
+            println!("{:<40} {:>10}  {:<24}  sha256", "name", "bytes", "uploaded");
+            for file in kv::list_files(conn, tenant, plugin)? {
+                let uploaded = Timestamp::from_micros(file.uploaded_at_ms as i64 * 1_000);
+                println!(
+                    "{:<40} {:>10}  {:<24}  {}",
+                    file.name,
+                    file.size,
+                    uploaded.to_string(),
+                    file.sha256
+                );
+            }
+        }
+        FileCommand::Delete { name, .. } => {
+            kv::delete_file(conn, tenant, plugin, name, SystemClock.now())?;
+            println!("deleted {name} for {plugin}");
         }
     }
     Ok(())

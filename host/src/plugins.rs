@@ -6,6 +6,7 @@
 //! What runs a plugin is `runtime`; what a call costs is metering's. This
 //! module decides which plugin versions exist and who may use them.
 
+pub mod kv;
 #[cfg(test)]
 mod tests;
 
@@ -229,7 +230,7 @@ impl Manifest {
         }
         if let Some(host) = http_hosts.iter().find(|host| !valid_host(host)) {
             return Err(invalid(format!(
-                "capabilities.http_hosts: {host:?} is not a host name (with an optional :port)"
+                "capabilities.http_hosts: {host:?} is not a host name (with an optional :port) or *"
             )));
         }
         if raw.settings.len() > SETTINGS_MAX {
@@ -274,6 +275,10 @@ impl Manifest {
 }
 
 fn valid_host(host: &str) -> bool {
+    // Any public host the tenant names; see `runtime::outbound`.
+    if host == "*" {
+        return true;
+    }
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
@@ -518,6 +523,7 @@ pub fn remove(conn: &mut DbConnection, name: &str) -> Result<(), PluginError> {
     conn.transaction(|conn| {
         diesel::delete(plugin_enablements::table.filter(plugin_enablements::plugin.eq(name)))
             .execute(conn)?;
+        kv::delete_all(conn, name)?;
         match diesel::delete(plugins::table.find(name)).execute(conn)? {
             0 => Err(PluginError::NotInstalled(name.to_owned())),
             _ => Ok(()),

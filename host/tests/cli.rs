@@ -307,10 +307,14 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
         plugins,
         "bank-transfer\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
          card\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
+         csv-leads\t0.1.0\tlead-source\tAPI 0.1\tactive\n\
+         email\t0.1.0\tchannel\tAPI 0.1\tactive\n\
          http-leads\t0.1.0\tlead-source\tAPI 0.1\tactive\n\
+         linkedin\t0.1.0\tchannel\tAPI 0.1\tactive\n\
          markup\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n\
          paypal\t0.1.0\tpayment-provider\tAPI 0.1\tactive\n\
-         volume-discount\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n"
+         volume-discount\t0.1.0\tpricing-rule\tAPI 0.1\tactive\n\
+         webhook\t0.1.0\tchannel\tAPI 0.1\tactive\n"
     );
     let demo = String::from_utf8(balance("1").stdout).unwrap();
     assert!(demo.contains("posted     1250"), "{demo}");

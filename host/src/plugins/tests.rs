@@ -72,7 +72,26 @@ fn install_checks_the_component_against_its_manifest() {
     );
     assert_eq!(
         message,
-        "plugin markup was built against API 0.9; this host runs 0.1"
+        "plugin markup was built against API 0.9; this host runs 0.1, 0.2"
+    );
+    // A 0.1 component whose manifest claims 0.2, and the other way round.
+    let message = check(
+        &markup.replace("api_version = \"0.1\"", "api_version = \"0.2\""),
+        &wasm("markup"),
+        &[],
+    );
+    assert_eq!(
+        message,
+        "plugin markup: the manifest says API 0.2, but the component imports API 0.1; rebuild it or fix api_version"
+    );
+    let message = check(
+        &manifest("fixture-v0-2").replace("api_version = \"0.2\"", "api_version = \"0.1\""),
+        &wasm("fixture-v0-2"),
+        &[],
+    );
+    assert_eq!(
+        message,
+        "plugin fixture-v0-2: the manifest says API 0.1, but the component imports API 0.2; rebuild it or fix api_version"
     );
 
     let with_host = markup.replace(
@@ -378,10 +397,14 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
         [
             "bank-transfer",
             "card",
+            "csv-leads",
+            "email",
             "http-leads",
+            "linkedin",
             "markup",
             "paypal",
-            "volume-discount"
+            "volume-discount",
+            "webhook",
         ]
     );
     assert!(
@@ -406,9 +429,13 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
         [
             "bank-transfer",
             "card",
+            "csv-leads",
+            "email",
             "http-leads",
+            "linkedin",
             "paypal",
-            "volume-discount"
+            "volume-discount",
+            "webhook",
         ]
     );
 }
