@@ -135,23 +135,6 @@ fn payment(method: Method, key: &str) -> Call {
     })
 }
 
-/// HMAC-SHA256 (RFC 2104), written out so the test does not share the
-/// plugin's implementation.
-fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
-    let mut block = [0u8; 64];
-    block[..key.len()].copy_from_slice(key);
-    let pad = |byte: u8| block.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
-    let inner = sha2::Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    let outer = sha2::Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize();
-    outer.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 fn confirmation(body: &str, signature: Option<String>) -> Call {
     Call::PaymentCallback(Callback {
         headers: signature
@@ -236,7 +219,10 @@ fn bank_transfer_payments_wait_for_a_signed_confirmation() {
         "event_id=ev-1&reference={}&status=succeeded&amount_minor=4900&currency=USD",
         created.provider_reference
     );
-    let signed = confirmation(&body, Some(hmac_sha256_hex(b"s3cret", body.as_bytes())));
+    let signed = confirmation(
+        &body,
+        Some(support::hmac_sha256_hex(b"s3cret", body.as_bytes())),
+    );
     match runtime.invoke(&plugin, settings.clone(), signed).result {
         Ok(Reply::PaymentEvents(events)) => {
             assert_eq!(events.events.len(), 1);
@@ -251,7 +237,10 @@ fn bank_transfer_payments_wait_for_a_signed_confirmation() {
         }
         other => panic!("{other:?}"),
     }
-    let forged = confirmation(&body, Some(hmac_sha256_hex(b"guess", body.as_bytes())));
+    let forged = confirmation(
+        &body,
+        Some(support::hmac_sha256_hex(b"guess", body.as_bytes())),
+    );
     let (kind, message) = plugin_error(runtime.invoke(&plugin, settings.clone(), forged).result);
     assert_eq!(
         (kind, message.as_str()),
@@ -572,7 +561,7 @@ fn card_payments_succeed_decline_or_ask_for_a_retry() {
 
 fn stripe_webhook(body: &str, secret: &[u8], timestamp: u64) -> Call {
     let signed = format!("{timestamp}.{body}");
-    let signature = hmac_sha256_hex(secret, signed.as_bytes());
+    let signature = support::hmac_sha256_hex(secret, signed.as_bytes());
     Call::PaymentCallback(Callback {
         headers: vec![Field {
             name: "Stripe-Signature".into(),
