@@ -107,25 +107,29 @@ mod raw {
     impl types::Host for State {}
     impl pricing::Host for State {}
     impl host::Host for State {
-        fn log(&mut self, _: host::LogLevel, _: String) {}
+        fn log(&mut self, _: host::LogLevel, _: String) -> wasmtime::Result<()> {
+            Ok(())
+        }
         fn http_send(
             &mut self,
             _: host::HttpRequest,
-        ) -> Result<host::HttpResponse, host::HttpError> {
-            Err(host::HttpError::Timeout)
+        ) -> wasmtime::Result<Result<host::HttpResponse, host::HttpError>> {
+            Ok(Err(host::HttpError::Timeout))
         }
-        fn kv_get(&mut self, _: String) -> Option<Vec<u8>> {
-            None
+        fn kv_get(&mut self, _: String) -> wasmtime::Result<Option<Vec<u8>>> {
+            Ok(None)
         }
-        fn kv_set(&mut self, _: String, _: Vec<u8>) -> Result<(), String> {
+        fn kv_set(&mut self, _: String, _: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+            Ok(Ok(()))
+        }
+        fn kv_delete(&mut self, _: String) -> wasmtime::Result<()> {
             Ok(())
         }
-        fn kv_delete(&mut self, _: String) {}
-        fn setting(&mut self, _: String) -> Option<String> {
-            None
+        fn setting(&mut self, _: String) -> wasmtime::Result<Option<String>> {
+            Ok(None)
         }
-        fn now_ms(&mut self) -> u64 {
-            0
+        fn now_ms(&mut self) -> wasmtime::Result<u64> {
+            Ok(0)
         }
     }
 
