@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use tollgate::runtime::{
-    Call, CallContext, Limits, PluginKind, PriceRequest, Runtime, RuntimeConfig, artifacts,
+    Call, CallContext, KV_VALUE_BYTES_MAX, KvStore as _, Limits, MemoryKv, PluginKind,
+    PriceRequest, Runtime, RuntimeConfig, SearchQuery, artifacts,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +60,8 @@ fn main() -> anyhow::Result<()> {
             threads,
         );
     }
+    csv_leads(&runtime, if quick { 20 } else { 200 })?;
+    first_call_after_restart()?;
     for limits in [false, true] {
         let elapsed = raw::reused_instance(&wasm, n_calls, limits)?;
         let mode = match limits {
@@ -66,6 +69,119 @@ fn main() -> anyhow::Result<()> {
             false => "raw wasmtime, reused, no limits",
         };
         report(mode, n_calls, elapsed, 1);
+    }
+    Ok(())
+}
+
+/// A csv-leads search over an uploaded file held in the store as the host
+/// keeps uploads (64 KiB chunks): the first page of a common match, and a
+/// rare match that reads the whole file.
+fn csv_leads(runtime: &Runtime, n_calls: usize) -> anyhow::Result<()> {
+    let path = artifacts::path("csv-leads").expect("built by host/build.rs");
+    let manifest = tollgate::plugins::Manifest::parse(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/csv-leads/plugin.toml"),
+    )?)?;
+    let plugin = runtime.load(
+        "csv-leads",
+        "0.1.0",
+        PluginKind::LeadSource,
+        &std::fs::read(path)?,
+        manifest.limits,
+    )?;
+    for rows in [1_000, 10_000] {
+        let mut csv = String::from("First Name,Last Name,Email,Title,Company,City\n");
+        for i in 0..rows {
+            let city = if i == rows - 1 { "Reykjavik" } else { "Paris" };
+            csv.push_str(&format!(
+                "Lead{i},Person,lead{i}@company{}.example,Head of Sales,Company {},{city}\n",
+                i % 50,
+                i % 50
+            ));
+        }
+        let kv = MemoryKv::default();
+        let chunks: Vec<&[u8]> = csv.as_bytes().chunks(KV_VALUE_BYTES_MAX).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            kv.set(&format!("file/leads.csv/{n:05}"), chunk)?
+                .map_err(anyhow::Error::msg)?;
+        }
+        let index = format!(r#"[{{"name": "leads.csv", "chunks": {}}}]"#, chunks.len());
+        kv.set("files", index.as_bytes())?
+            .map_err(anyhow::Error::msg)?;
+        let mut context = CallContext::new("bench");
+        context.kv = std::sync::Arc::new(kv);
+        for (location, what) in [
+            ("paris", "first page of 25"),
+            ("reykjavik", "rare match, full scan"),
+        ] {
+            let call = Call::Search(SearchQuery {
+                keywords: None,
+                title: None,
+                company: None,
+                domain: None,
+                location: Some(location.into()),
+                limit: 25,
+                cursor: None,
+            });
+            runtime
+                .invoke(&plugin, context.clone(), call.clone())
+                .result?;
+            let started = Instant::now();
+            let mut fuel = 0;
+            for _ in 0..n_calls {
+                let invocation = runtime.invoke(&plugin, context.clone(), call.clone());
+                invocation.result?;
+                fuel = invocation.fuel_consumed;
+            }
+            report(
+                &format!("csv-leads {rows} rows, {what}"),
+                n_calls,
+                started.elapsed(),
+                1,
+            );
+            println!("{:<38} fuel per call: {fuel}", "");
+        }
+    }
+    Ok(())
+}
+
+/// Loading a plugin and calling it once on a fresh runtime: compiling it
+/// (no cache), and after a restart with the compile cache warm.
+fn first_call_after_restart() -> anyhow::Result<()> {
+    let wasm = std::fs::read(artifacts::path("csv-leads").expect("built by host/build.rs"))?;
+    let cache = tempfile::tempdir()?;
+    let call = Call::Search(SearchQuery {
+        keywords: None,
+        title: None,
+        company: None,
+        domain: None,
+        location: None,
+        limit: 1,
+        cursor: None,
+    });
+    for (mode, cache_dir) in [
+        ("first call, cold: compile", None),
+        ("first call, fills the cache", Some(cache.path().to_owned())),
+        (
+            "first call after restart, warm cache",
+            Some(cache.path().to_owned()),
+        ),
+    ] {
+        let started = Instant::now();
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir,
+            ..RuntimeConfig::default()
+        })?;
+        let plugin = runtime.load(
+            "csv-leads",
+            "0.1.0",
+            PluginKind::LeadSource,
+            &wasm,
+            Limits::DEFAULT,
+        )?;
+        // The store is empty: the call fails fast with "no CSV file", which
+        // is a whole call all the same.
+        let _ = runtime.invoke(&plugin, CallContext::new("bench"), call.clone());
+        report(mode, 1, started.elapsed(), 1);
     }
     Ok(())
 }
