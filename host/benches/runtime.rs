@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             .invoke(&noop, context.clone(), call.clone())
             .result?;
     }
-    println!("mode                                   calls   seconds   calls/s   us/call");
+    println!("mode                                           calls   seconds   calls/s   us/call");
     for threads in [1, 2] {
         let started = Instant::now();
         std::thread::scope(|scope| {
@@ -138,7 +138,7 @@ fn csv_leads(runtime: &Runtime, n_calls: usize) -> anyhow::Result<()> {
                 started.elapsed(),
                 1,
             );
-            println!("{:<38} fuel per call: {fuel}", "");
+            println!("{:<46} fuel per call: {fuel}", "");
         }
     }
     Ok(())
@@ -189,7 +189,7 @@ fn first_call_after_restart() -> anyhow::Result<()> {
 fn report(mode: &str, n: usize, elapsed: Duration, threads: usize) {
     let seconds = elapsed.as_secs_f64();
     println!(
-        "{mode:<38} {n:>6} {seconds:>9.3} {:>9.0} {:>9.2}",
+        "{mode:<46} {n:>6} {seconds:>9.3} {:>9.0} {:>9.2}",
         n as f64 / seconds,
         seconds * 1e6 * threads as f64 / n as f64
     );

@@ -67,6 +67,20 @@ pub struct StorageSettings {
     pub database_url: String,
     /// Read connections kept open; writes go through the ledger's writer.
     pub pool_size: u32,
+    /// The key that seals secret plugin settings; empty means
+    /// `<data_dir>/secret.key`, created on first use. Hosts sharing one
+    /// database must share this file.
+    pub secret_key_file: PathBuf,
+}
+
+impl StorageSettings {
+    /// Where the secret key is.
+    pub fn secret_key_path(&self) -> PathBuf {
+        match self.secret_key_file.as_os_str().is_empty() {
+            true => self.data_dir.join("secret.key"),
+            false => self.secret_key_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +119,7 @@ impl Default for Settings {
                 data_dir: PathBuf::from("data"),
                 database_url: String::new(),
                 pool_size: 8,
+                secret_key_file: PathBuf::new(),
             },
             ledger: LedgerSettings {
                 batch_transfers_max: 1_000,

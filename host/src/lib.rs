@@ -11,5 +11,6 @@ pub mod ledger;
 pub mod plugins;
 pub mod runtime;
 pub mod scheduler;
+pub mod secrets;
 pub mod tenants;
 pub mod units;

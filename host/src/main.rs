@@ -13,6 +13,7 @@ use tollgate::db::{Database, DatabaseUrl, DbConnection};
 use tollgate::ids::TenantId;
 use tollgate::ledger::{self, Command, GrantSource, Ledger, TransferId, WriterOptions, queries};
 use tollgate::runtime::{Runtime, RuntimeConfig};
+use tollgate::secrets::SecretBox;
 use tollgate::units::{Clock, Credits, SystemClock, Timestamp};
 use tollgate::{api, plugins, scheduler, tenants};
 
@@ -545,7 +546,15 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
         } => {
             let tenant = tenants::find(&mut conn, TenantId(*tenant))?.id;
             let settings = settings.iter().cloned().collect();
-            plugins::enable(&mut conn, tenant, name, &settings, SystemClock.now())?;
+            let secrets = SecretBox::from_key_file(&config.settings.storage.secret_key_path())?;
+            plugins::enable(
+                &mut conn,
+                &secrets,
+                tenant,
+                name,
+                &settings,
+                SystemClock.now(),
+            )?;
             println!("enabled {name} for tenant {tenant}");
         }
         PluginCommand::Disable { name, tenant } => {

@@ -22,6 +22,7 @@ use crate::db::DbConnection;
 use crate::db::schema::{plugin_enablements, plugin_versions, plugins};
 use crate::ids::TenantId;
 use crate::runtime::{self, Limits, LoadError, LoadedPlugin, PluginKind, Runtime};
+use crate::secrets::SecretBox;
 use crate::units::Timestamp;
 
 /// The manifest's file name, beside the component.
@@ -178,6 +179,8 @@ pub enum PluginError {
     },
     #[error("setting {0:?} is longer than {SETTING_VALUE_BYTES_MAX} bytes")]
     SettingTooLong(String),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
 }
@@ -714,6 +717,7 @@ fn active_version(
 /// none it requires.
 pub fn enable(
     conn: &mut DbConnection,
+    secrets: &SecretBox,
     tenant: TenantId,
     name: &str,
     settings: &BTreeMap<String, String>,
@@ -747,7 +751,22 @@ pub fn enable(
             description: missing.description.clone(),
         });
     }
-    let settings_json = serde_json::to_string(settings).expect("a string map serializes");
+    // Secrets are stored sealed, each bound to its tenant, plugin and name.
+    let stored: BTreeMap<&String, String> = settings
+        .iter()
+        .map(|(setting, value)| {
+            let secret = manifest
+                .settings
+                .iter()
+                .any(|spec| spec.name == *setting && spec.secret);
+            let value = match secret {
+                true => secrets.seal(value, &secret_context(tenant, name, setting)),
+                false => value.clone(),
+            };
+            (setting, value)
+        })
+        .collect();
+    let settings_json = serde_json::to_string(&stored).expect("a string map serializes");
     conn.transaction(|conn| {
         diesel::delete(
             plugin_enablements::table
@@ -788,9 +807,19 @@ pub fn disable(
     Ok(n_rows > 0)
 }
 
-/// A tenant's settings for a plugin it has enabled; `None` when it has not.
+/// Where a sealed setting belongs: opening it anywhere else fails.
+fn secret_context(tenant: TenantId, plugin: &str, setting: &str) -> String {
+    format!(
+        "plugin setting: tenant {}, plugin {plugin}, {setting}",
+        tenant.0
+    )
+}
+
+/// A tenant's settings for a plugin it has enabled, secrets opened; `None`
+/// when it has not enabled it.
 pub fn tenant_settings(
     conn: &mut DbConnection,
+    secrets: &SecretBox,
     tenant: TenantId,
     name: &str,
 ) -> Result<Option<BTreeMap<String, String>>, PluginError> {
@@ -801,5 +830,19 @@ pub fn tenant_settings(
         .select(plugin_enablements::settings)
         .first(conn)
         .optional()?;
-    Ok(row.map(|json| serde_json::from_str(&json).expect("settings were stored as a JSON object")))
+    let Some(json) = row else {
+        return Ok(None);
+    };
+    let mut settings: BTreeMap<String, String> =
+        serde_json::from_str(&json).expect("settings were stored as a JSON object");
+    let manifest = active_manifest(conn, name)?;
+    for spec in manifest.settings.iter().filter(|spec| spec.secret) {
+        if let Some(value) = settings.get_mut(&spec.name)
+            // Stored before the setting became secret: plain, as it was.
+            && value.starts_with(crate::secrets::SEALED_PREFIX)
+        {
+            *value = secrets.open(value, &secret_context(tenant, name, &spec.name))?;
+        }
+    }
+    Ok(Some(settings))
 }

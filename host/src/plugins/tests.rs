@@ -8,6 +8,9 @@ use crate::units::Credits;
 
 const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
 
+static SECRETS: std::sync::LazyLock<SecretBox> =
+    std::sync::LazyLock::new(|| SecretBox::new([42; 32]));
+
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(artifacts::path(name).unwrap()).unwrap()
 }
@@ -201,13 +204,21 @@ fn enabling_checks_the_tenants_settings() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    let message = refusal(enable(&mut conn, tenant.id, "markup", &settings(&[]), NOW));
+    let message = refusal(enable(
+        &mut conn,
+        &SECRETS,
+        tenant.id,
+        "markup",
+        &settings(&[]),
+        NOW,
+    ));
     assert_eq!(
         message,
         "plugin markup needs the setting \"markup_percent\": Whole percent added to the configured price, 0 to 1000."
     );
     let message = refusal(enable(
         &mut conn,
+        &SECRETS,
         tenant.id,
         "markup",
         &settings(&[("markup_percent", "5"), ("colour", "red")]),
@@ -217,15 +228,23 @@ fn enabling_checks_the_tenants_settings() {
         message,
         "plugin markup has no setting \"colour\"; it takes markup_percent"
     );
-    let message = refusal(enable(&mut conn, tenant.id, "nope", &settings(&[]), NOW));
+    let message = refusal(enable(
+        &mut conn,
+        &SECRETS,
+        tenant.id,
+        "nope",
+        &settings(&[]),
+        NOW,
+    ));
     assert_eq!(message, "plugin nope is not installed");
     assert_eq!(
-        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        tenant_settings(&mut conn, &SECRETS, tenant.id, "markup").unwrap(),
         None
     );
 
     enable(
         &mut conn,
+        &SECRETS,
         tenant.id,
         "markup",
         &settings(&[("markup_percent", "5")]),
@@ -233,11 +252,12 @@ fn enabling_checks_the_tenants_settings() {
     )
     .unwrap();
     assert_eq!(
-        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        tenant_settings(&mut conn, &SECRETS, tenant.id, "markup").unwrap(),
         Some(settings(&[("markup_percent", "5")]))
     );
     enable(
         &mut conn,
+        &SECRETS,
         tenant.id,
         "markup",
         &settings(&[("markup_percent", "7")]),
@@ -245,12 +265,12 @@ fn enabling_checks_the_tenants_settings() {
     )
     .unwrap();
     assert_eq!(
-        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        tenant_settings(&mut conn, &SECRETS, tenant.id, "markup").unwrap(),
         Some(settings(&[("markup_percent", "7")]))
     );
     assert!(disable(&mut conn, tenant.id, "markup", NOW).unwrap());
     assert_eq!(
-        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        tenant_settings(&mut conn, &SECRETS, tenant.id, "markup").unwrap(),
         None
     );
 }
@@ -346,7 +366,7 @@ fn a_removed_plugin_serves_no_one_and_can_be_installed_again() {
     let (tenant, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
     let settings: BTreeMap<String, String> =
         [("markup_percent".to_string(), "5".to_string())].into();
-    enable(&mut conn, tenant.id, "markup", &settings, NOW).unwrap();
+    enable(&mut conn, &SECRETS, tenant.id, "markup", &settings, NOW).unwrap();
     let registry = Registry::new(Arc::new(Runtime::new(RuntimeConfig::default()).unwrap()));
     registry.get(&mut conn, "markup").unwrap();
 
@@ -356,7 +376,7 @@ fn a_removed_plugin_serves_no_one_and_can_be_installed_again() {
         "plugin markup is not installed"
     );
     assert_eq!(
-        tenant_settings(&mut conn, tenant.id, "markup").unwrap(),
+        tenant_settings(&mut conn, &SECRETS, tenant.id, "markup").unwrap(),
         None
     );
     assert_eq!(
@@ -438,4 +458,63 @@ fn first_party_plugins_install_once_and_stay_removed_when_removed() {
             "webhook",
         ]
     );
+}
+
+#[test]
+fn secret_settings_are_sealed_at_rest_and_opened_for_the_plugin() {
+    let s = setup();
+    let mut conn = s.database.get().unwrap();
+    install_first_party(&mut conn, &s.runtime, NOW).unwrap();
+    let (acme, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
+    let (globex, _) = tenants::create(&mut conn, "Globex", None, Credits::ZERO, NOW).unwrap();
+    let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    };
+    let card = settings(&[
+        ("secret_key", "sk_live_acme"),
+        ("webhook_secret", "whsec_acme"),
+        ("api_base_url", "https://api.stripe.com"),
+    ]);
+    enable(&mut conn, &SECRETS, acme.id, "card", &card, NOW).unwrap();
+    let stored: String = plugin_enablements::table
+        .filter(plugin_enablements::tenant_id.eq(acme.id.0))
+        .select(plugin_enablements::settings)
+        .first(&mut conn)
+        .unwrap();
+    assert!(!stored.contains("sk_live_acme"), "{stored}");
+    assert!(!stored.contains("whsec_acme"), "{stored}");
+    // What is not secret stays readable.
+    assert!(stored.contains("https://api.stripe.com"), "{stored}");
+    assert_eq!(
+        tenant_settings(&mut conn, &SECRETS, acme.id, "card").unwrap(),
+        Some(card.clone())
+    );
+
+    // Another key cannot open them, and says what to do.
+    let message = refusal(tenant_settings(
+        &mut conn,
+        &SecretBox::new([1; 32]),
+        acme.id,
+        "card",
+    ));
+    assert!(message.contains("cannot be decrypted"), "{message}");
+    assert!(
+        message.contains("restore the key file, or set the secret again"),
+        "{message}"
+    );
+    // Nor does a sealed value copied to another tenant's row.
+    diesel::insert_into(plugin_enablements::table)
+        .values((
+            plugin_enablements::tenant_id.eq(globex.id.0),
+            plugin_enablements::plugin.eq("card"),
+            plugin_enablements::settings.eq(&stored),
+            plugin_enablements::enabled.eq(true),
+            plugin_enablements::updated_at.eq(NOW.micros()),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    assert!(tenant_settings(&mut conn, &SECRETS, globex.id, "card").is_err());
 }
