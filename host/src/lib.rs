@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ledger;
 pub mod plugins;
 pub mod runtime;
+pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;
 pub mod tenants;

@@ -110,6 +110,33 @@ enum PluginCommand {
         #[arg(long)]
         tenant: i64,
     },
+    /// Run one call of a plugin in the real sandbox with no server, database
+    /// or network: settings from --setting, HTTP answered in order from
+    /// --respond. Prints the reply, what the call consumed, its logs and the
+    /// HTTP requests it made, as JSON.
+    Call {
+        /// The plugin's folder: plugin.toml, and plugin.wasm unless --wasm.
+        dir: PathBuf,
+        /// The function, as the WIT names it: search, enrich, send,
+        /// parse-callback, create-payment, refund, adjust-price.
+        function: String,
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// The input as JSON, or a callback's raw body: a file, or - for
+        /// standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// A setting as key=value; repeat for each.
+        #[arg(long = "setting", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// An HTTP answer as STATUS:FILE (FILE holds the body); the plugin's
+        /// requests get them in order.
+        #[arg(long = "respond", value_parser = parse_response)]
+        responses: Vec<(u16, PathBuf)>,
+        /// A callback's header as name=value; repeat for each.
+        #[arg(long = "header", value_parser = parse_setting)]
+        headers: Vec<(String, String)>,
+    },
     /// Files a tenant uploads for a plugin, such as a CSV of leads.
     File {
         #[command(subcommand)]
@@ -143,6 +170,16 @@ enum FileCommand {
         #[arg(long)]
         tenant: i64,
     },
+}
+
+fn parse_response(text: &str) -> Result<(u16, PathBuf), String> {
+    match text.split_once(':') {
+        Some((status, file)) => match status.parse::<u16>() {
+            Ok(status) if (100..=599).contains(&status) => Ok((status, PathBuf::from(file))),
+            _ => Err(format!("{status:?} is not an HTTP status")),
+        },
+        None => Err(format!("{text:?} is not STATUS:FILE")),
+    }
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -246,6 +283,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Migrate { revert_all } => migrate(&config, &url, revert_all),
         Commands::Tenant(command) => tenant(open(&config, &url)?, command),
         Commands::Credits(command) => credits(&config, open(&config, &url)?, command),
+        Commands::Plugin(PluginCommand::Call {
+            dir,
+            function,
+            wasm,
+            input,
+            settings,
+            responses,
+            headers,
+        }) => call_plugin(
+            &dir,
+            &function,
+            wasm.as_deref(),
+            input.as_deref(),
+            &settings,
+            &responses,
+            headers,
+        ),
         Commands::Plugin(command) => plugin(&config, open(&config, &url)?, command),
     }
 }
@@ -564,6 +618,79 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
             }
         }
         PluginCommand::File { command } => file_command(&mut conn, command)?,
+        PluginCommand::Call { .. } => unreachable!("run() calls call_plugin without a database"),
+    }
+    Ok(())
+}
+
+fn call_plugin(
+    dir: &std::path::Path,
+    function: &str,
+    wasm: Option<&std::path::Path>,
+    input: Option<&std::path::Path>,
+    settings: &[(String, String)],
+    responses: &[(u16, PathBuf)],
+    headers: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    use tollgate::sandbox::{self, Sandbox};
+    let mut sandbox = Sandbox::from_dir(dir, wasm)?;
+    for (name, value) in settings {
+        sandbox.setting(name, value);
+    }
+    for (status, file) in responses {
+        let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        sandbox.http().respond(*status, &[], &body);
+    }
+    let input = match input {
+        None => b"{}".to_vec(),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .context("reading standard input")?;
+            bytes
+        }
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    };
+    let headers = headers
+        .into_iter()
+        .map(|(name, value)| tollgate::runtime::Field { name, value })
+        .collect();
+    let call = sandbox::parse_call(sandbox.manifest().kind, function, &input, headers)?;
+    let invocation = sandbox.call(call)?;
+    let (result, units) = match &invocation.result {
+        Ok(reply) => (
+            serde_json::json!({ "ok": sandbox::reply_json(reply) }),
+            reply.units(),
+        ),
+        Err(error) => (serde_json::json!({ "error": error.to_string() }), 0),
+    };
+    let requests: Vec<serde_json::Value> = sandbox
+        .http()
+        .requests()
+        .into_iter()
+        .map(|request| {
+            serde_json::json!({
+                "method": request.method,
+                "url": request.url,
+                "headers": request.headers,
+                "body": String::from_utf8_lossy(&request.body),
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "result": result,
+        "units": units,
+        "fuel": invocation.fuel_consumed,
+        "duration_us": invocation.duration.as_micros() as u64,
+        "logs": invocation.logs.iter().map(|line| format!("{}: {}", line.level, line.message)).collect::<Vec<_>>(),
+        "http_requests": requests,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("JSON values serialize")
+    );
+    if invocation.result.is_err() {
+        std::process::exit(1);
     }
     Ok(())
 }

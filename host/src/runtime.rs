@@ -26,7 +26,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use host::HostState;
 pub use host::{
     CallContext, HttpPolicy, KV_BYTES_MAX, KV_KEY_BYTES_MAX, KV_KEYS_MAX, KV_VALUE_BYTES_MAX,
-    KvStore, LogLine, MemoryKv, kv_quota_check,
+    KvStore, LogLine, MemoryKv, ScriptedHttp, kv_quota_check,
 };
 pub use v0_1::leads::{Enrichment, Lead, SearchPage, SearchQuery};
 pub use v0_1::messages::{Event, EventKind, Events, Message, Sender, Sent};

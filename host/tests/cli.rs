@@ -483,3 +483,110 @@ fn an_author_builds_checks_and_installs_a_new_plugin() {
             .starts_with("installed half-price 0.1.0 (pricing-rule")
     );
 }
+
+#[test]
+fn plugin_call_runs_a_plugin_in_the_sandbox_with_scripted_http() {
+    let cli = Cli::new();
+    let dir = cli.dir.path().join("http-leads");
+    std::fs::create_dir(&dir).unwrap();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    std::fs::copy(
+        plugins.join("http-leads/plugin.toml"),
+        dir.join("plugin.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        tollgate::runtime::artifacts::path("http-leads").unwrap(),
+        dir.join("plugin.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("people.json"),
+        r#"{"people": [{"first_name": "Ada", "organization": {"name": "Analytical Engines"}}], "pagination": {"page": 1, "total_pages": 3}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("query.json"),
+        r#"{"keywords": "engines", "limit": 10}"#,
+    )
+    .unwrap();
+    let dir = dir.to_str().unwrap();
+    let query = format!("{dir}/query.json");
+    let respond = format!("200:{dir}/people.json");
+    let out = cli.ok(&[
+        "plugin",
+        "call",
+        dir,
+        "search",
+        "--input",
+        &query,
+        "--setting",
+        "api_key=k-123",
+        "--respond",
+        &respond,
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["result"]["ok"]["leads"][0]["first_name"], "Ada");
+    assert_eq!(report["result"]["ok"]["next_cursor"], "2");
+    assert_eq!(report["units"], 1);
+    assert!(report["fuel"].as_u64().unwrap() > 0);
+    let request = &report["http_requests"][0];
+    assert_eq!(
+        request["url"],
+        "https://api.apollo.io/v1/mixed_people/search"
+    );
+    assert!(
+        request["headers"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "x-api-key", "value": "k-123"}))
+    );
+
+    // No answer left in the script: the call fails as the plugin reports it.
+    let output = cli.run(&[
+        "plugin",
+        "call",
+        dir,
+        "search",
+        "--input",
+        &query,
+        "--setting",
+        "api_key=k",
+    ]);
+    assert!(!output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the script has no answer left"),
+        "{report}"
+    );
+
+    // Refusals say what is wrong.
+    let message = cli.fails(&["plugin", "call", dir, "search", "--input", &query]);
+    assert!(
+        message.contains("needs the setting \"api_key\""),
+        "{message}"
+    );
+    let message = cli.fails(&["plugin", "call", dir, "send", "--setting", "api_key=k"]);
+    assert!(
+        message.contains("a lead-source plugin has no function \"send\"; it has search, enrich"),
+        "{message}"
+    );
+    std::fs::write(format!("{dir}/bad.json"), r#"{"limit": "ten"}"#).unwrap();
+    let message = cli.fails(&[
+        "plugin",
+        "call",
+        dir,
+        "search",
+        "--input",
+        &format!("{dir}/bad.json"),
+        "--setting",
+        "api_key=k",
+    ]);
+    assert!(
+        message.contains("input for search: limit: invalid type"),
+        "{message}"
+    );
+}

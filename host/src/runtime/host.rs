@@ -125,6 +125,68 @@ pub struct HttpPolicy {
     pub timeout: Duration,
     /// Largest request or response body.
     pub body_bytes_max: usize,
+    /// Answer requests from this script instead of the network (a plugin
+    /// run in the sandbox without a server). Every check but the address
+    /// lookup still applies.
+    pub scripted: Option<Arc<ScriptedHttp>>,
+}
+
+/// HTTP answers given in advance, in order, and the requests that used
+/// them.
+#[derive(Debug, Default)]
+pub struct ScriptedHttp {
+    answers: Mutex<std::collections::VecDeque<Result<host::HttpResponse, host::HttpError>>>,
+    requests: Mutex<Vec<host::HttpRequest>>,
+}
+
+impl ScriptedHttp {
+    /// Queues the answer to the next request.
+    pub fn respond(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| types::Field {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect();
+        self.answers
+            .lock()
+            .expect("script lock")
+            .push_back(Ok(host::HttpResponse {
+                status,
+                headers,
+                body: body.to_vec(),
+            }));
+    }
+
+    /// Queues a failure for the next request.
+    pub fn fail(&self, error: host::HttpError) {
+        self.answers
+            .lock()
+            .expect("script lock")
+            .push_back(Err(error));
+    }
+
+    /// The requests the plugin sent, in order.
+    pub fn requests(&self) -> Vec<host::HttpRequest> {
+        self.requests.lock().expect("script lock").clone()
+    }
+
+    fn answer(&self, request: &host::HttpRequest) -> Result<host::HttpResponse, host::HttpError> {
+        self.requests
+            .lock()
+            .expect("script lock")
+            .push(request.clone());
+        self.answers
+            .lock()
+            .expect("script lock")
+            .pop_front()
+            .unwrap_or_else(|| {
+                Err(host::HttpError::Failed(
+                    "the script has no answer left for this request".into(),
+                ))
+            })
+    }
 }
 
 impl Default for HttpPolicy {
@@ -132,6 +194,7 @@ impl Default for HttpPolicy {
         HttpPolicy {
             allowed_hosts: Vec::new(),
             allow_private_networks: false,
+            scripted: None,
             timeout: Duration::from_secs(10),
             body_bytes_max: 4 << 20,
         }
@@ -325,6 +388,16 @@ impl HostState {
                 "host {authority:?} is not among the hosts this plugin may reach"
             )));
         }
+        if request.body.len() > policy.body_bytes_max {
+            return Err(host::HttpError::TooLarge(format!(
+                "request body of {} bytes is over the limit of {}",
+                request.body.len(),
+                policy.body_bytes_max
+            )));
+        }
+        if let Some(script) = &policy.scripted {
+            return script.answer(&request);
+        }
         // A host the operator named is trusted; one the tenant chose must
         // be public, checked again on the addresses the connection uses.
         let public_only = !named && !policy.allow_private_networks;
@@ -338,13 +411,6 @@ impl HostState {
                 });
             outbound::resolve_public(host.trim_matches(['[', ']']), port)
                 .map_err(host::HttpError::Denied)?;
-        }
-        if request.body.len() > policy.body_bytes_max {
-            return Err(host::HttpError::TooLarge(format!(
-                "request body of {} bytes is over the limit of {}",
-                request.body.len(),
-                policy.body_bytes_max
-            )));
         }
         send_http(&request, policy, public_only)
     }

@@ -5,7 +5,7 @@
 pub mod lead_source {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         // A host function may fail on the host's side (the database is
         // down); that fails the call, as the platform's fault.
         imports: { default: trappable },
@@ -16,7 +16,7 @@ pub mod lead_source {
 pub mod channel {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         // A host function may fail on the host's side (the database is
         // down); that fails the call, as the platform's fault.
         imports: { default: trappable },
@@ -31,7 +31,7 @@ pub mod channel {
 pub mod payment_provider {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         // A host function may fail on the host's side (the database is
         // down); that fails the call, as the platform's fault.
         imports: { default: trappable },
@@ -46,7 +46,7 @@ pub mod payment_provider {
 pub mod pricing_rule {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.1",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         // A host function may fail on the host's side (the database is
         // down); that fails the call, as the platform's fault.
         imports: { default: trappable },

@@ -9,7 +9,7 @@
 pub mod lead_source {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.2",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         imports: { default: trappable },
         world: "lead-source",
         with: {
@@ -22,7 +22,7 @@ pub mod lead_source {
 pub mod channel {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.2",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         imports: { default: trappable },
         world: "channel",
         with: {
@@ -36,7 +36,7 @@ pub mod channel {
 pub mod payment_provider {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.2",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         imports: { default: trappable },
         world: "payment-provider",
         with: {
@@ -50,7 +50,7 @@ pub mod payment_provider {
 pub mod pricing_rule {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit/v0.2",
-        additional_derives: [PartialEq, Eq],
+        additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
         imports: { default: trappable },
         world: "pricing-rule",
         with: {
