@@ -149,6 +149,14 @@ mod kinds;
 ))]
 pub use kinds::*;
 
+#[cfg(any(
+    feature = "lead-source",
+    feature = "channel",
+    feature = "payment-provider",
+    feature = "pricing-rule"
+))]
+pub mod idempotency;
+
 #[cfg(all(
     not(target_arch = "wasm32"),
     any(
