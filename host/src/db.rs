@@ -44,6 +44,44 @@ impl std::fmt::Debug for DbConnection {
     }
 }
 
+/// Runs `work` in a transaction that writes. On SQLite it takes the write
+/// lock at BEGIN (`BEGIN IMMEDIATE`): a transaction that reads first and
+/// then writes would otherwise fail at once with "database is locked"
+/// when another writer holds the lock, instead of waiting its turn. On
+/// PostgreSQL it is an ordinary transaction. `work` must not open
+/// transactions of its own.
+pub fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    if let DbConnection::Postgres(_) = conn {
+        return conn.transaction(work);
+    }
+    conn.batch_execute("BEGIN IMMEDIATE")?;
+    // A panic must not return the connection to the pool mid-transaction.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)));
+    match outcome {
+        Ok(Ok(value)) => match conn.batch_execute("COMMIT") {
+            Ok(()) => Ok(value),
+            Err(error) => {
+                let _ = conn.batch_execute("ROLLBACK");
+                Err(error.into())
+            }
+        },
+        Ok(Err(error)) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(error)
+        }
+        Err(panic) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
 /// Which database a URL points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {

@@ -381,7 +381,7 @@ pub fn install(
     let (manifest, _) = check(runtime, manifest_text, wasm, approved_hosts)?;
     let digest = sha256_hex(wasm);
     let version = manifest.version.to_string();
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         let existing = active_version(conn, &manifest.name)?
             .map(|active| (active.version, active.wasm_sha256));
         match existing {
@@ -492,7 +492,7 @@ pub fn upgrade(
     }
     let digest = sha256_hex(wasm);
     let version = manifest.version.to_string();
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         store_version(
             conn,
             &manifest,
@@ -523,7 +523,7 @@ pub fn upgrade(
 /// Removes a plugin: no tenant can use it any more. Its versions stay on
 /// record, because usage and invoices refer to them.
 pub fn remove(conn: &mut DbConnection, name: &str) -> Result<(), PluginError> {
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         diesel::delete(plugin_enablements::table.filter(plugin_enablements::plugin.eq(name)))
             .execute(conn)?;
         kv::delete_all(conn, name)?;
@@ -767,7 +767,7 @@ pub fn enable(
         })
         .collect();
     let settings_json = serde_json::to_string(&stored).expect("a string map serializes");
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         diesel::delete(
             plugin_enablements::table
                 .filter(plugin_enablements::tenant_id.eq(tenant.0))

@@ -54,7 +54,7 @@ pub fn create(
     if credit_limit < Credits::ZERO {
         return Err(LedgerError::NegativeCreditLimit(credit_limit).into());
     }
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         if let Some(parent) = parent {
             find(conn, parent)?;
         }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::db::schema::plugin_kv;
-use crate::db::{Database, DbConnection};
+use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::runtime::{KV_VALUE_BYTES_MAX, KvStore, kv_quota_check};
 use crate::units::{Clock, Timestamp};
@@ -103,7 +103,7 @@ impl KvStore for DbKv {
     fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<Result<(), String>> {
         let mut conn = self.database.get()?;
         let now = self.clock.now();
-        let outcome = conn.transaction(|conn| {
+        let outcome = db::write_transaction(&mut conn, |conn| {
             let (n_keys, n_bytes) = usage(conn, self.tenant, &self.plugin, &[key])?;
             if let Err(refusal) = kv_quota_check(n_keys, n_bytes, value.len()) {
                 return Ok(Err(refusal));
@@ -171,8 +171,8 @@ fn usage(
     Ok((n_keys as u64, n_bytes as u64))
 }
 
-/// Writes one key, replacing its value. Run inside a transaction: the
-/// delete and the insert are one change.
+/// Writes one key, replacing its value: one upsert, so two calls writing
+/// the same key at once both succeed and the later one wins.
 fn put(
     conn: &mut DbConnection,
     tenant: TenantId,
@@ -181,17 +181,34 @@ fn put(
     value: &[u8],
     now: Timestamp,
 ) -> QueryResult<()> {
-    delete(conn, tenant, plugin, &[key.to_owned()])?;
-    diesel::insert_into(plugin_kv::table)
-        .values((
-            plugin_kv::tenant_id.eq(tenant.0),
-            plugin_kv::plugin.eq(plugin),
-            plugin_kv::key.eq(key),
-            plugin_kv::value.eq(value),
-            plugin_kv::size_bytes.eq(value.len() as i64),
-            plugin_kv::updated_at.eq(now.micros()),
-        ))
-        .execute(conn)?;
+    use diesel::upsert::excluded;
+    // The same statement on each backend; diesel's ON CONFLICT is written
+    // per backend, so the multi-backend connection is matched here.
+    macro_rules! upsert {
+        ($conn:expr) => {
+            diesel::insert_into(plugin_kv::table)
+                .values((
+                    plugin_kv::tenant_id.eq(tenant.0),
+                    plugin_kv::plugin.eq(plugin),
+                    plugin_kv::key.eq(key),
+                    plugin_kv::value.eq(value),
+                    plugin_kv::size_bytes.eq(value.len() as i64),
+                    plugin_kv::updated_at.eq(now.micros()),
+                ))
+                .on_conflict((plugin_kv::tenant_id, plugin_kv::plugin, plugin_kv::key))
+                .do_update()
+                .set((
+                    plugin_kv::value.eq(excluded(plugin_kv::value)),
+                    plugin_kv::size_bytes.eq(excluded(plugin_kv::size_bytes)),
+                    plugin_kv::updated_at.eq(excluded(plugin_kv::updated_at)),
+                ))
+                .execute($conn)
+        };
+    }
+    match conn {
+        DbConnection::Postgres(conn) => upsert!(conn)?,
+        DbConnection::Sqlite(conn) => upsert!(conn)?,
+    };
     Ok(())
 }
 
@@ -268,14 +285,18 @@ pub fn put_file(
             .collect(),
         uploaded_at_ms: (now.micros() / 1_000).max(0) as u64,
     };
-    conn.transaction(|conn| {
+    db::write_transaction(conn, |conn| {
         let mut files = list_files(conn, tenant, plugin)?;
         let replaced = files.iter().position(|file| file.name == name);
         if replaced.is_none() && files.len() >= FILES_MAX {
             return Err(FileError::TooMany);
         }
         let old_keys: Vec<String> = replaced
-            .map(|index| (0..files[index].chunks).map(|n| chunk_key(name, n)).collect())
+            .map(|index| {
+                (0..files[index].chunks)
+                    .map(|n| chunk_key(name, n))
+                    .collect()
+            })
             .unwrap_or_default();
         match replaced {
             Some(index) => files[index] = entry.clone(),
@@ -311,7 +332,7 @@ pub fn delete_file(
     name: &str,
     now: Timestamp,
 ) -> Result<(), FileError> {
-    conn.transaction(|conn| {
+    db::write_transaction(conn, |conn| {
         let mut files = list_files(conn, tenant, plugin)?;
         let index = files
             .iter()

@@ -202,3 +202,29 @@ fn uploads_refuse_bad_names_and_oversized_files() {
     // Replacing a file counts only the difference.
     put_file(&mut conn, s.acme, "csv-leads", "f0.csv", &max, NOW).unwrap();
 }
+
+#[test]
+fn concurrent_writes_of_one_key_all_succeed_and_one_wins() {
+    let s = setup();
+    let kv = store(&s, s.acme, "email");
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let kv = kv.clone();
+            scope.spawn(move || {
+                for n in 0..25 {
+                    let value = format!("{thread}-{n}");
+                    kv.set("idempotency/00", value.as_bytes())
+                        .expect("no write fails on a race")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let last = String::from_utf8(kv.get("idempotency/00").unwrap().unwrap()).unwrap();
+    assert!(last.ends_with("-24"), "{last}");
+    let mut conn = s.database.get().unwrap();
+    assert_eq!(
+        usage(&mut conn, s.acme, "email", &[]).unwrap(),
+        (1, last.len() as u64)
+    );
+}
