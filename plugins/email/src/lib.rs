@@ -21,8 +21,10 @@
 //! address's domain. The **delivery id is that Message-ID without its
 //! angle brackets**, `H@D`: exactly what a reply's `In-Reply-To` names, and
 //! what a later message passes in `references` (with or without brackets).
-//! A retry with the same idempotency key returns the stored delivery id and
-//! sends nothing (kv `sent/<idempotency key>`; units 0 then, 1 on a send).
+//! A retry with the same idempotency key (1 to 512 bytes, without tabs or
+//! line breaks) returns the stored delivery id and sends nothing (units 0
+//! then, 1 on a send); the SDK's `idempotency` helper remembers each key for
+//! 30 days in a bounded part of the store.
 //! The envelope sender is `return_path`, or else the sender address.
 //!
 //! # Unsubscribe links
@@ -67,7 +69,8 @@
 
 use tollgate_plugin_sdk::smtp::{self, SmtpError};
 use tollgate_plugin_sdk::{
-    Callback, Channel, ErrorKind, Events, Message, PluginError, Sent, host, register_plugin,
+    Callback, Channel, ErrorKind, Events, Message, PluginError, Sent, host, idempotency,
+    register_plugin,
 };
 
 mod inbound;
@@ -79,12 +82,9 @@ mod tests;
 
 struct Email;
 
-/// Idempotency keys are stored as kv keys, which the host caps at 256
-/// bytes; this leaves room for the `sent/` prefix.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
-
-/// Where a sent message's delivery id is kept, for replays.
-const SENT_PREFIX: &str = "sent/";
+/// The longest idempotency key: the most the SDK's `idempotency` helper
+/// remembers.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = idempotency::KEY_BYTES_MAX;
 
 /// A callback body larger than this is refused: mail with big attachments
 /// is not worth parsing for an event, and parsing costs fuel and memory.
@@ -127,9 +127,12 @@ impl Channel for Email {
                 "idempotency_key: must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes"
             )));
         }
-        let sent_key = format!("{SENT_PREFIX}{key}");
-        if let Some(delivery_id) = host::kv_get(&sent_key).and_then(|id| String::from_utf8(id).ok())
-        {
+        if key.contains(['\t', '\r', '\n']) {
+            return Err(PluginError::invalid_input(
+                "idempotency_key: must not contain a tab or a line break",
+            ));
+        }
+        if let Some(delivery_id) = idempotency::recall(key) {
             return Ok(Sent {
                 delivery_id,
                 units: 0,
@@ -149,7 +152,7 @@ impl Channel for Email {
         // The server took the message: failing now would make the caller
         // send it again. The Message-ID is the same on a resend, which lets
         // receivers drop the duplicate.
-        if let Err(reason) = host::kv_set(&sent_key, built.delivery_id.as_bytes()) {
+        if let Err(reason) = idempotency::remember(key, &built.delivery_id) {
             host::log(
                 host::LogLevel::Warn,
                 &format!(

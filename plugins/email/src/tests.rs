@@ -88,7 +88,10 @@ fn builds_every_header_and_a_multipart_alternative_body() {
     let sent = harness.run(|| Email::send(message)).unwrap();
     assert_eq!(sent.delivery_id, DELIVERY_ID);
     assert_eq!(sent.units, 1);
-    assert_eq!(harness.stored("sent/key-1"), Some(DELIVERY_ID.as_bytes()));
+    assert_eq!(
+        harness.run(|| idempotency::recall("key-1")).as_deref(),
+        Some(DELIVERY_ID)
+    );
 
     let [mail] = harness.mails() else {
         panic!("one mail expected, got {:?}", harness.mails());
@@ -277,12 +280,52 @@ fn a_retry_with_the_same_key_sends_nothing() {
 }
 
 #[test]
+fn a_key_remembered_earlier_is_replayed_without_sending() {
+    let mut harness = harness();
+    harness.run(|| idempotency::remember("key-1", "old@sales.example").unwrap());
+    let sent = harness.run(|| Email::send(message())).unwrap();
+    assert_eq!(
+        (sent.delivery_id.as_str(), sent.units),
+        ("old@sales.example", 0)
+    );
+    assert!(harness.mails().is_empty());
+}
+
+#[test]
+fn many_sends_keep_the_store_bounded() {
+    const SENDS: usize = 300;
+    let mut harness = harness();
+    for n in 0..SENDS {
+        let mut message = message();
+        message.idempotency_key = format!("key-{n}");
+        let sent = harness.run(|| Email::send(message)).unwrap();
+        assert_eq!(sent.units, 1);
+    }
+    assert_eq!(harness.mails().len(), SENDS);
+    // The records share at most 256 bucket keys; none has a key of its own.
+    let buckets = (0..idempotency::BUCKETS)
+        .filter(|n| harness.stored(&format!("idempotency/{n:02x}")).is_some())
+        .count();
+    assert!(buckets > 0 && buckets < SENDS, "{buckets} buckets");
+    for n in 0..SENDS {
+        assert_eq!(harness.stored(&format!("sent/key-{n}")), None);
+    }
+    // And every message is still recognised.
+    for n in [0, SENDS - 1] {
+        let mut again = message();
+        again.idempotency_key = format!("key-{n}");
+        assert_eq!(harness.run(|| Email::send(again)).unwrap().units, 0);
+    }
+    assert_eq!(harness.mails().len(), SENDS);
+}
+
+#[test]
 fn a_failed_send_is_not_recorded_and_its_retry_sends() {
     let mut harness =
         harness().smtp_answer(Err(SmtpError::Transient("421 4.7.0 try later".into())));
     let error = harness.run(|| Email::send(message())).unwrap_err();
     assert!(error.retryable);
-    assert_eq!(harness.stored("sent/key-1"), None);
+    assert_eq!(harness.run(|| idempotency::recall("key-1")), None);
     let sent = harness.run(|| Email::send(message())).unwrap();
     assert_eq!(sent.units, 1);
     assert_eq!(harness.mails().len(), 2);
@@ -322,7 +365,7 @@ fn maps_the_smtp_errors() {
             (error.kind, error.retryable, error.message.as_str()),
             (kind, retryable, text)
         );
-        assert_eq!(harness.stored("sent/key-1"), None);
+        assert_eq!(harness.run(|| idempotency::recall("key-1")), None);
     }
 }
 
@@ -449,11 +492,19 @@ fn refuses_bad_input_naming_the_field() {
         ),
         (
             Box::new(|m| m.idempotency_key = String::new()),
-            "idempotency_key: must be 1 to 200 bytes",
+            "idempotency_key: must be 1 to 512 bytes",
         ),
         (
-            Box::new(|m| m.idempotency_key = "k".repeat(201)),
-            "idempotency_key: must be 1 to 200 bytes",
+            Box::new(|m| m.idempotency_key = "k".repeat(513)),
+            "idempotency_key: must be 1 to 512 bytes",
+        ),
+        (
+            Box::new(|m| m.idempotency_key = "key\t1".into()),
+            "idempotency_key: must not contain a tab or a line break",
+        ),
+        (
+            Box::new(|m| m.idempotency_key = "key-1\r\n".into()),
+            "idempotency_key: must not contain a tab or a line break",
         ),
     ];
     for (change, expected) in cases {
@@ -481,7 +532,7 @@ fn accepts_what_the_checks_allow() {
     message.text_body = "x".repeat(1 << 20);
     message.headers = (0..50).map(|i| header(&format!("X-{i}"), "v")).collect();
     message.references = (0..100).map(|i| format!("<{i}@x.example>")).collect();
-    message.idempotency_key = "k".repeat(200);
+    message.idempotency_key = "k".repeat(512);
     let mut harness = harness();
     harness.run(|| Email::send(message)).unwrap();
     let parsed = parse(&harness.mails()[0].message);

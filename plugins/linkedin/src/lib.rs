@@ -68,11 +68,12 @@
 //! 5xx        upstream       retryable
 //! ```
 //!
-//! Sending is idempotent. After LinkedIn accepts, the store keeps
-//! `sent/<idempotency-key>` = delivery id. A call with a key that is already
-//! there returns that delivery id with 0 units and sends nothing. The API
-//! itself takes no idempotency key, so if LinkedIn acts but the answer is
-//! lost (a timeout), a retry sends the request again.
+//! Sending is idempotent. After LinkedIn accepts, the SDK's `idempotency`
+//! helper remembers the delivery id by the idempotency key (1 to 512 bytes,
+//! without tabs or line breaks) for 30 days, in a bounded part of the store.
+//! A call with a key it remembers returns that delivery id with 0 units and
+//! sends nothing. The API itself takes no idempotency key, so if LinkedIn
+//! acts but the answer is lost (a timeout), a retry sends the request again.
 //!
 //! # Callbacks
 //!
@@ -119,7 +120,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tollgate_plugin_sdk::{
     Callback, Channel, ErrorKind, Event, EventKind, Events, Field, Message, PluginError, Sent,
-    host, register_plugin,
+    host, idempotency, register_plugin,
 };
 
 struct LinkedIn;
@@ -152,8 +153,9 @@ const MEMBER_ID_BYTES_MAX: usize = 100;
 const ID_BYTES_MAX: usize = 200;
 /// No profile URL or URN comes close to this.
 const RECIPIENT_BYTES_MAX: usize = 500;
-/// The key must fit in a store key (`sent/<key>`, at most 256 bytes).
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
+/// The longest idempotency key: the most the SDK's `idempotency` helper
+/// remembers.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = idempotency::KEY_BYTES_MAX;
 /// A webhook larger than this is not one.
 const CALLBACK_BYTES_MAX: usize = 256 << 10;
 /// LinkedIn batches a few events per webhook; more than this is abuse.
@@ -642,15 +644,21 @@ impl Api {
     }
 }
 
-fn sent_key(idempotency_key: &str) -> Result<String, PluginError> {
+/// Refuses a key the `idempotency` helper could not remember.
+fn check_idempotency_key(idempotency_key: &str) -> Result<(), PluginError> {
     let n_bytes = idempotency_key.len();
     if n_bytes == 0 || n_bytes > IDEMPOTENCY_KEY_BYTES_MAX {
         return Err(PluginError::invalid_input(format!(
-            "the idempotency key has {n_bytes} bytes; it must have 1 to \
+            "the idempotency_key has {n_bytes} bytes; it must have 1 to \
              {IDEMPOTENCY_KEY_BYTES_MAX}"
         )));
     }
-    Ok(format!("sent/{idempotency_key}"))
+    if idempotency_key.contains(['\t', '\r', '\n']) {
+        return Err(PluginError::invalid_input(
+            "the idempotency_key contains a tab or a line break",
+        ));
+    }
+    Ok(())
 }
 
 /// A webhook's body.
@@ -772,10 +780,10 @@ fn verify(callback: &Callback) -> Result<(), PluginError> {
 
 impl Channel for LinkedIn {
     fn send(message: Message) -> Result<Sent, PluginError> {
-        let sent_key = sent_key(&message.idempotency_key)?;
-        if let Some(stored) = host::kv_get(&sent_key) {
+        check_idempotency_key(&message.idempotency_key)?;
+        if let Some(delivery_id) = idempotency::recall(&message.idempotency_key) {
             return Ok(Sent {
-                delivery_id: String::from_utf8_lossy(&stored).into_owned(),
+                delivery_id,
                 units: 0,
             });
         }
@@ -808,7 +816,7 @@ impl Channel for LinkedIn {
             retryable: false,
         })?;
         let delivery_id = format!("{}{id}", action.prefix());
-        if let Err(error) = host::kv_set(&sent_key, delivery_id.as_bytes()) {
+        if let Err(error) = idempotency::remember(&message.idempotency_key, &delivery_id) {
             // It was sent, so it is reported as sent; only a retry could
             // send it twice.
             host::log(

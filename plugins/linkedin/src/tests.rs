@@ -49,6 +49,11 @@ fn body(request: &HttpRequest) -> Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
+/// The delivery id remembered for `message()`'s key.
+fn recalled(harness: &mut Harness) -> Option<String> {
+    harness.run(|| idempotency::recall("step-1"))
+}
+
 fn assert_authenticated(request: &HttpRequest) {
     assert_eq!(header(request, "Authorization"), Some("Bearer tok-1"));
     assert_eq!(header(request, "X-Restli-Protocol-Version"), Some("2.0.0"));
@@ -89,10 +94,7 @@ fn connect_resolves_the_profile_and_sends_the_invitation() {
     assert_eq!(header(invite, "Content-Type"), Some("application/json"));
     assert_eq!(body(invite), json!({"invitee": URN, "message": "Hi Ada"}));
     assert_eq!(harness.stored("urn/ada-lovelace"), Some(URN.as_bytes()));
-    assert_eq!(
-        harness.stored("sent/step-1"),
-        Some(b"invitation:inv-1".as_slice())
-    );
+    assert_eq!(recalled(&mut harness).as_deref(), Some("invitation:inv-1"));
 }
 
 #[test]
@@ -236,7 +238,8 @@ fn a_replay_returns_the_stored_delivery_and_sends_nothing() {
     assert_eq!(harness.requests().len(), 1, "the retry sent nothing");
 
     // A key recorded earlier needs neither settings nor the network.
-    let mut harness = Harness::new().kv("sent/step-1", b"message:old");
+    let mut harness = Harness::new();
+    harness.run(|| idempotency::remember("step-1", "message:old").unwrap());
     let sent = harness
         .run(|| LinkedIn::send(message(URN, None, "Hi")))
         .unwrap();
@@ -253,7 +256,7 @@ fn a_failed_send_is_not_recorded_and_a_retry_sends_again() {
         .run(|| LinkedIn::send(message(URN, None, "Hi")))
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Upstream);
-    assert_eq!(harness.stored("sent/step-1"), None);
+    assert_eq!(recalled(&mut harness), None);
     let sent = harness
         .run(|| LinkedIn::send(message(URN, None, "Hi")))
         .unwrap();
@@ -321,27 +324,81 @@ fn a_message_is_checked_before_anything_goes_out() {
 }
 
 #[test]
-fn the_idempotency_key_must_fit_the_store() {
-    for key in [String::new(), "k".repeat(201)] {
+fn the_idempotency_key_must_be_one_the_helper_remembers() {
+    let cases = [
+        (String::new(), "has 0 bytes; it must have 1 to 512"),
+        ("k".repeat(513), "has 513 bytes; it must have 1 to 512"),
+        ("step\t1".into(), "contains a tab or a line break"),
+        ("step-1\r\n".into(), "contains a tab or a line break"),
+    ];
+    for (key, phrase) in cases {
         let mut draft = message(URN, None, "Hi");
         draft.idempotency_key = key;
-        let error = settings().run(|| LinkedIn::send(draft)).unwrap_err();
+        let mut harness = settings().respond(201, r#"{"id": "m"}"#);
+        let error = harness.run(|| LinkedIn::send(draft)).unwrap_err();
         assert_eq!(error.kind, ErrorKind::InvalidInput);
         assert!(
-            error.message.contains("idempotency key"),
+            error.message.contains("idempotency_key") && error.message.contains(phrase),
             "{}",
             error.message
         );
+        assert!(harness.requests().is_empty(), "{phrase}");
     }
+    let key = "k".repeat(512);
     let mut draft = message(URN, None, "Hi");
-    draft.idempotency_key = "k".repeat(200);
+    draft.idempotency_key = key.clone();
     let mut harness = settings().respond(201, r#"{"id": "m"}"#);
     harness.run(|| LinkedIn::send(draft)).unwrap();
-    assert!(
-        harness
-            .stored(&format!("sent/{}", "k".repeat(200)))
-            .is_some()
+    assert_eq!(
+        harness.run(|| idempotency::recall(&key)).as_deref(),
+        Some("message:m")
     );
+}
+
+#[test]
+fn many_sends_keep_the_store_bounded() {
+    const SENDS: usize = 300;
+    let mut harness = settings()
+        .respond(200, r#"{"id": "abc123"}"#)
+        .respond(201, r#"{"id": "msg-0"}"#);
+    harness = (1..SENDS).fold(harness, |harness, n| {
+        harness.respond(201, &format!(r#"{{"id": "msg-{n}"}}"#))
+    });
+    for n in 0..SENDS {
+        let mut draft = message(PROFILE, None, "Hi");
+        draft.idempotency_key = format!("step-{n}");
+        let sent = harness.run(|| LinkedIn::send(draft)).unwrap();
+        assert_eq!(
+            (sent.delivery_id, sent.units),
+            (format!("message:msg-{n}"), 1)
+        );
+    }
+    assert_eq!(
+        harness.requests().len(),
+        SENDS + 1,
+        "one lookup, then sends"
+    );
+    // The records share at most 256 bucket keys; none has a key of its own,
+    // and the URN cache still works.
+    let buckets = (0..idempotency::BUCKETS)
+        .filter(|n| harness.stored(&format!("idempotency/{n:02x}")).is_some())
+        .count();
+    assert!(buckets > 0 && buckets < SENDS, "{buckets} buckets");
+    for n in 0..SENDS {
+        assert_eq!(harness.stored(&format!("sent/step-{n}")), None);
+    }
+    assert_eq!(harness.stored("urn/ada-lovelace"), Some(URN.as_bytes()));
+    // And every message is still recognised.
+    for n in [0, SENDS - 1] {
+        let mut draft = message(PROFILE, None, "Hi");
+        draft.idempotency_key = format!("step-{n}");
+        let sent = harness.run(|| LinkedIn::send(draft)).unwrap();
+        assert_eq!(
+            (sent.delivery_id, sent.units),
+            (format!("message:msg-{n}"), 0)
+        );
+    }
+    assert_eq!(harness.requests().len(), SENDS + 1);
 }
 
 // Recipients.
@@ -498,7 +555,7 @@ fn check_refusal(
     assert_eq!(error.retryable, retryable, "{context}");
     assert!(error.message.contains(phrase), "{context}");
     assert_eq!(harness.requests().len(), answers.len(), "{context}");
-    assert_eq!(harness.stored("sent/step-1"), None, "{context}");
+    assert_eq!(recalled(&mut harness), None, "{context}");
     error
 }
 

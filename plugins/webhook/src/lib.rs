@@ -24,10 +24,12 @@
 //! idempotency key, so a retry carries the same id. When the gateway answers
 //! 2xx with a JSON object whose `"id"` is a string, the gateway's id wins: it
 //! is the delivery id returned, and the one its callbacks should name.
-//! Either way the id is stored under `sent/<idempotency key>`, and a retry
-//! with that key returns it without sending again (and costs 0 units). Two
-//! concurrent first attempts can both send; the `idempotency-key` header lets
-//! the gateway drop the second.
+//! Either way the id is remembered by the SDK's `idempotency` helper (for 30
+//! days, in a bounded part of the store), and a retry with that key returns
+//! it without sending again (and costs 0 units). Two concurrent first
+//! attempts can both send; the `idempotency-key` header lets the gateway
+//! drop the second. The key is 1 to 512 bytes of printable ASCII without
+//! spaces.
 //!
 //! The gateway's answer: 2xx accepted; 401/403 unauthorized (it does not
 //! accept our signature); 408/429 rate-limited; 3xx misconfigured (the host
@@ -57,18 +59,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tollgate_plugin_sdk::{
     Callback, Channel, ErrorKind, Event, EventKind, Events, Field, Message, PluginError, Sent,
-    host, register_plugin,
+    host, idempotency, register_plugin,
 };
 
 struct Webhook;
 
-/// Where the delivery id of a message already sent is kept, by its
-/// idempotency key.
-const SENT_KEY_PREFIX: &str = "sent/";
-
-/// The longest idempotency key: the host's store takes keys of up to 256
-/// bytes, and ours carry a prefix.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
+/// The longest idempotency key: the most the SDK's `idempotency` helper
+/// remembers.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = idempotency::KEY_BYTES_MAX;
 
 /// The longest `url` setting; real webhook URLs are far shorter.
 const URL_BYTES_MAX: usize = 2048;
@@ -173,10 +171,9 @@ struct CallbackEvent {
 impl Channel for Webhook {
     fn send(message: Message) -> Result<Sent, PluginError> {
         check_idempotency_key(&message.idempotency_key)?;
-        let sent_key = format!("{SENT_KEY_PREFIX}{}", message.idempotency_key);
-        if let Some(stored) = host::kv_get(&sent_key) {
+        if let Some(delivery_id) = idempotency::recall(&message.idempotency_key) {
             return Ok(Sent {
-                delivery_id: String::from_utf8_lossy(&stored).into_owned(),
+                delivery_id,
                 units: 0,
             });
         }
@@ -221,7 +218,7 @@ impl Channel for Webhook {
         let response = host::http_send(&request)?;
         check_status(response.status, &response.body)?;
         let delivery_id = gateway_id(&response.body).unwrap_or(our_id);
-        if let Err(error) = host::kv_set(&sent_key, delivery_id.as_bytes()) {
+        if let Err(error) = idempotency::remember(&message.idempotency_key, &delivery_id) {
             // The message is out; failing now would make the caller send it
             // again. The gateway can still drop a retry by its key.
             host::log(
@@ -302,7 +299,8 @@ fn sign(secret: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// The key goes into a store key and an HTTP header: it must fit both.
+/// The key is remembered by the `idempotency` helper and sent as an HTTP
+/// header: it must suit both (printable ASCII has no tab or line break).
 fn check_idempotency_key(key: &str) -> Result<(), PluginError> {
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
         return Err(PluginError::invalid_input(format!(

@@ -66,6 +66,11 @@ fn send(harness: &mut Harness, message: Message) -> Result<Sent, PluginError> {
     harness.run(|| Webhook::send(message))
 }
 
+/// The delivery id remembered for `message()`'s key.
+fn recalled(harness: &mut Harness) -> Option<String> {
+    harness.run(|| idempotency::recall("msg-42"))
+}
+
 fn assert_error(result: Result<impl std::fmt::Debug, PluginError>, kind: ErrorKind, needle: &str) {
     let error = result.expect_err("an error");
     assert_eq!(error.kind, kind, "{error:?}");
@@ -146,7 +151,7 @@ fn send_posts_the_signed_message() {
         header_value(&request.headers, "x-tollgate-signature"),
         format!("v1={}", hmac_hex(SECRET, &signed))
     );
-    assert_eq!(harness.stored("sent/msg-42"), Some(OUR_ID.as_bytes()));
+    assert_eq!(recalled(&mut harness).as_deref(), Some(OUR_ID));
 }
 
 #[test]
@@ -180,7 +185,7 @@ fn the_gateways_id_wins_and_is_stored() {
     let sent = send(&mut harness, message()).unwrap();
     assert_eq!(sent.delivery_id, "gw-9f8e7d");
     assert_eq!(sent.units, 1);
-    assert_eq!(harness.stored("sent/msg-42"), Some(&b"gw-9f8e7d"[..]));
+    assert_eq!(recalled(&mut harness).as_deref(), Some("gw-9f8e7d"));
     // What we sent still carried our own id: the gateway's was not known yet.
     let body: serde_json::Value = serde_json::from_slice(&harness.requests()[0].body).unwrap();
     assert_eq!(body["id"], OUR_ID);
@@ -204,7 +209,7 @@ fn our_id_is_used_when_the_gateway_gives_no_usable_one() {
         let mut harness = configured().respond(201, answer);
         let sent = send(&mut harness, message()).unwrap();
         assert_eq!(sent.delivery_id, OUR_ID, "answer {answer:?}");
-        assert_eq!(harness.stored("sent/msg-42"), Some(OUR_ID.as_bytes()));
+        assert_eq!(recalled(&mut harness).as_deref(), Some(OUR_ID));
     }
     // The longest id still accepted.
     let longest = "g".repeat(GATEWAY_ID_BYTES_MAX);
@@ -224,7 +229,8 @@ fn a_retry_returns_the_stored_id_without_sending_again() {
 
 #[test]
 fn a_replay_needs_neither_settings_nor_the_network() {
-    let mut harness = Harness::new().kv("sent/msg-42", b"gw-earlier");
+    let mut harness = Harness::new();
+    harness.run(|| idempotency::remember("msg-42", "gw-earlier").unwrap());
     let sent = send(&mut harness, message()).unwrap();
     assert_eq!(sent.delivery_id, "gw-earlier");
     assert_eq!(sent.units, 0);
@@ -233,7 +239,8 @@ fn a_replay_needs_neither_settings_nor_the_network() {
 
 #[test]
 fn another_key_is_another_message() {
-    let mut harness = configured().kv("sent/msg-41", b"gw-other").respond(202, "");
+    let mut harness = configured().respond(202, "");
+    harness.run(|| idempotency::remember("msg-41", "gw-other").unwrap());
     let sent = send(&mut harness, message()).unwrap();
     assert_eq!(sent.delivery_id, OUR_ID);
     assert_eq!(harness.requests().len(), 1);
@@ -287,7 +294,7 @@ fn statuses_map_to_errors_the_caller_can_act_on() {
             "{status}: {error:?}"
         );
         assert!(error.message.contains(needle), "{status}: {error:?}");
-        assert_eq!(harness.stored("sent/msg-42"), None, "{status}");
+        assert_eq!(recalled(&mut harness), None, "{status}");
     }
 }
 
@@ -353,7 +360,7 @@ fn transport_failures_are_retryable_and_denials_are_configuration() {
         (error.kind, error.retryable),
         (ErrorKind::Misconfigured, false)
     );
-    assert_eq!(harness.stored("sent/msg-42"), None);
+    assert_eq!(recalled(&mut harness), None);
 }
 
 #[test]
@@ -434,20 +441,52 @@ fn check_accepted(message: Message) {
 }
 
 #[test]
-fn idempotency_keys_must_fit_the_store_and_a_header() {
+fn idempotency_keys_must_suit_the_helper_and_a_header() {
     let key = |key: &str| Message {
         idempotency_key: key.into(),
         ..message()
     };
-    check_refused(key(""), "idempotency_key must be 1 to 200 bytes");
+    check_refused(key(""), "idempotency_key must be 1 to 512 bytes");
     check_refused(
-        key(&"k".repeat(201)),
-        "idempotency_key must be 1 to 200 bytes",
+        key(&"k".repeat(513)),
+        "idempotency_key must be 1 to 512 bytes",
     );
     check_refused(key("msg 42"), "printable ASCII");
     check_refused(key("msg-42\r\nx-evil: 1"), "printable ASCII");
+    check_refused(key("msg\t42"), "printable ASCII");
     check_refused(key("msg-é"), "printable ASCII");
-    check_accepted(key(&"k".repeat(200)));
+    check_accepted(key(&"k".repeat(512)));
+}
+
+#[test]
+fn many_sends_keep_the_store_bounded() {
+    const SENDS: usize = 300;
+    let mut harness = (0..SENDS).fold(configured(), |harness, _| harness.respond(202, ""));
+    for n in 0..SENDS {
+        let message = Message {
+            idempotency_key: format!("msg-{n}"),
+            ..message()
+        };
+        assert_eq!(send(&mut harness, message).unwrap().units, 1);
+    }
+    assert_eq!(harness.requests().len(), SENDS);
+    // The records share at most 256 bucket keys; none has a key of its own.
+    let buckets = (0..idempotency::BUCKETS)
+        .filter(|n| harness.stored(&format!("idempotency/{n:02x}")).is_some())
+        .count();
+    assert!(buckets > 0 && buckets < SENDS, "{buckets} buckets");
+    for n in 0..SENDS {
+        assert_eq!(harness.stored(&format!("sent/msg-{n}")), None);
+    }
+    // And every message is still recognised.
+    for n in [0, SENDS - 1] {
+        let message = Message {
+            idempotency_key: format!("msg-{n}"),
+            ..message()
+        };
+        assert_eq!(send(&mut harness, message).unwrap().units, 0);
+    }
+    assert_eq!(harness.requests().len(), SENDS);
 }
 
 #[test]
