@@ -113,6 +113,20 @@ pub fn remember(key: &str, result: &str) -> Result<(), String> {
     host::kv_set(&bucket, text.as_bytes())
 }
 
+/// Remembers the result of a call that has already acted (a message
+/// sent): a failure to remember is logged as a warning rather than
+/// returned, since failing the call now would make its caller act again.
+pub fn remember_after_acting(key: &str, result: &str) {
+    if let Err(reason) = remember(key, result) {
+        host::log(
+            host::LogLevel::Warn,
+            &format!(
+                "{result} is done but could not be recorded, so a retry with its key would do it again: {reason}"
+            ),
+        );
+    }
+}
+
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;

@@ -152,15 +152,7 @@ impl Channel for Email {
         // The server took the message: failing now would make the caller
         // send it again. The Message-ID is the same on a resend, which lets
         // receivers drop the duplicate.
-        if let Err(reason) = idempotency::remember(key, &built.delivery_id) {
-            host::log(
-                host::LogLevel::Warn,
-                &format!(
-                    "sent {} but could not record it, so a retry would send it again: {reason}",
-                    built.delivery_id
-                ),
-            );
-        }
+        idempotency::remember_after_acting(key, &built.delivery_id);
         Ok(Sent {
             delivery_id: built.delivery_id,
             units: 1,

@@ -816,14 +816,7 @@ impl Channel for LinkedIn {
             retryable: false,
         })?;
         let delivery_id = format!("{}{id}", action.prefix());
-        if let Err(error) = idempotency::remember(&message.idempotency_key, &delivery_id) {
-            // It was sent, so it is reported as sent; only a retry could
-            // send it twice.
-            host::log(
-                host::LogLevel::Warn,
-                &format!("could not record {delivery_id} as sent: {error}"),
-            );
-        }
+        idempotency::remember_after_acting(&message.idempotency_key, &delivery_id);
         Ok(Sent {
             delivery_id,
             units: 1,

@@ -218,14 +218,8 @@ impl Channel for Webhook {
         let response = host::http_send(&request)?;
         check_status(response.status, &response.body)?;
         let delivery_id = gateway_id(&response.body).unwrap_or(our_id);
-        if let Err(error) = idempotency::remember(&message.idempotency_key, &delivery_id) {
-            // The message is out; failing now would make the caller send it
-            // again. The gateway can still drop a retry by its key.
-            host::log(
-                host::LogLevel::Warn,
-                &format!("could not remember delivery {delivery_id}, a retry will resend: {error}"),
-            );
-        }
+        // The gateway can still drop a retry by its key.
+        idempotency::remember_after_acting(&message.idempotency_key, &delivery_id);
         Ok(Sent {
             delivery_id,
             units: 1,
