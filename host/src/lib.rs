@@ -9,6 +9,7 @@ pub mod demo;
 pub mod ids;
 pub mod ledger;
 pub mod plugins;
+pub mod pricing;
 pub mod runtime;
 pub mod sandbox;
 pub mod scheduler;
