@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Credits, Currency, Money};
+use crate::ids::TenantId;
+use crate::pricing::{ChargeModel, Price, PriceBook, RuleBinding, Tier};
+use crate::units::{Credits, Currency, Money, Timestamp};
 
 /// Prefix of environment variables that override `tollgate.toml`.
 pub const ENV_PREFIX: &str = "TOLLGATE__";
@@ -190,6 +192,8 @@ pub struct Pricing {
     /// The list price of one credit, before any discount.
     pub credit_price: Decimal,
     pub packages: Vec<CreditPackage>,
+    /// What each plugin function costs, and which pricing rules adjust it.
+    pub book: PriceBook,
 }
 
 /// A bulk credit package with its volume discount, priced once at load.
@@ -216,6 +220,26 @@ impl Config {
         let pricing_path = dir.join(&settings.files.pricing);
         let plans = parse_plans(&plans_path, &read_file(&plans_path)?)?;
         let pricing = parse_pricing(&pricing_path, &read_file(&pricing_path)?)?;
+        // Plans named by prices and rules must exist.
+        let known = |plan: &str| plans.iter().any(|known| known.id == plan);
+        for (index, price) in pricing.book.prices.iter().enumerate() {
+            if let Some(plan) = price.free_units.keys().find(|plan| !known(plan)) {
+                anyhow::bail!(
+                    "{}: price[{index}].free_units: no plan {plan:?} in {}",
+                    pricing_path.display(),
+                    plans_path.display()
+                );
+            }
+        }
+        for (index, rule) in pricing.book.rules.iter().enumerate() {
+            if let Some(plan) = rule.plan.as_deref().filter(|plan| !known(plan)) {
+                anyhow::bail!(
+                    "{}: rule[{index}].plan: no plan {plan:?} in {}",
+                    pricing_path.display(),
+                    plans_path.display()
+                );
+            }
+        }
         Ok(Config {
             settings,
             plans,
@@ -451,6 +475,185 @@ struct RawPricing {
     credit_price: Decimal,
     #[serde(default)]
     package: Vec<RawPackage>,
+    #[serde(default)]
+    price: Vec<RawPrice>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    plugin: String,
+    function: String,
+    tenant: Option<i64>,
+    effective_from: Option<String>,
+    #[serde(default)]
+    per_call: Decimal,
+    #[serde(default = "standard")]
+    model: String,
+    per_unit: Option<Decimal>,
+    package_size: Option<u64>,
+    package_price: Option<Decimal>,
+    #[serde(default)]
+    package_free_units: u64,
+    tiers: Option<Vec<RawTier>>,
+    #[serde(default)]
+    free_units: BTreeMap<String, u64>,
+    #[serde(default)]
+    per_million_fuel: Decimal,
+    #[serde(default)]
+    charge_failed: bool,
+}
+
+fn standard() -> String {
+    "standard".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    up_to: Option<u64>,
+    per_unit: Decimal,
+    #[serde(default)]
+    flat: Decimal,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    rule: String,
+    plan: Option<String>,
+    tenant: Option<i64>,
+}
+
+/// The functions a price can name: every export of every plugin world.
+const PRICED_FUNCTIONS: [&str; 7] = [
+    "search",
+    "enrich",
+    "send",
+    "parse-callback",
+    "create-payment",
+    "refund",
+    "adjust-price",
+];
+
+/// Most prices and rule bindings one file may hold.
+const PRICES_MAX: usize = 10_000;
+
+/// The largest amount a price may name, in credits: small enough that no
+/// call's charge can overflow.
+const PRICE_CREDITS_MAX: u32 = 1_000_000_000;
+
+fn parse_price(index: usize, raw: RawPrice) -> Result<Price, Invalid> {
+    let key = |field: &str| format!("price[{index}].{field}");
+    if raw.plugin.is_empty() || raw.plugin.len() > ID_BYTES_MAX {
+        return Err(invalid(key("plugin"), "must be a plugin name"));
+    }
+    if !PRICED_FUNCTIONS.contains(&raw.function.as_str()) {
+        return Err(invalid(
+            key("function"),
+            format!(
+                "{:?} is not a plugin function; use one of {}",
+                raw.function,
+                PRICED_FUNCTIONS.join(", ")
+            ),
+        ));
+    }
+    let amount = |value: Decimal, field: &str| {
+        if value.is_sign_negative() || value > Decimal::from(PRICE_CREDITS_MAX) {
+            return Err(invalid(
+                key(field),
+                format!("must be 0 to {PRICE_CREDITS_MAX} credits, got {value}"),
+            ));
+        }
+        Ok(value)
+    };
+    let field_for = |model: &str, field: &str, value: bool| match value {
+        true => Err(invalid(
+            key(field),
+            format!("does not apply to model = {model:?}"),
+        )),
+        false => Ok(()),
+    };
+    let model = raw.model.as_str();
+    let units = match model {
+        "standard" => {
+            field_for(model, "package_size", raw.package_size.is_some())?;
+            field_for(model, "tiers", raw.tiers.is_some())?;
+            ChargeModel::Standard {
+                per_unit: amount(raw.per_unit.unwrap_or_default(), "per_unit")?,
+            }
+        }
+        "package" => {
+            field_for(model, "per_unit", raw.per_unit.is_some())?;
+            field_for(model, "tiers", raw.tiers.is_some())?;
+            ChargeModel::Package {
+                size: raw
+                    .package_size
+                    .ok_or_else(|| invalid(key("package_size"), "is required for a package"))?,
+                price: amount(
+                    raw.package_price.ok_or_else(|| {
+                        invalid(key("package_price"), "is required for a package")
+                    })?,
+                    "package_price",
+                )?,
+                free_units: raw.package_free_units,
+            }
+        }
+        "graduated" | "volume" => {
+            field_for(model, "per_unit", raw.per_unit.is_some())?;
+            field_for(model, "package_size", raw.package_size.is_some())?;
+            let tiers = raw
+                .tiers
+                .ok_or_else(|| invalid(key("tiers"), format!("are required for {model}")))?
+                .into_iter()
+                .enumerate()
+                .map(|(n, tier)| {
+                    Ok(Tier {
+                        up_to: tier.up_to,
+                        per_unit: amount(tier.per_unit, &format!("tiers[{n}].per_unit"))?,
+                        flat: amount(tier.flat, &format!("tiers[{n}].flat"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Invalid>>()?;
+            match model {
+                "graduated" => ChargeModel::Graduated { tiers },
+                _ => ChargeModel::Volume { tiers },
+            }
+        }
+        other => {
+            return Err(invalid(
+                key("model"),
+                format!("{other:?} is not standard, package, graduated or volume"),
+            ));
+        }
+    };
+    units
+        .validate()
+        .map_err(|reason| invalid(format!("price[{index}]"), reason))?;
+    let effective_from = match &raw.effective_from {
+        None => Timestamp::from_micros(0),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| Timestamp::from_chrono(time.to_utc()))
+            .map_err(|error| {
+                invalid(
+                    key("effective_from"),
+                    format!("{text:?} is not an RFC 3339 time: {error}"),
+                )
+            })?,
+    };
+    Ok(Price {
+        plugin: raw.plugin,
+        function: raw.function,
+        tenant: raw.tenant.map(TenantId),
+        effective_from,
+        per_call: amount(raw.per_call, "per_call")?,
+        units,
+        free_units: raw.free_units,
+        per_million_fuel: amount(raw.per_million_fuel, "per_million_fuel")?,
+        charge_failed: raw.charge_failed,
+    })
 }
 
 #[derive(Deserialize)]
@@ -515,10 +718,57 @@ pub fn parse_pricing(path: &Path, text: &str) -> anyhow::Result<Pricing> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if raw.price.len() + raw.rule.len() > PRICES_MAX {
+            return Err(invalid(
+                "price",
+                format!("more than {PRICES_MAX} prices and rules"),
+            ));
+        }
+        let prices = raw
+            .price
+            .into_iter()
+            .enumerate()
+            .map(|(index, price)| parse_price(index, price))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen = HashSet::new();
+        for (index, price) in prices.iter().enumerate() {
+            let id = (
+                &price.plugin,
+                &price.function,
+                price.tenant,
+                price.effective_from,
+            );
+            if !seen.insert(id) {
+                return Err(invalid(
+                    format!("price[{index}]"),
+                    format!(
+                        "a second price for {} {} with the same tenant and effective_from",
+                        price.plugin, price.function
+                    ),
+                ));
+            }
+        }
+        let rules = raw
+            .rule
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| match (&rule.plan, rule.tenant) {
+                (Some(_), None) | (None, Some(_)) => Ok(RuleBinding {
+                    rule: rule.rule,
+                    plan: rule.plan,
+                    tenant: rule.tenant.map(TenantId),
+                }),
+                _ => Err(invalid(
+                    format!("rule[{index}]"),
+                    "binds a pricing rule to one plan or one tenant: give plan or tenant",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Pricing {
             currency,
             credit_price: raw.credit_price,
             packages,
+            book: PriceBook { prices, rules },
         })
     })
 }

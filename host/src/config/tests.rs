@@ -64,6 +64,160 @@ fn every_shipped_config_file_loads() {
         [(500, 500), (1000, 950), (2500, 2250), (5000, 4250)]
     );
     assert_eq!(config.pricing.credit_price, "0.01".parse().unwrap());
+
+    // Every function of every first-party plugin has a price.
+    let functions = [
+        ("http-leads", "search"),
+        ("http-leads", "enrich"),
+        ("csv-leads", "search"),
+        ("csv-leads", "enrich"),
+        ("email", "send"),
+        ("email", "parse-callback"),
+        ("webhook", "send"),
+        ("webhook", "parse-callback"),
+        ("linkedin", "send"),
+        ("linkedin", "parse-callback"),
+        ("card", "create-payment"),
+        ("card", "refund"),
+        ("card", "parse-callback"),
+        ("paypal", "create-payment"),
+        ("paypal", "refund"),
+        ("paypal", "parse-callback"),
+        ("bank-transfer", "create-payment"),
+        ("bank-transfer", "refund"),
+        ("bank-transfer", "parse-callback"),
+        ("volume-discount", "adjust-price"),
+        ("markup", "adjust-price"),
+    ];
+    let now = crate::units::Timestamp::from_micros(1_767_225_600_000_000);
+    for (plugin, function) in functions {
+        config
+            .pricing
+            .book
+            .price(TenantId(1), plugin, function, now)
+            .unwrap();
+    }
+    assert_eq!(config.pricing.book.prices.len(), functions.len());
+    // 1,200 leads on Starter: 50 free, then of the 1,150 billed the first
+    // 1,000 at 2 and 150 at 1.5.
+    let search = config
+        .pricing
+        .book
+        .price(TenantId(1), "http-leads", "search", now)
+        .unwrap();
+    let charged = search.charge(crate::pricing::Usage {
+        plan: Some("starter"),
+        period_units: 0,
+        units: 1_200,
+        fuel: 0,
+    });
+    assert_eq!(charged, Credits::from_whole(2_225).unwrap());
+}
+
+#[test]
+fn prices_are_validated() {
+    let price = |body: &str| {
+        format!("{PRICING}[[price]]\nplugin = \"http-leads\"\nfunction = \"search\"\n{body}")
+    };
+    check_pricing(&price("per_unit = \"0.5\"\n"), "ok");
+    check_pricing(
+        &price(
+            "model = \"graduated\"\ntiers = [{ up_to = 10, per_unit = \"1\" }, { per_unit = \"0.5\", flat = \"2\" }]\n",
+        ),
+        "ok",
+    );
+    check_pricing(
+        &price(
+            "model = \"package\"\npackage_size = 100\npackage_price = \"5\"\npackage_free_units = 100\n",
+        ),
+        "ok",
+    );
+    check_pricing(
+        &format!("{PRICING}[[price]]\nplugin = \"http-leads\"\nfunction = \"find\"\n"),
+        "pricing.toml: price[0].function: \"find\" is not a plugin function; use one of search, enrich, send",
+    );
+    check_pricing(
+        &price("per_unit = \"-1\"\n"),
+        "price[0].per_unit: must be 0 to 1000000000 credits, got -1",
+    );
+    check_pricing(
+        &price("model = \"tiered\"\n"),
+        "price[0].model: \"tiered\" is not standard, package, graduated or volume",
+    );
+    check_pricing(
+        &price("model = \"package\"\npackage_price = \"5\"\n"),
+        "price[0].package_size: is required for a package",
+    );
+    check_pricing(
+        &price("model = \"package\"\npackage_size = 0\npackage_price = \"5\"\n"),
+        "price[0]: package_size must be at least 1",
+    );
+    check_pricing(
+        &price("model = \"volume\"\n"),
+        "price[0].tiers: are required for volume",
+    );
+    check_pricing(
+        &price("model = \"volume\"\nper_unit = \"1\"\ntiers = [{ per_unit = \"1\" }]\n"),
+        "price[0].per_unit: does not apply to model = \"volume\"",
+    );
+    check_pricing(
+        &price("model = \"volume\"\ntiers = [{ up_to = 10, per_unit = \"1\" }]\n"),
+        "price[0]: tiers[0]: the last tier must leave out up_to, so every unit has a price",
+    );
+    check_pricing(
+        &price("effective_from = \"tomorrow\"\n"),
+        "price[0].effective_from: \"tomorrow\" is not an RFC 3339 time",
+    );
+    check_pricing(&price("colour = \"red\"\n"), "unknown field `colour`");
+    let twice = format!(
+        "{}[[price]]\nplugin = \"http-leads\"\nfunction = \"search\"\n",
+        price("")
+    );
+    check_pricing(
+        &twice,
+        "price[1]: a second price for http-leads search with the same tenant and effective_from",
+    );
+    // Another tenant's price, or a later one, is not a second price.
+    check_pricing(&format!("{twice}tenant = 7\n"), "ok");
+    check_pricing(
+        &format!("{PRICING}[[rule]]\nrule = \"markup\"\n"),
+        "rule[0]: binds a pricing rule to one plan or one tenant: give plan or tenant",
+    );
+    check_pricing(
+        &format!("{PRICING}[[rule]]\nrule = \"markup\"\ntenant = 7\n"),
+        "ok",
+    );
+}
+
+#[test]
+fn prices_and_rules_name_plans_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for file in ["tollgate.toml", "plans.toml", "pricing.toml"] {
+        std::fs::copy(shipped.join(file), dir.path().join(file)).unwrap();
+    }
+    let pricing = dir.path().join("pricing.toml");
+    let text = std::fs::read_to_string(&pricing).unwrap();
+    std::fs::write(&pricing, text.replace("starter = 50", "gold = 50")).unwrap();
+    let error = Config::load(&dir.path().join("tollgate.toml"), Vec::new()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("price[0].free_units: no plan \"gold\" in"),
+        "{error}"
+    );
+    std::fs::write(
+        &pricing,
+        format!("{text}\n[[rule]]\nrule = \"markup\"\nplan = \"gold\"\n"),
+    )
+    .unwrap();
+    let error = Config::load(&dir.path().join("tollgate.toml"), Vec::new()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("rule[0].plan: no plan \"gold\" in"),
+        "{error}"
+    );
 }
 
 #[test]
