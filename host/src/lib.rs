@@ -3,6 +3,7 @@
 //! the rules between them.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod demo;

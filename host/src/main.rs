@@ -65,6 +65,37 @@ enum Commands {
     /// Install plugins and enable them for tenants.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key and print it: it is shown this once.
+    Create {
+        /// operator (the platform), admin or member (of --tenant).
+        #[arg(long)]
+        role: String,
+        /// The tenant an admin or member key belongs to.
+        #[arg(long)]
+        tenant: Option<i64>,
+        /// What the key is for, such as "CRM sync".
+        #[arg(long)]
+        name: String,
+    },
+    /// List a tenant's keys (the operator's without --tenant).
+    List {
+        #[arg(long)]
+        tenant: Option<i64>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        id: i64,
+        /// The tenant it belongs to (none for an operator key).
+        #[arg(long)]
+        tenant: Option<i64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             headers,
         ),
         Commands::Plugin(command) => plugin(&config, open(&config, &url)?, command),
+        Commands::Key(command) => key(open(&config, &url)?, command),
     }
 }
 
@@ -405,6 +437,46 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+fn key(database: Database, command: KeyCommand) -> anyhow::Result<()> {
+    use tollgate::auth::{self, Role};
+    let mut conn = database.get()?;
+    match command {
+        KeyCommand::Create { role, tenant, name } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: use operator, admin or member"))?;
+            let (key, secret) = auth::create_key(
+                &mut conn,
+                tenant.map(TenantId),
+                role,
+                &name,
+                SystemClock.now(),
+            )?;
+            eprintln!(
+                "created {} key {} {:?}; it is shown only now, so store it safely:",
+                key.role, key.id, key.name
+            );
+            println!("{secret}");
+        }
+        KeyCommand::List { tenant } => {
+            for key in auth::list_keys(&mut conn, tenant.map(TenantId))? {
+                let state = match key.revoked_at {
+                    Some(at) => format!("revoked {at}"),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{}\t{}\t{}…\t{}\tcreated {}\t{state}",
+                    key.id, key.role, key.prefix, key.name, key.created_at
+                );
+            }
+        }
+        KeyCommand::Revoke { id, tenant } => {
+            auth::revoke_key(&mut conn, tenant.map(TenantId), id, SystemClock.now())?;
+            println!("revoked key {id}");
+        }
+    }
+    Ok(())
 }
 
 fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {

@@ -590,3 +590,49 @@ fn plugin_call_runs_a_plugin_in_the_sandbox_with_scripted_http() {
         "{message}"
     );
 }
+
+#[test]
+fn api_keys_are_shown_once_listed_by_prefix_and_revoked() {
+    let cli = Cli::new();
+    cli.ok(&["tenant", "create", "--name", "Acme"]);
+    let secret = cli.ok(&[
+        "key", "create", "--role", "admin", "--tenant", "1", "--name", "CRM sync",
+    ]);
+    let secret = secret.trim();
+    assert!(secret.starts_with("tg_") && secret.len() == 67, "{secret}");
+    let listed = cli.ok(&["key", "list", "--tenant", "1"]);
+    assert!(listed.contains(&format!("{}…", &secret[..11])), "{listed}");
+    assert!(
+        listed.contains("admin") && listed.contains("CRM sync") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&secret[11..]),
+        "the key itself is never listed: {listed}"
+    );
+    // The operator's keys are their own list.
+    assert_eq!(cli.ok(&["key", "list"]), "");
+
+    let message = cli.fails(&[
+        "key", "create", "--role", "owner", "--tenant", "1", "--name", "x",
+    ]);
+    assert!(
+        message.contains("--role \"owner\": use operator, admin or member"),
+        "{message}"
+    );
+    let message = cli.fails(&[
+        "key", "create", "--role", "operator", "--tenant", "1", "--name", "x",
+    ]);
+    assert!(
+        message.contains("an operator key belongs to no tenant"),
+        "{message}"
+    );
+    let message = cli.fails(&["key", "revoke", "1"]);
+    assert!(message.contains("no API key 1"), "{message}");
+
+    cli.ok(&["key", "revoke", "1", "--tenant", "1"]);
+    assert!(
+        cli.ok(&["key", "list", "--tenant", "1"])
+            .contains("revoked")
+    );
+}

@@ -128,7 +128,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_keys (id) {
+        id -> BigInt,
+        tenant_id -> Nullable<BigInt>,
+        role -> Text,
+        name -> Text,
+        prefix -> Text,
+        secret_sha256 -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
     plugin_kv,
     plugins,
     plugin_versions,
