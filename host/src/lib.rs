@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod ids;
 pub mod ledger;
+pub mod metering;
 pub mod plugins;
 pub mod pricing;
 pub mod runtime;

@@ -573,7 +573,25 @@ pub fn install_first_party(
 /// version out from under a running call.
 pub struct Registry {
     runtime: Arc<Runtime>,
-    loaded: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    loaded: Mutex<HashMap<String, Arc<ActivePlugin>>>,
+}
+
+/// A loaded plugin version with its manifest: what a call needs besides
+/// the tenant's settings.
+#[derive(Debug)]
+pub struct ActivePlugin {
+    pub loaded: LoadedPlugin,
+    /// Its manifest; the HTTP hosts it declares were all approved at
+    /// install, so they are the hosts its calls may reach.
+    pub manifest: Manifest,
+}
+
+impl std::ops::Deref for ActivePlugin {
+    type Target = LoadedPlugin;
+
+    fn deref(&self) -> &LoadedPlugin {
+        &self.loaded
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -599,7 +617,7 @@ impl Registry {
         &self,
         conn: &mut DbConnection,
         name: &str,
-    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+    ) -> Result<Arc<ActivePlugin>, PluginError> {
         let ActiveVersion {
             version,
             manifest: manifest_text,
@@ -616,11 +634,12 @@ impl Registry {
             .find((name, &version))
             .select(plugin_versions::wasm)
             .first(conn)?;
-        let loaded =
-            Arc::new(
-                self.runtime
-                    .load(name, &version, manifest.kind, &wasm, manifest.limits)?,
-            );
+        let loaded = Arc::new(ActivePlugin {
+            loaded: self
+                .runtime
+                .load(name, &version, manifest.kind, &wasm, manifest.limits)?,
+            manifest,
+        });
         self.loaded
             .lock()
             .expect("registry lock")

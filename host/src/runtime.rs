@@ -317,7 +317,8 @@ impl Call {
         }
     }
 
-    fn kind(&self) -> PluginKind {
+    /// The kind of plugin that has this function.
+    pub fn kind(&self) -> PluginKind {
         match self {
             Call::Search(_) | Call::Enrich(_) => PluginKind::LeadSource,
             Call::Send(_) | Call::ChannelCallback(_) => PluginKind::Channel,

@@ -141,7 +141,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    usage_records (id) {
+        id -> Text,
+        tenant_id -> BigInt,
+        plugin -> Text,
+        version -> Text,
+        function -> Text,
+        units -> BigInt,
+        credits -> BigInt,
+        held -> BigInt,
+        fuel -> BigInt,
+        duration_us -> BigInt,
+        outcome -> Text,
+        error -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        period -> Text,
+        state -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_counters (tenant_id, plugin, function, period) {
+        tenant_id -> BigInt,
+        plugin -> Text,
+        function -> Text,
+        period -> Text,
+        units -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    usage_records,
+    usage_counters,
     api_keys,
     plugin_kv,
     plugins,

@@ -1,0 +1,471 @@
+//! The metered path. Every plugin call, whoever makes it (the API, a
+//! sequence step, a renewal, an import), goes through [`Meter::invoke`]:
+//!
+//! 1. quote: the price of the plugin function for the tenant, now, and the
+//!    most the call may cost (its most units and all its fuel);
+//! 2. hold that much on the tenant's wallet; refused when the balance
+//!    cannot cover it, and then the plugin is not invoked;
+//! 3. invoke the plugin in its sandbox with the tenant's settings;
+//! 4. record the usage (state `settling`), with the charge for what the
+//!    call reported: its units, its fuel; nothing when it failed on the
+//!    platform's side or crashed, nothing when the plugin reported a
+//!    failure unless the price says `charge_failed`;
+//! 5. settle: post the charge from the hold and release the rest (or void
+//!    it all), then mark the record `settled`.
+//!
+//! The hold, post and void have ids derived from the call's id, which the
+//! ledger makes idempotent, so [`Meter::recover`] finishes the settlement
+//! of a record a crash left `settling`: every call that was answered has
+//! its charge and its record, and the records' credits always equal the
+//! ledger's debits for calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+
+use crate::db::schema::{usage_counters, usage_records};
+use crate::db::{self, Database, DbConnection};
+use crate::ids::TenantId;
+use crate::ledger::{
+    Command, HoldState, Ledger, LedgerError, PlatformAccount, TransferId, queries,
+};
+use crate::plugins::kv::DbKv;
+use crate::plugins::{self, PluginError, Registry};
+use crate::pricing::{PriceBook, Unpriced, Usage};
+use crate::runtime::{Call, CallContext, CallError, HttpPolicy, Reply};
+use crate::secrets::SecretBox;
+use crate::units::{Clock, Credits, Timestamp};
+
+/// One call to meter.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub tenant: TenantId,
+    pub plugin: String,
+    pub call: Call,
+    /// The caller's idempotency key, kept on the usage record.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a metered call did and cost.
+#[derive(Debug)]
+pub struct Metered {
+    /// The id of its usage record.
+    pub call_id: String,
+    pub version: String,
+    pub result: Result<Reply, CallError>,
+    /// Units charged for: what the plugin reported, at most what was held
+    /// for.
+    pub units: u64,
+    pub charged: Credits,
+    pub fuel: u64,
+    pub duration: Duration,
+}
+
+/// Why a call was not made. Nothing was charged.
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("plugin {0} is not enabled for this tenant; enable it with its settings first")]
+    NotEnabled(String),
+    #[error("plugin {plugin} is a {kind} plugin and has no function {function}")]
+    WrongFunction {
+        plugin: String,
+        kind: crate::runtime::PluginKind,
+        function: &'static str,
+    },
+    #[error(transparent)]
+    Unpriced(#[from] Unpriced),
+    #[error("insufficient credits: {available} available, and the call may cost up to {required}")]
+    InsufficientCredits {
+        available: Credits,
+        required: Credits,
+    },
+    #[error("the ledger refused the call: {0}")]
+    Ledger(LedgerError),
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<LedgerError> for MeterError {
+    fn from(error: LedgerError) -> MeterError {
+        MeterError::Ledger(error)
+    }
+}
+
+/// Meters every plugin call of one host.
+pub struct Meter {
+    database: Database,
+    ledger: Ledger,
+    registry: Arc<Registry>,
+    secrets: Arc<SecretBox>,
+    book: Arc<PriceBook>,
+    clock: Arc<dyn Clock>,
+    /// HTTP limits and whether tenant-named hosts may be private; the
+    /// allowed hosts come from each plugin's manifest.
+    http: HttpPolicy,
+    /// How long a call's hold lasts if the host dies before settling it.
+    hold_timeout: Duration,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter").finish_non_exhaustive()
+    }
+}
+
+/// The most units a call may report, which its hold covers: a search's
+/// page size, one lead enriched, one message sent, one payment or refund.
+/// Callbacks and price adjustments report none.
+pub fn max_units(call: &Call) -> u64 {
+    match call {
+        Call::Search(query) => u64::from(query.limit),
+        Call::Enrich(_) | Call::Send(_) | Call::CreatePayment(_) | Call::Refund(_) => 1,
+        Call::ChannelCallback(_) | Call::PaymentCallback(_) | Call::AdjustPrice(_) => 0,
+    }
+}
+
+/// The billing period a call counts towards: its calendar month, UTC.
+pub fn period_of(at: Timestamp) -> String {
+    at.to_chrono().format("%Y-%m").to_string()
+}
+
+const OUTCOME_OK: &str = "ok";
+const OUTCOME_PLUGIN_ERROR: &str = "plugin_error";
+const OUTCOME_PLATFORM_ERROR: &str = "platform_error";
+const STATE_SETTLING: &str = "settling";
+const STATE_SETTLED: &str = "settled";
+const STATE_LOST: &str = "lost";
+
+fn hold_id(call_id: &str) -> TransferId {
+    TransferId::new(format!("call:{call_id}:hold")).expect("hex ids make valid transfer ids")
+}
+
+fn settle_id(call_id: &str) -> TransferId {
+    TransferId::new(format!("call:{call_id}:settle")).expect("hex ids make valid transfer ids")
+}
+
+impl Meter {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        database: Database,
+        ledger: Ledger,
+        registry: Arc<Registry>,
+        secrets: Arc<SecretBox>,
+        book: Arc<PriceBook>,
+        clock: Arc<dyn Clock>,
+        http: HttpPolicy,
+        hold_timeout: Duration,
+    ) -> Meter {
+        Meter {
+            database,
+            ledger,
+            registry,
+            secrets,
+            book,
+            clock,
+            http,
+            hold_timeout,
+        }
+    }
+
+    /// Quotes, holds, invokes, records and settles one call. Blocking: run
+    /// it on a blocking thread.
+    pub fn invoke(&self, request: Request) -> Result<Metered, MeterError> {
+        let Request {
+            tenant,
+            plugin: name,
+            call,
+            idempotency_key,
+        } = request;
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        let plugin = self.registry.get(&mut conn, &name)?;
+        let function = call.function();
+        if call.kind() != plugin.kind {
+            return Err(MeterError::WrongFunction {
+                plugin: name,
+                kind: plugin.kind,
+                function,
+            });
+        }
+        let settings = plugins::tenant_settings(&mut conn, &self.secrets, tenant, &name)?
+            .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
+        let price = self.book.price(tenant, &name, function, now)?.clone();
+        let period = period_of(now);
+        let period_units = period_units(&mut conn, tenant, &name, function, &period)?;
+        let max_units = max_units(&call);
+        let plan = None; // Subscriptions come with billing.
+        let held = price.max_charge(Usage {
+            plan,
+            period_units,
+            units: max_units,
+            fuel: plugin.limits.fuel,
+        });
+        let wallet = queries::wallet_of(&mut conn, tenant)?;
+        // The pooled connection is not held while the plugin runs.
+        drop(conn);
+
+        let call_id = new_call_id();
+        if held > Credits::ZERO {
+            let hold = Command::Hold {
+                id: hold_id(&call_id),
+                debit: wallet,
+                credit: PlatformAccount::Revenue.id(),
+                amount: held,
+                timeout_us: i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX),
+                memo: format!("{name} {function}"),
+            };
+            match self.ledger.submit_blocking(hold) {
+                Ok(_) => {}
+                Err(LedgerError::InsufficientCredits {
+                    available, amount, ..
+                }) => {
+                    return Err(MeterError::InsufficientCredits {
+                        available,
+                        required: amount,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+
+        let mut http = self.http.clone();
+        http.allowed_hosts = plugin.manifest.http_hosts.clone();
+        let context = CallContext {
+            settings,
+            kv: Arc::new(DbKv::new(
+                self.database.clone(),
+                tenant,
+                &name,
+                self.clock.clone(),
+            )),
+            http,
+            ..CallContext::new(tenant.to_string())
+        };
+        let invocation = self.registry.runtime().invoke(&plugin, context, call);
+
+        let (outcome, error, reported) = match &invocation.result {
+            Ok(reply) => (OUTCOME_OK, None, reply.units()),
+            Err(error @ CallError::Plugin { .. }) => (OUTCOME_PLUGIN_ERROR, Some(error), 0),
+            Err(error) => (OUTCOME_PLATFORM_ERROR, Some(error), 0),
+        };
+        // A plugin cannot be charged for more units than were held for.
+        let units = reported.min(max_units);
+        let charged = match outcome {
+            OUTCOME_OK => price.charge(Usage {
+                plan,
+                period_units,
+                units,
+                fuel: invocation.fuel_consumed,
+            }),
+            OUTCOME_PLUGIN_ERROR if price.charge_failed => price.charge(Usage {
+                plan,
+                period_units,
+                units: 0,
+                fuel: invocation.fuel_consumed,
+            }),
+            _ => Credits::ZERO,
+        }
+        .min(held);
+
+        let record = UsageRow {
+            id: call_id.clone(),
+            tenant_id: tenant.0,
+            plugin: name.clone(),
+            version: plugin.version.clone(),
+            function: function.to_owned(),
+            units: units as i64,
+            credits: charged.micros(),
+            held: held.micros(),
+            fuel: invocation.fuel_consumed as i64,
+            duration_us: invocation.duration.as_micros() as i64,
+            outcome: outcome.to_owned(),
+            error: error.map(|error| error.to_string()),
+            idempotency_key,
+            period,
+            state: STATE_SETTLING.to_owned(),
+            created_at: self.clock.now().micros(),
+        };
+        let mut conn = self.database.get()?;
+        db::write_transaction(&mut conn, |conn| {
+            diesel::insert_into(usage_records::table)
+                .values(&record)
+                .execute(conn)?;
+            add_units(conn, &record)
+        })?;
+        drop(conn);
+        self.settle(&record)?;
+        Ok(Metered {
+            call_id,
+            version: plugin.version.clone(),
+            result: invocation.result,
+            units,
+            charged,
+            fuel: invocation.fuel_consumed,
+            duration: invocation.duration,
+        })
+    }
+
+    /// Posts a record's charge from its hold (releasing the rest) or voids
+    /// the hold, then marks the record settled. Safe to repeat.
+    fn settle(&self, record: &UsageRow) -> Result<(), MeterError> {
+        if record.held > 0 {
+            let command = match record.credits {
+                0 => Command::Void {
+                    id: settle_id(&record.id),
+                    hold: hold_id(&record.id),
+                    memo: format!("{} {}: nothing charged", record.plugin, record.function),
+                },
+                credits => Command::Post {
+                    id: settle_id(&record.id),
+                    hold: hold_id(&record.id),
+                    amount: Some(Credits::from_micros(credits)),
+                    memo: format!(
+                        "{} {}: {} units",
+                        record.plugin, record.function, record.units
+                    ),
+                },
+            };
+            match self.ledger.submit_blocking(command) {
+                Ok(_) => {}
+                // The hold timed out before the call was settled (the host
+                // was down longer than the hold lasts): the charge is lost,
+                // and the record says so.
+                Err(
+                    LedgerError::HoldTimedOut(_)
+                    | LedgerError::HoldResolved {
+                        state: HoldState::TimedOut,
+                        ..
+                    },
+                ) => {
+                    let mut conn = self.database.get()?;
+                    diesel::update(usage_records::table.find(&record.id))
+                        .set((
+                            usage_records::state.eq(STATE_LOST),
+                            usage_records::credits.eq(0),
+                        ))
+                        .execute(&mut conn)?;
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let mut conn = self.database.get()?;
+        diesel::update(usage_records::table.find(&record.id))
+            .set(usage_records::state.eq(STATE_SETTLED))
+            .execute(&mut conn)?;
+        Ok(())
+    }
+
+    /// Finishes settling every record a crash left `settling`; returns how
+    /// many. Run at start, before serving.
+    pub fn recover(&self) -> Result<usize, MeterError> {
+        let mut conn = self.database.get()?;
+        let settling: Vec<UsageRow> = usage_records::table
+            .filter(usage_records::state.eq(STATE_SETTLING))
+            .select(UsageRow::as_select())
+            .load(&mut conn)?;
+        drop(conn);
+        for record in &settling {
+            self.settle(record)?;
+        }
+        Ok(settling.len())
+    }
+}
+
+fn new_call_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A usage record as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = usage_records)]
+pub struct UsageRow {
+    pub id: String,
+    pub tenant_id: i64,
+    pub plugin: String,
+    pub version: String,
+    pub function: String,
+    pub units: i64,
+    pub credits: i64,
+    pub held: i64,
+    pub fuel: i64,
+    pub duration_us: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub period: String,
+    pub state: String,
+    pub created_at: i64,
+}
+
+fn period_units(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    plugin: &str,
+    function: &str,
+    period: &str,
+) -> QueryResult<u64> {
+    let units: Option<i64> = usage_counters::table
+        .find((tenant.0, plugin, function, period))
+        .select(usage_counters::units)
+        .first(conn)
+        .optional()?;
+    Ok(units.unwrap_or(0).max(0) as u64)
+}
+
+/// Adds a record's units to its period's counter: one upsert, so the
+/// first calls of a period, arriving together, all count.
+fn add_units(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<()> {
+    if record.units == 0 {
+        return Ok(());
+    }
+    macro_rules! upsert {
+        ($conn:expr) => {
+            diesel::insert_into(usage_counters::table)
+                .values((
+                    usage_counters::tenant_id.eq(record.tenant_id),
+                    usage_counters::plugin.eq(&record.plugin),
+                    usage_counters::function.eq(&record.function),
+                    usage_counters::period.eq(&record.period),
+                    usage_counters::units.eq(record.units),
+                ))
+                .on_conflict((
+                    usage_counters::tenant_id,
+                    usage_counters::plugin,
+                    usage_counters::function,
+                    usage_counters::period,
+                ))
+                .do_update()
+                .set(usage_counters::units.eq(usage_counters::units + record.units))
+                .execute($conn)
+        };
+    }
+    match conn {
+        DbConnection::Postgres(conn) => upsert!(conn)?,
+        DbConnection::Sqlite(conn) => upsert!(conn)?,
+    };
+    Ok(())
+}
+
+/// A tenant's usage records, newest first.
+pub fn records(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    limit: i64,
+) -> QueryResult<Vec<UsageRow>> {
+    usage_records::table
+        .filter(usage_records::tenant_id.eq(tenant.0))
+        .order((usage_records::created_at.desc(), usage_records::id.desc()))
+        .limit(limit)
+        .select(UsageRow::as_select())
+        .load(conn)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::db::testing::TestDatabase;
+use crate::ledger::{GrantSource, WriterOptions, audit};
+use crate::pricing::{ChargeModel, Price};
+use crate::runtime::{Runtime, RuntimeConfig, SearchQuery};
+use crate::units::ManualClock;
+use crate::{plugins, tenants};
+
+const START: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+
+struct Setup {
+    meter: Meter,
+    database: Database,
+    ledger: Ledger,
+    clock: Arc<ManualClock>,
+    tenant: TenantId,
+    _db: TestDatabase,
+}
+
+fn price(plugin: &str, function: &str, per_call: &str, per_unit: &str) -> Price {
+    Price {
+        plugin: plugin.into(),
+        function: function.into(),
+        tenant: None,
+        effective_from: Timestamp::from_micros(0),
+        per_call: per_call.parse().unwrap(),
+        units: ChargeModel::Standard {
+            per_unit: per_unit.parse().unwrap(),
+        },
+        free_units: BTreeMap::new(),
+        per_million_fuel: Default::default(),
+        charge_failed: false,
+    }
+}
+
+/// A tenant holding `credits`, with csv-leads enabled and a file of 1,000
+/// leads uploaded, searches priced at 1 credit per lead.
+fn setup(credits: i64, prices: Vec<Price>) -> Setup {
+    let db = TestDatabase::new();
+    let database = db.open();
+    let clock = Arc::new(ManualClock::new(START));
+    let ledger = Ledger::start(database.clone(), clock.clone(), WriterOptions::default()).unwrap();
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let secrets = Arc::new(SecretBox::new([3; 32]));
+    let mut conn = database.get().unwrap();
+    // Installing compiles; two plugins are all these tests need.
+    for (name, manifest, wasm) in crate::runtime::artifacts::FIRST_PARTY {
+        if ["csv-leads", "http-leads"].contains(name) {
+            let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
+            plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, START).unwrap();
+        }
+    }
+    let (tenant, wallet) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, START).unwrap();
+    if credits > 0 {
+        ledger
+            .submit_blocking(Command::Grant {
+                id: TransferId::new("grant-1").unwrap(),
+                account: wallet,
+                source: GrantSource::Purchase,
+                amount: Credits::from_whole(credits).unwrap(),
+                expires_at: None,
+                priority: None,
+                memo: String::new(),
+            })
+            .unwrap();
+    }
+    plugins::enable(
+        &mut conn,
+        &secrets,
+        tenant.id,
+        "csv-leads",
+        &BTreeMap::new(),
+        START,
+    )
+    .unwrap();
+    let mut csv = String::from("First Name,Email,City\n");
+    for n in 0..1_000 {
+        csv.push_str(&format!(
+            "Lead{n},lead{n}@example.com,{}\n",
+            if n < 3 { "Reykjavik" } else { "Paris" }
+        ));
+    }
+    crate::plugins::kv::put_file(
+        &mut conn,
+        tenant.id,
+        "csv-leads",
+        "leads.csv",
+        csv.as_bytes(),
+        START,
+    )
+    .unwrap();
+    let meter = Meter::new(
+        database.clone(),
+        ledger.clone(),
+        Arc::new(Registry::new(runtime)),
+        secrets,
+        Arc::new(PriceBook {
+            prices,
+            rules: Vec::new(),
+        }),
+        clock.clone(),
+        HttpPolicy::default(),
+        Duration::from_secs(300),
+    );
+    Setup {
+        meter,
+        database,
+        ledger,
+        clock,
+        tenant: tenant.id,
+        _db: db,
+    }
+}
+
+fn search(tenant: TenantId, location: Option<&str>, limit: u32, cursor: Option<&str>) -> Request {
+    Request {
+        tenant,
+        plugin: "csv-leads".into(),
+        call: Call::Search(SearchQuery {
+            keywords: None,
+            title: None,
+            company: None,
+            domain: None,
+            location: location.map(str::to_owned),
+            limit,
+            cursor: cursor.map(str::to_owned),
+        }),
+        idempotency_key: None,
+    }
+}
+
+fn balance(s: &Setup) -> crate::ledger::queries::Balance {
+    let mut conn = s.database.get().unwrap();
+    let wallet = queries::wallet_of(&mut conn, s.tenant).unwrap();
+    queries::balance(&mut conn, wallet).unwrap()
+}
+
+fn revenue(s: &Setup) -> Credits {
+    let mut conn = s.database.get().unwrap();
+    queries::balance(&mut conn, PlatformAccount::Revenue.id())
+        .unwrap()
+        .posted
+}
+
+fn charged_in_records(s: &Setup) -> Credits {
+    let mut conn = s.database.get().unwrap();
+    Credits::from_micros(
+        records(&mut conn, s.tenant, 10_000)
+            .unwrap()
+            .iter()
+            .map(|record| record.credits)
+            .sum(),
+    )
+}
+
+fn whole(n: i64) -> Credits {
+    Credits::from_whole(n).unwrap()
+}
+
+#[test]
+fn searches_are_charged_per_lead_until_the_balance_is_spent() {
+    let s = setup(100, vec![price("csv-leads", "search", "0", "1")]);
+    let mut n_calls = 0;
+    loop {
+        match s.meter.invoke(search(s.tenant, None, 25, None)) {
+            Ok(metered) => {
+                assert_eq!((metered.units, metered.charged), (25, whole(25)));
+                assert!(matches!(metered.result, Ok(Reply::SearchPage(_))));
+                n_calls += 1;
+            }
+            Err(MeterError::InsufficientCredits {
+                available,
+                required,
+            }) => {
+                assert_eq!((available, required), (Credits::ZERO, whole(25)));
+                break;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(n_calls, 4);
+    // The refused call ran nothing and recorded nothing.
+    let mut conn = s.database.get().unwrap();
+    assert_eq!(records(&mut conn, s.tenant, 100).unwrap().len(), 4);
+    // Charged = sum of usage records = ledger debits.
+    assert_eq!(charged_in_records(&s), whole(100));
+    assert_eq!(revenue(&s), whole(100));
+    let balance = balance(&s);
+    assert_eq!(
+        (balance.posted, balance.pending),
+        (Credits::ZERO, Credits::ZERO)
+    );
+    assert!(audit::audit(&mut conn).unwrap().is_clean());
+}
+
+#[test]
+fn a_call_is_charged_what_it_returned_and_the_rest_of_its_hold_is_released() {
+    let s = setup(100, vec![price("csv-leads", "search", "0.5", "1")]);
+    // Only three leads are in Reykjavik: the call held 25.5 and is charged
+    // 3.5.
+    let metered = s
+        .meter
+        .invoke(search(s.tenant, Some("reykjavik"), 25, None))
+        .unwrap();
+    assert_eq!(
+        (metered.units, metered.charged),
+        (3, Credits::parse("3.5").unwrap())
+    );
+    let balance = balance(&s);
+    assert_eq!(balance.posted, Credits::parse("96.5").unwrap());
+    assert_eq!(balance.pending, Credits::ZERO);
+    let mut conn = s.database.get().unwrap();
+    let record = &records(&mut conn, s.tenant, 1).unwrap()[0];
+    assert_eq!(
+        (
+            record.function.as_str(),
+            record.units,
+            record.credits,
+            record.held,
+            record.outcome.as_str(),
+            record.state.as_str(),
+            record.version.as_str(),
+            record.period.as_str(),
+        ),
+        (
+            "search", 3, 3_500_000, 25_500_000, "ok", "settled", "0.1.0", "2026-01"
+        )
+    );
+    assert!(record.fuel > 0);
+}
+
+#[test]
+fn a_failed_call_is_charged_only_when_its_price_says_so() {
+    let mut charged_failures = price("csv-leads", "search", "1", "1");
+    charged_failures.charge_failed = true;
+    charged_failures.effective_from = START.saturating_add_micros(1_000_000);
+    let s = setup(
+        100,
+        vec![price("csv-leads", "search", "1", "1"), charged_failures],
+    );
+    // A cursor the plugin never gave: the plugin reports invalid input.
+    let metered = s
+        .meter
+        .invoke(search(s.tenant, None, 25, Some("page-two")))
+        .unwrap();
+    assert!(matches!(metered.result, Err(CallError::Plugin { .. })));
+    assert_eq!(metered.charged, Credits::ZERO);
+    assert_eq!(balance(&s).posted, whole(100));
+    // From the second price's effective time on, failures pay per call.
+    s.clock.advance_micros(1_000_000);
+    let metered = s
+        .meter
+        .invoke(search(s.tenant, None, 25, Some("page-two")))
+        .unwrap();
+    assert_eq!(metered.charged, whole(1));
+    assert_eq!(balance(&s).posted, whole(99));
+    let mut conn = s.database.get().unwrap();
+    let outcomes: Vec<(String, i64)> = records(&mut conn, s.tenant, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.outcome, record.credits))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("plugin_error".to_owned(), 1_000_000),
+            ("plugin_error".to_owned(), 0)
+        ]
+    );
+    assert_eq!(charged_in_records(&s), revenue(&s));
+}
+
+#[test]
+fn calls_that_cannot_be_made_charge_nothing_and_say_why() {
+    let s = setup(100, vec![price("csv-leads", "search", "0", "1")]);
+    let refusal = |request: Request| s.meter.invoke(request).unwrap_err().to_string();
+    let mut unpriced = search(s.tenant, None, 10, None);
+    unpriced.call = Call::Enrich(crate::runtime::Lead {
+        first_name: None,
+        last_name: None,
+        email: Some("lead1@example.com".into()),
+        title: None,
+        company: None,
+        domain: None,
+        linkedin_url: None,
+        phone: None,
+        location: None,
+        time_zone: None,
+        custom_fields: Vec::new(),
+    });
+    assert_eq!(
+        refusal(unpriced),
+        "plugin csv-leads function enrich has no price in pricing.toml; the operator must add a [[price]] for it"
+    );
+    let mut not_enabled = search(s.tenant, None, 10, None);
+    not_enabled.plugin = "http-leads".into();
+    assert_eq!(
+        refusal(not_enabled),
+        "plugin http-leads is not enabled for this tenant; enable it with its settings first"
+    );
+    let mut unknown = search(s.tenant, None, 10, None);
+    unknown.plugin = "nope".into();
+    assert_eq!(refusal(unknown), "plugin nope is not installed");
+    let mut wrong = search(s.tenant, None, 10, None);
+    wrong.call = Call::ChannelCallback(crate::runtime::Callback {
+        headers: Vec::new(),
+        body: Vec::new(),
+    });
+    assert_eq!(
+        refusal(wrong),
+        "plugin csv-leads is a lead-source plugin and has no function parse-callback"
+    );
+    assert_eq!(balance(&s).posted, whole(100));
+    assert_eq!(revenue(&s), Credits::ZERO);
+}
+
+#[test]
+fn period_pricing_counts_the_units_of_earlier_calls() {
+    // The first 30 leads of a period are 1 credit each, the rest 0.5.
+    let mut tiered = price("csv-leads", "search", "0", "0");
+    tiered.units = ChargeModel::Graduated {
+        tiers: vec![
+            crate::pricing::Tier {
+                up_to: Some(30),
+                per_unit: "1".parse().unwrap(),
+                flat: Default::default(),
+            },
+            crate::pricing::Tier {
+                up_to: None,
+                per_unit: "0.5".parse().unwrap(),
+                flat: Default::default(),
+            },
+        ],
+    };
+    let s = setup(100, vec![tiered]);
+    let charges: Vec<Credits> = (0..3)
+        .map(|_| {
+            s.meter
+                .invoke(search(s.tenant, None, 20, None))
+                .unwrap()
+                .charged
+        })
+        .collect();
+    assert_eq!(charges, [whole(20), whole(15), whole(10)]);
+    assert_eq!(charged_in_records(&s), whole(45));
+    assert_eq!(revenue(&s), whole(45));
+}
+
+#[test]
+fn recovery_settles_what_a_crash_left_settling() {
+    let s = setup(100, vec![price("csv-leads", "search", "0", "1")]);
+    let mut conn = s.database.get().unwrap();
+    let wallet = queries::wallet_of(&mut conn, s.tenant).unwrap();
+    // Two calls that were invoked and recorded, but whose settlement the
+    // host did not live to make; the second outlived its hold.
+    for (call_id, timeout_us) in [("aa11", 300_000_000), ("bb22", 1_000_000)] {
+        s.ledger
+            .submit_blocking(Command::Hold {
+                id: hold_id(call_id),
+                debit: wallet,
+                credit: PlatformAccount::Revenue.id(),
+                amount: whole(10),
+                timeout_us,
+                memo: String::new(),
+            })
+            .unwrap();
+        diesel::insert_into(usage_records::table)
+            .values(&UsageRow {
+                id: call_id.into(),
+                tenant_id: s.tenant.0,
+                plugin: "csv-leads".into(),
+                version: "0.1.0".into(),
+                function: "search".into(),
+                units: 4,
+                credits: 4_000_000,
+                held: 10_000_000,
+                fuel: 1,
+                duration_us: 1,
+                outcome: "ok".into(),
+                error: None,
+                idempotency_key: None,
+                period: "2026-01".into(),
+                state: "settling".into(),
+                created_at: START.micros(),
+            })
+            .execute(&mut conn)
+            .unwrap();
+    }
+    s.clock.advance_micros(2_000_000);
+    s.ledger.expire_due_blocking(100).unwrap();
+    assert_eq!(s.meter.recover().unwrap(), 2);
+    // Running it again finds nothing to do.
+    assert_eq!(s.meter.recover().unwrap(), 0);
+    let states: BTreeMap<String, (String, i64)> = records(&mut conn, s.tenant, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.id, (record.state, record.credits)))
+        .collect();
+    assert_eq!(states["aa11"], ("settled".to_owned(), 4_000_000));
+    assert_eq!(states["bb22"], ("lost".to_owned(), 0));
+    assert_eq!(balance(&s).posted, whole(96));
+    assert_eq!(balance(&s).pending, Credits::ZERO);
+    assert_eq!(charged_in_records(&s), revenue(&s));
+    assert!(audit::audit(&mut conn).unwrap().is_clean());
+}
+
+#[test]
+fn concurrent_calls_never_spend_beyond_the_balance() {
+    // 100 credits cover exactly four searches of 25 leads; 16 callers try.
+    let s = setup(100, vec![price("csv-leads", "search", "0", "1")]);
+    let outcomes: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| match s.meter.invoke(search(s.tenant, None, 25, None)) {
+                    Ok(metered) => {
+                        assert_eq!(metered.charged, whole(25));
+                        true
+                    }
+                    Err(MeterError::InsufficientCredits { .. }) => false,
+                    Err(other) => panic!("{other}"),
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 4);
+    let balance = balance(&s);
+    assert_eq!(
+        (balance.posted, balance.pending),
+        (Credits::ZERO, Credits::ZERO)
+    );
+    assert_eq!(charged_in_records(&s), whole(100));
+    assert_eq!(revenue(&s), whole(100));
+}

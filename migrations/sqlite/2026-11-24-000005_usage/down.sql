@@ -1,0 +1,2 @@
+DROP TABLE usage_counters;
+DROP TABLE usage_records;
