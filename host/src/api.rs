@@ -1,6 +1,10 @@
-//! The HTTP interface. For now: liveness and readiness. The REST API under
-//! `/api/v1` grows here, one file per resource, and this is the only module
-//! that knows axum or JSON.
+//! The HTTP interface: liveness and readiness, and the REST API under
+//! `/api/v1` (`api/v1.rs`), whose every error has one shape:
+//! `{"error": {"code": "...", "message": "..."}}`. This is the only module
+//! that serves HTTP.
+
+mod error;
+pub mod v1;
 
 use std::time::Duration;
 
@@ -21,12 +25,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     pub database: Database,
     pub ledger: Ledger,
+    pub meter: std::sync::Arc<crate::metering::Meter>,
+    /// Largest request body, in bytes.
+    pub body_bytes_max: usize,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .nest("/api/v1", v1::router(&state))
         .with_state(state)
 }
 

@@ -376,14 +376,36 @@ fn serve(
 ) -> anyhow::Result<()> {
     let database = open(config, url)?;
     let ledger = start_ledger(config, &database)?;
-    let runtime = Runtime::new(runtime_config(config))?;
+    let plugin_runtime = Arc::new(Runtime::new(runtime_config(config))?);
     let first_party =
-        plugins::install_first_party(&mut *database.get()?, &runtime, SystemClock.now())?;
+        plugins::install_first_party(&mut *database.get()?, &plugin_runtime, SystemClock.now())?;
     for plugin in first_party {
         tracing::info!(plugin = %plugin.name, version = %plugin.version, "installed first-party plugin");
     }
     if demo {
         tollgate::demo::seed(&database, &ledger, &SystemClock)?;
+    }
+    let meter = Arc::new(tollgate::metering::Meter::new(
+        database.clone(),
+        ledger.clone(),
+        Arc::new(plugins::Registry::new(plugin_runtime)),
+        Arc::new(SecretBox::from_key_file(
+            &config.settings.storage.secret_key_path(),
+        )?),
+        Arc::new(config.pricing.book.clone()),
+        Arc::new(SystemClock),
+        tollgate::runtime::HttpPolicy::default(),
+        Duration::from_secs(u64::from(
+            config.settings.ledger.hold_timeout_seconds_default.max(1),
+        )),
+    ));
+    // Calls a crash interrupted are settled before new ones are taken.
+    let recovered = meter.recover()?;
+    if recovered > 0 {
+        tracing::info!(
+            calls = recovered,
+            "settled calls interrupted by the last stop"
+        );
     }
     let listen = listen.unwrap_or(config.settings.server.listen);
     let sweep = Duration::from_secs(u64::from(
@@ -409,7 +431,12 @@ fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             }
         }));
-        let app = api::router(api::AppState { database, ledger });
+        let app = api::router(api::AppState {
+            database,
+            ledger,
+            meter,
+            body_bytes_max: config.settings.limits.request_body_bytes_max as usize,
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

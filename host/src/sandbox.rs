@@ -114,6 +114,22 @@ impl Sandbox {
     }
 }
 
+/// Why input does not make a call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallInputError {
+    #[error("a {kind} plugin has no function {function:?}; it has {functions}")]
+    UnknownFunction {
+        kind: crate::runtime::PluginKind,
+        function: String,
+        functions: &'static str,
+    },
+    #[error("input for {function}: {reason}")]
+    Input {
+        function: &'static str,
+        reason: String,
+    },
+}
+
 /// A call from its function's WIT name and its input as JSON (the Rust
 /// field names: `{"limit": 10, "keywords": "fintech"}`). A callback's input
 /// is its raw body, with `headers`.
@@ -122,12 +138,19 @@ pub fn parse_call(
     function: &str,
     input: &[u8],
     headers: Vec<crate::runtime::Field>,
-) -> anyhow::Result<Call> {
+) -> Result<Call, CallInputError> {
     use crate::runtime::PluginKind::*;
-    fn json<T: serde::de::DeserializeOwned>(function: &str, input: &[u8]) -> anyhow::Result<T> {
+    fn json<T: serde::de::DeserializeOwned>(
+        function: &'static str,
+        input: &[u8],
+    ) -> Result<T, CallInputError> {
         let mut deserializer = serde_json::Deserializer::from_slice(input);
         serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            anyhow::anyhow!("input for {function}: {}: {}", error.path(), error.inner())
+            let reason = match error.path().to_string().as_str() {
+                "." => error.inner().to_string(),
+                path => format!("{path}: {}", error.inner()),
+            };
+            CallInputError::Input { function, reason }
         })
     }
     let callback = || crate::runtime::Callback {
@@ -135,14 +158,14 @@ pub fn parse_call(
         body: input.to_vec(),
     };
     Ok(match (kind, function) {
-        (LeadSource, "search") => Call::Search(json(function, input)?),
-        (LeadSource, "enrich") => Call::Enrich(json(function, input)?),
-        (Channel, "send") => Call::Send(json(function, input)?),
+        (LeadSource, "search") => Call::Search(json("search", input)?),
+        (LeadSource, "enrich") => Call::Enrich(json("enrich", input)?),
+        (Channel, "send") => Call::Send(json("send", input)?),
         (Channel, "parse-callback") => Call::ChannelCallback(callback()),
-        (PaymentProvider, "create-payment") => Call::CreatePayment(json(function, input)?),
-        (PaymentProvider, "refund") => Call::Refund(json(function, input)?),
+        (PaymentProvider, "create-payment") => Call::CreatePayment(json("create-payment", input)?),
+        (PaymentProvider, "refund") => Call::Refund(json("refund", input)?),
         (PaymentProvider, "parse-callback") => Call::PaymentCallback(callback()),
-        (PricingRule, "adjust-price") => Call::AdjustPrice(json(function, input)?),
+        (PricingRule, "adjust-price") => Call::AdjustPrice(json("adjust-price", input)?),
         (kind, function) => {
             let functions = match kind {
                 LeadSource => "search, enrich",
@@ -150,7 +173,11 @@ pub fn parse_call(
                 PaymentProvider => "create-payment, refund, parse-callback",
                 PricingRule => "adjust-price",
             };
-            anyhow::bail!("a {kind} plugin has no function {function:?}; it has {functions}")
+            return Err(CallInputError::UnknownFunction {
+                kind,
+                function: function.to_owned(),
+                functions,
+            });
         }
     })
 }

@@ -1,0 +1,385 @@
+//! The REST API end to end: a server on loopback, real plugins, the real
+//! ledger, on SQLite or on PostgreSQL (TEST_DATABASE_URL).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate::api::{self, AppState};
+use tollgate::auth::{self, Role};
+use tollgate::db::testing::TestDatabase;
+use tollgate::ids::TenantId;
+use tollgate::ledger::{
+    Command, GrantSource, Ledger, PlatformAccount, TransferId, WriterOptions, queries,
+};
+use tollgate::metering::Meter;
+use tollgate::plugins::{self, Registry};
+use tollgate::pricing::{ChargeModel, Price, PriceBook};
+use tollgate::runtime::{HttpPolicy, Runtime, RuntimeConfig};
+use tollgate::secrets::SecretBox;
+use tollgate::tenants;
+use tollgate::units::{Credits, SystemClock, Timestamp};
+
+const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
+
+struct Server {
+    base: String,
+    database: tollgate::db::Database,
+    ledger: Ledger,
+    globex: TenantId,
+    acme: TenantId,
+    acme_key: String,
+    globex_key: String,
+    operator_key: String,
+    http: ureq::Agent,
+    _runtime: tokio::runtime::Runtime,
+    _db: TestDatabase,
+}
+
+/// Acme holds 100 credits with csv-leads enabled over 1,000 leads; Globex
+/// holds nothing. Searches cost 1 credit per lead.
+fn start() -> Server {
+    let db = TestDatabase::new();
+    let database = db.open();
+    let ledger = Ledger::start(
+        database.clone(),
+        Arc::new(SystemClock),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let secrets = Arc::new(SecretBox::new([9; 32]));
+    let mut conn = database.get().unwrap();
+    for (name, manifest, wasm) in tollgate::runtime::artifacts::FIRST_PARTY {
+        if ["csv-leads", "http-leads"].contains(name) {
+            let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
+            plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, NOW).unwrap();
+        }
+    }
+    let (acme, wallet) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
+    let (globex, _) = tenants::create(&mut conn, "Globex", None, Credits::ZERO, NOW).unwrap();
+    ledger
+        .submit_blocking(Command::Grant {
+            id: TransferId::new("grant-acme").unwrap(),
+            account: wallet,
+            source: GrantSource::Purchase,
+            amount: Credits::from_whole(100).unwrap(),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })
+        .unwrap();
+    for tenant in [acme.id, globex.id] {
+        plugins::enable(
+            &mut conn,
+            &secrets,
+            tenant,
+            "csv-leads",
+            &BTreeMap::new(),
+            NOW,
+        )
+        .unwrap();
+    }
+    let mut csv = String::from("First Name,Email,City\n");
+    for n in 0..1_000 {
+        csv.push_str(&format!("Lead{n},lead{n}@example.com,Paris\n"));
+    }
+    plugins::kv::put_file(
+        &mut conn,
+        acme.id,
+        "csv-leads",
+        "leads.csv",
+        csv.as_bytes(),
+        NOW,
+    )
+    .unwrap();
+    let (_, acme_key) =
+        auth::create_key(&mut conn, Some(acme.id), Role::Member, "test", NOW).unwrap();
+    let (_, globex_key) =
+        auth::create_key(&mut conn, Some(globex.id), Role::Admin, "test", NOW).unwrap();
+    let (_, operator_key) = auth::create_key(&mut conn, None, Role::Operator, "ops", NOW).unwrap();
+    let search = Price {
+        plugin: "csv-leads".into(),
+        function: "search".into(),
+        tenant: None,
+        effective_from: Timestamp::from_micros(0),
+        per_call: Default::default(),
+        units: ChargeModel::Standard {
+            per_unit: "1".parse().unwrap(),
+        },
+        free_units: BTreeMap::new(),
+        per_million_fuel: Default::default(),
+        charge_failed: false,
+    };
+    let meter = Arc::new(Meter::new(
+        database.clone(),
+        ledger.clone(),
+        Arc::new(Registry::new(runtime)),
+        secrets,
+        Arc::new(PriceBook {
+            prices: vec![search],
+            rules: Vec::new(),
+        }),
+        Arc::new(SystemClock),
+        HttpPolicy::default(),
+        Duration::from_secs(300),
+    ));
+    let state = AppState {
+        database: database.clone(),
+        ledger: ledger.clone(),
+        meter,
+        body_bytes_max: 64 << 10,
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = tokio
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    tokio.spawn(async move { axum::serve(listener, api::router(state)).await });
+    Server {
+        base,
+        database,
+        ledger,
+        globex: globex.id,
+        acme: acme.id,
+        acme_key,
+        globex_key,
+        operator_key,
+        http: ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into(),
+        _runtime: tokio,
+        _db: db,
+    }
+}
+
+impl Server {
+    fn post(&self, key: Option<&str>, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let mut request = self.http.post(&format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.header("authorization", &format!("Bearer {key}"));
+        }
+        let mut response = request.content_type("application/json").send(body).unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap(),
+        )
+    }
+
+    fn get(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let mut response = self
+            .http
+            .get(&format!("{}{path}", self.base))
+            .header("authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap(),
+        )
+    }
+
+    fn search(&self, key: &str, body: &str) -> (u16, serde_json::Value) {
+        self.post(Some(key), "/plugins/csv-leads/invoke/search", body)
+    }
+
+    /// Acme's wallet as the ledger has it, and the platform's revenue.
+    fn ledger(&self) -> (Credits, Credits, Credits) {
+        let mut conn = self.database.get().unwrap();
+        let wallet = queries::wallet_of(&mut conn, self.acme).unwrap();
+        let balance = queries::balance(&mut conn, wallet).unwrap();
+        let revenue = queries::balance(&mut conn, PlatformAccount::Revenue.id()).unwrap();
+        (balance.posted, balance.pending, revenue.posted)
+    }
+}
+
+#[test]
+fn lead_searches_are_charged_per_lead_until_a_402() {
+    let server = start();
+    let mut charged = 0;
+    for n in 1..=4 {
+        let (status, body) = server.search(&server.acme_key, r#"{"limit": 25}"#);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["leads"].as_array().unwrap().len(), 25);
+        assert_eq!(
+            (body["units"].as_u64(), body["charged"].as_str()),
+            (Some(25), Some("25"))
+        );
+        charged += 25;
+        assert_eq!(
+            body["balance"]["available"],
+            (100 - charged).to_string(),
+            "call {n}"
+        );
+    }
+    let (status, body) = server.search(&server.acme_key, r#"{"limit": 25}"#);
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_credits");
+    assert_eq!(
+        (
+            body["error"]["available"].as_str(),
+            body["error"]["required"].as_str()
+        ),
+        (Some("0"), Some("25"))
+    );
+    assert_eq!(
+        server.ledger(),
+        (
+            Credits::ZERO,
+            Credits::ZERO,
+            Credits::from_whole(100).unwrap()
+        )
+    );
+    let mut conn = server.database.get().unwrap();
+    let records = tollgate::metering::records(&mut conn, server.acme, 100).unwrap();
+    assert_eq!(records.len(), 4, "the refused call ran nothing");
+    assert_eq!(
+        records.iter().map(|record| record.credits).sum::<i64>(),
+        100_000_000
+    );
+
+    let (status, body) = server.get(&server.acme_key, "/billing/credits");
+    assert_eq!(status, 200);
+    assert_eq!(body["balance"]["posted"], "0");
+}
+
+#[test]
+fn each_bad_request_has_its_own_error_and_charges_nothing() {
+    let server = start();
+    let before = server.ledger();
+    let check = |(status, body): (u16, serde_json::Value), expect_status: u16, code: &str| {
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (expect_status, Some(code)),
+            "{body}"
+        );
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        body
+    };
+    let search = "/plugins/csv-leads/invoke/search";
+    check(server.post(None, search, "{}"), 401, "unauthorized");
+    check(
+        server.post(Some("tg_0000"), search, "{}"),
+        401,
+        "unauthorized",
+    );
+    check(
+        server.post(Some(&server.operator_key), search, "{}"),
+        403,
+        "forbidden",
+    );
+    check(
+        server.post(Some(&server.acme_key), "/plugins/nope/invoke/search", "{}"),
+        404,
+        "unknown_plugin",
+    );
+    let body = check(
+        server.post(
+            Some(&server.acme_key),
+            "/plugins/csv-leads/invoke/send",
+            "{}",
+        ),
+        404,
+        "unknown_function",
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "a lead-source plugin has no function \"send\"; it has search, enrich"
+    );
+    let body = check(
+        server.search(&server.acme_key, "{\"limit\": "),
+        400,
+        "invalid_input",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input for search: "),
+        "{body}"
+    );
+    check(
+        server.search(&server.acme_key, r#"{"limit": "ten"}"#),
+        400,
+        "invalid_input",
+    );
+    let huge = format!(r#"{{"limit": 1, "keywords": "{}"}}"#, "x".repeat(70_000));
+    check(
+        server.search(&server.acme_key, &huge),
+        413,
+        "body_too_large",
+    );
+    check(
+        server.post(
+            Some(&server.acme_key),
+            "/plugins/http-leads/invoke/search",
+            r#"{"limit": 5}"#,
+        ),
+        409,
+        "plugin_not_enabled",
+    );
+    check(
+        server.post(
+            Some(&server.acme_key),
+            "/plugins/csv-leads/invoke/enrich",
+            r#"{"email": "a@b.c", "custom_fields": []}"#,
+        ),
+        409,
+        "unpriced",
+    );
+    // The plugin ran and refused: nothing charged, and the answer says so.
+    let body = check(
+        server.search(&server.acme_key, r#"{"limit": 5, "cursor": "page-two"}"#),
+        422,
+        "plugin_invalid_input",
+    );
+    assert_eq!(
+        (
+            body["error"]["charged"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (Some("0"), Some(false))
+    );
+    assert!(body["error"]["call_id"].as_str().is_some());
+    assert_eq!(server.ledger(), before);
+}
+
+#[test]
+fn no_tenant_sees_another_tenants_balance_or_data() {
+    let server = start();
+    let (status, body) = server.get(&server.globex_key, "/billing/credits");
+    assert_eq!(status, 200);
+    assert_eq!(body["balance"]["posted"], "0");
+    assert_ne!(body["tenant"], server.acme.0);
+    // Globex has uploaded nothing: Acme's file is not Globex's to search.
+    let mut conn = server.database.get().unwrap();
+    let wallet = queries::wallet_of(&mut conn, server.globex).unwrap();
+    server
+        .ledger
+        .submit_blocking(Command::Grant {
+            id: TransferId::new("grant-globex").unwrap(),
+            account: wallet,
+            source: GrantSource::Promotion,
+            amount: Credits::from_whole(10).unwrap(),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })
+        .unwrap();
+    let (status, body) = server.search(&server.globex_key, r#"{"limit": 5}"#);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_misconfigured");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no CSV file is uploaded")
+    );
+}
