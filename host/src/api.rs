@@ -4,6 +4,7 @@
 //! that serves HTTP.
 
 mod error;
+mod idempotency;
 pub mod v1;
 
 use std::time::Duration;

@@ -172,6 +172,21 @@ impl Server {
         )
     }
 
+    fn search_once(&self, idempotency_key: &str, body: &str) -> (u16, serde_json::Value, bool) {
+        let mut response = self
+            .http
+            .post(&format!("{}/plugins/csv-leads/invoke/search", self.base))
+            .header("authorization", &format!("Bearer {}", self.acme_key))
+            .header("idempotency-key", idempotency_key)
+            .content_type("application/json")
+            .send(body)
+            .unwrap();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let status = response.status().as_u16();
+        let body = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body, replayed)
+    }
+
     fn get(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
         let mut response = self
             .http
@@ -382,4 +397,82 @@ fn no_tenant_sees_another_tenants_balance_or_data() {
             .unwrap()
             .contains("no CSV file is uploaded")
     );
+}
+
+#[test]
+fn concurrent_retries_with_one_idempotency_key_run_and_charge_once() {
+    let server = start();
+    let answers: Vec<(u16, serde_json::Value, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| scope.spawn(|| server.search_once("order-42", r#"{"limit": 10}"#)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    let first = &answers[0].1;
+    assert_eq!(answers[0].0, 200, "{first}");
+    for (status, body, _) in &answers {
+        assert_eq!(
+            (*status, body),
+            (200, first),
+            "every retry gets the first answer"
+        );
+    }
+    assert_eq!(
+        answers.iter().filter(|(_, _, replayed)| !replayed).count(),
+        1
+    );
+    assert_eq!(
+        server.ledger(),
+        (
+            Credits::from_whole(90).unwrap(),
+            Credits::ZERO,
+            Credits::from_whole(10).unwrap()
+        )
+    );
+    let mut conn = server.database.get().unwrap();
+    assert_eq!(
+        tollgate::metering::records(&mut conn, server.acme, 100)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The key with another request is refused, and moves nothing.
+    let (status, body, _) = server.search_once("order-42", r#"{"limit": 11}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    assert_eq!(server.ledger().0, Credits::from_whole(90).unwrap());
+}
+
+#[test]
+fn a_request_refused_before_it_ran_can_be_retried_with_its_key() {
+    let server = start();
+    // 100 credits cannot hold a 200-lead search.
+    let (status, body, _) = server.search_once("big-1", r#"{"limit": 200}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (402, Some("insufficient_credits"))
+    );
+    let mut conn = server.database.get().unwrap();
+    let wallet = queries::wallet_of(&mut conn, server.acme).unwrap();
+    server
+        .ledger
+        .submit_blocking(Command::Grant {
+            id: TransferId::new("top-up").unwrap(),
+            account: wallet,
+            source: GrantSource::Purchase,
+            amount: Credits::from_whole(200).unwrap(),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })
+        .unwrap();
+    let (status, body, replayed) = server.search_once("big-1", r#"{"limit": 200}"#);
+    assert_eq!((status, replayed), (200, false), "{body}");
+    assert_eq!(body["charged"], "200");
 }

@@ -60,12 +60,20 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The answer's status and body.
+    pub fn into_parts(self) -> (StatusCode, serde_json::Value) {
         let mut error = serde_json::Map::new();
         error.insert("code".into(), self.code.into());
         error.insert("message".into(), self.message.into());
         error.extend(self.details);
-        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+        (self.status, serde_json::json!({ "error": error }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.into_parts();
+        (status, Json(body)).into_response()
     }
 }

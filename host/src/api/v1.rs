@@ -4,12 +4,14 @@
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::AppState;
 use super::error::ApiError;
+use super::idempotency::{self, Claim};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -17,7 +19,7 @@ use crate::metering::{MeterError, Request};
 use crate::plugins::{self, PluginError};
 use crate::runtime::{CallError, ErrorKind, Field};
 use crate::sandbox::{self, CallInputError};
-use crate::units::Credits;
+use crate::units::{Clock as _, Credits, SystemClock};
 
 /// Longest `Idempotency-Key` kept.
 const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
@@ -115,31 +117,97 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
 
 /// `POST /plugins/{plugin}/invoke/{function}`: one metered call. The body is
 /// the function's input as JSON; for `parse-callback`, the callback's raw
-/// body (its headers are passed on).
+/// body (its headers are passed on). With an `Idempotency-Key`, a retry
+/// gets the first answer and is not charged again.
 async fn invoke(
     State(state): State<AppState>,
     caller: Caller,
     Path((plugin, function)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = caller.tenant()?;
-    let body = read_body(body, state.body_bytes_max).await?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
+) -> Response {
+    let tenant = match caller.tenant() {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let body = match read_body(body, state.body_bytes_max).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(key) = &key {
+        let request = idempotency::fingerprint(&format!("invoke {plugin} {function}"), &body);
+        match idempotency::claim(&state.database, tenant, key, &request, SystemClock.now()).await {
+            Ok(Claim::Run) => {}
+            Ok(Claim::Replay { status, body }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let mut response = (status, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return response;
+            }
+            Err(error) => return error.into_response(),
+        }
+    }
+    let (status, answer, ran) = call_plugin(
+        &state,
+        tenant,
+        &plugin,
+        &function,
+        &headers,
+        &body,
+        key.clone(),
+    )
+    .await;
+    if let Some(key) = &key {
+        let kept = match ran {
+            true => {
+                idempotency::finish(&state.database, tenant, key, status.as_u16(), &answer).await
+            }
+            false => idempotency::release(&state.database, tenant, key).await,
+        };
+        if let Err(error) = kept {
+            return error.into_response();
+        }
+    }
+    (status, Json(answer)).into_response()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
         Some(value) => match value.to_str() {
             Ok(key) if !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
-                Some(key.to_owned())
+                Ok(Some(key.to_owned()))
             }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    format!(
-                        "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
-                    ),
-                ));
-            }
+            _ => Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+                ),
+            )),
         },
+    }
+}
+
+/// Makes the call; returns the answer, and whether the plugin ran (so the
+/// answer is the one to keep for its idempotency key).
+async fn call_plugin(
+    state: &AppState,
+    tenant: TenantId,
+    plugin: &str,
+    function: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    idempotency_key: Option<String>,
+) -> (StatusCode, serde_json::Value, bool) {
+    let refused = |error: ApiError| {
+        let (status, body) = error.into_parts();
+        (status, body, false)
     };
     let forwarded: Vec<Field> = headers
         .iter()
@@ -149,47 +217,58 @@ async fn invoke(
             value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         })
         .collect();
-    let kind = {
-        let name = plugin.clone();
-        state
-            .database
-            .run(move |conn| match plugins::active_manifest(conn, &name) {
-                Ok(manifest) => Ok(Some(manifest.kind)),
-                Err(PluginError::NotInstalled(_)) => Ok(None),
-                Err(error) => Err(anyhow::Error::from(error)),
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| unknown_plugin(&plugin))?
+    let name = plugin.to_owned();
+    let kind = state
+        .database
+        .run(move |conn| match plugins::active_manifest(conn, &name) {
+            Ok(manifest) => Ok(Some(manifest.kind)),
+            Err(PluginError::NotInstalled(_)) => Ok(None),
+            Err(error) => Err(anyhow::Error::from(error)),
+        })
+        .await;
+    let kind = match kind {
+        Ok(Some(kind)) => kind,
+        Ok(None) => return refused(unknown_plugin(plugin)),
+        Err(error) => return refused(ApiError::internal(error)),
     };
-    let call =
-        sandbox::parse_call(kind, &function, &body, forwarded).map_err(|error| match error {
-            CallInputError::UnknownFunction { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_function", error.to_string())
-            }
-            CallInputError::Input { .. } => {
-                ApiError::bad_request("invalid_input", error.to_string())
-            }
-        })?;
+    let call = match sandbox::parse_call(kind, function, body, forwarded) {
+        Ok(call) => call,
+        Err(error @ CallInputError::UnknownFunction { .. }) => {
+            return refused(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_function",
+                error.to_string(),
+            ));
+        }
+        Err(error @ CallInputError::Input { .. }) => {
+            return refused(ApiError::bad_request("invalid_input", error.to_string()));
+        }
+    };
     let meter = state.meter.clone();
     let request = Request {
         tenant,
-        plugin: plugin.clone(),
+        plugin: plugin.to_owned(),
         call,
         idempotency_key,
     };
-    let metered = tokio::task::spawn_blocking(move || meter.invoke(request))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|error| meter_error(&plugin, error))?;
+    let metered = match tokio::task::spawn_blocking(move || meter.invoke(request)).await {
+        Ok(Ok(metered)) => metered,
+        Ok(Err(error)) => return refused(meter_error(plugin, error)),
+        Err(error) => return refused(ApiError::internal(error)),
+    };
     let balance = state
         .database
         .run(move |conn| {
             let wallet = queries::wallet_of(conn, tenant)?;
             queries::balance(conn, wallet).map_err(anyhow::Error::from)
         })
-        .await
-        .map_err(ApiError::internal)?;
+        .await;
+    let balance = match balance {
+        Ok(balance) => balance_json(&balance),
+        // The call was made and charged; say so even if the balance
+        // cannot be read back.
+        Err(_) => serde_json::Value::Null,
+    };
     let charge = serde_json::json!({
         "call_id": metered.call_id,
         "plugin": plugin,
@@ -197,20 +276,21 @@ async fn invoke(
         "function": function,
         "units": metered.units,
         "charged": credits_json(metered.charged),
-        "balance": balance_json(&balance),
+        "balance": balance,
     });
     match metered.result {
         Ok(reply) => {
             let mut answer = charge;
             answer["result"] = sandbox::reply_json(&reply);
-            Ok(Json(answer))
+            (StatusCode::OK, answer, true)
         }
         Err(error) => {
             let mut answer = call_error(&error);
             for (name, value) in charge.as_object().expect("built as an object") {
                 answer = answer.with(name, value.clone());
             }
-            Err(answer)
+            let (status, body) = answer.into_parts();
+            (status, body, true)
         }
     }
 }

@@ -172,7 +172,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (tenant_id, key) {
+        tenant_id -> BigInt,
+        key -> Text,
+        request_sha256 -> Text,
+        state -> Text,
+        status -> Nullable<Integer>,
+        response -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    idempotency_keys,
     usage_records,
     usage_counters,
     api_keys,
