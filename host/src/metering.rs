@@ -469,3 +469,98 @@ pub fn records(
 
 #[cfg(test)]
 mod tests;
+
+/// Most usage records one page holds.
+pub const RECORDS_PAGE_MAX: i64 = 500;
+
+/// Where a page of usage records continues: the last record's time and id.
+pub type RecordCursor = (i64, String);
+
+/// A tenant's usage records, newest first, older than `before`, with the
+/// cursor of the next page.
+pub fn records_page(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    before: Option<RecordCursor>,
+    limit: i64,
+) -> QueryResult<(Vec<UsageRow>, Option<RecordCursor>)> {
+    let limit = limit.clamp(1, RECORDS_PAGE_MAX);
+    let mut query = usage_records::table
+        .filter(usage_records::tenant_id.eq(tenant.0))
+        .order((usage_records::created_at.desc(), usage_records::id.desc()))
+        .limit(limit + 1)
+        .select(UsageRow::as_select())
+        .into_boxed();
+    if let Some((at, id)) = before {
+        query = query.filter(
+            usage_records::created_at
+                .lt(at)
+                .or(usage_records::created_at
+                    .eq(at)
+                    .and(usage_records::id.lt(id))),
+        );
+    }
+    let mut rows = query.load(conn)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = match more {
+        true => rows.last().map(|row| (row.created_at, row.id.clone())),
+        false => None,
+    };
+    Ok((rows, next))
+}
+
+/// A day's use of one plugin function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub day: chrono::NaiveDate,
+    pub plugin: String,
+    pub function: String,
+    pub calls: u64,
+    pub units: u64,
+    pub credits: Credits,
+}
+
+/// Longest range `daily` sums over.
+pub const DAILY_RANGE_DAYS_MAX: i64 = 366;
+
+/// A tenant's use by day (UTC), plugin and function, from `from` up to
+/// but not including `to`.
+pub fn daily(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    from: Timestamp,
+    to: Timestamp,
+) -> QueryResult<Vec<DailyUsage>> {
+    let rows: Vec<(String, String, i64, i64, i64)> = usage_records::table
+        .filter(usage_records::tenant_id.eq(tenant.0))
+        .filter(usage_records::created_at.ge(from.micros()))
+        .filter(usage_records::created_at.lt(to.micros()))
+        .select((
+            usage_records::plugin,
+            usage_records::function,
+            usage_records::created_at,
+            usage_records::units,
+            usage_records::credits,
+        ))
+        .load(conn)?;
+    let mut days: std::collections::BTreeMap<(chrono::NaiveDate, String, String), DailyUsage> =
+        std::collections::BTreeMap::new();
+    for (plugin, function, created_at, units, credits) in rows {
+        let day = Timestamp::from_micros(created_at).to_chrono().date_naive();
+        let entry = days
+            .entry((day, plugin.clone(), function.clone()))
+            .or_insert_with(|| DailyUsage {
+                day,
+                plugin,
+                function,
+                calls: 0,
+                units: 0,
+                credits: Credits::ZERO,
+            });
+        entry.calls += 1;
+        entry.units += units.max(0) as u64;
+        entry.credits = Credits::from_micros(entry.credits.micros() + credits);
+    }
+    Ok(days.into_values().collect())
+}

@@ -476,3 +476,109 @@ fn a_request_refused_before_it_ran_can_be_retried_with_its_key() {
     assert_eq!((status, replayed), (200, false), "{body}");
     assert_eq!(body["charged"], "200");
 }
+
+#[test]
+fn typed_endpoints_usage_and_transactions() {
+    let server = start();
+    let key = server.acme_key.clone();
+    let (status, body) = server.post(
+        Some(&key),
+        "/leads/search",
+        r#"{"plugin": "csv-leads", "limit": 5}"#,
+    );
+    assert_eq!(
+        (status, body["charged"].as_str()),
+        (200, Some("5")),
+        "{body}"
+    );
+    assert_eq!(body["result"]["leads"].as_array().unwrap().len(), 5);
+    let (status, _) = server.post(
+        Some(&key),
+        "/plugins/csv-leads/invoke/search",
+        r#"{"limit": 7}"#,
+    );
+    assert_eq!(status, 200);
+    let (status, body) = server.post(Some(&key), "/leads/search", r#"{"limit": 5}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    let (status, body) = server.post(Some(&key), "/messages", r#"{"plugin": "csv-leads"}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_function"))
+    );
+
+    let (status, body) = server.get(&key, "/usage");
+    assert_eq!(status, 200, "{body}");
+    let usage = body["usage"].as_array().unwrap();
+    assert_eq!(usage.len(), 1, "{body}");
+    assert_eq!(
+        (
+            &usage[0]["plugin"],
+            &usage[0]["function"],
+            &usage[0]["calls"],
+            &usage[0]["units"],
+            &usage[0]["charged"]
+        ),
+        (
+            &"csv-leads".into(),
+            &"search".into(),
+            &2.into(),
+            &12.into(),
+            &"12".into()
+        )
+    );
+
+    // Records, newest first, a page at a time.
+    let (_, page) = server.get(&key, "/usage/records?limit=1");
+    assert_eq!(page["records"][0]["units"], 7);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, page) = server.get(&key, &format!("/usage/records?limit=1&before={cursor}"));
+    assert_eq!(page["records"][0]["units"], 5);
+    assert_eq!(page["next_cursor"], serde_json::Value::Null);
+
+    // The wallet's transfers: the grant, then each call's hold and post.
+    let (_, page) = server.get(&key, "/billing/credits/transactions");
+    let kinds: Vec<(&str, &str)> = page["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["kind"].as_str().unwrap(),
+                entry["amount"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.last(), Some(&("grant", "100")), "{page}");
+    assert!(kinds.contains(&("post", "-7")), "{kinds:?}");
+    let (_, body) = server.get(&key, "/billing/credits");
+    assert_eq!(body["balance"]["posted"], "88");
+    assert_eq!(body["grants"][0]["remaining"], "88");
+
+    for (path, message) in [
+        ("/usage?from=yesterday", "from must be a date as YYYY-MM-DD"),
+        (
+            "/usage?from=2026-02-01&to=2026-01-01",
+            "from must not be after to",
+        ),
+        ("/usage/records?limit=0", "limit must be 1 to 500"),
+        (
+            "/usage/records?before=xyz",
+            "before must be the next_cursor of an earlier page",
+        ),
+        ("/usage/records?page=2", "unknown parameter \"page\""),
+    ] {
+        let (status, body) = server.get(&key, path);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{path}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(message),
+            "{path}: {body}"
+        );
+    }
+}

@@ -2,7 +2,9 @@
 //! scoped to the key's tenant.
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
@@ -15,11 +17,11 @@ use super::idempotency::{self, Claim};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
-use crate::metering::{MeterError, Request};
+use crate::metering::{self, MeterError, Request};
 use crate::plugins::{self, PluginError};
 use crate::runtime::{CallError, ErrorKind, Field};
 use crate::sandbox::{self, CallInputError};
-use crate::units::{Clock as _, Credits, SystemClock};
+use crate::units::{Clock as _, Credits, SystemClock, Timestamp};
 
 /// Longest `Idempotency-Key` kept.
 const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
@@ -27,7 +29,13 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub fn router(_state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/billing/credits", get(credits))
+        .route("/billing/credits/transactions", get(transactions))
         .route("/plugins/{plugin}/invoke/{function}", post(invoke))
+        .route("/leads/search", post(leads_search))
+        .route("/leads/enrich", post(leads_enrich))
+        .route("/messages", post(messages_send))
+        .route("/usage", get(usage))
+        .route("/usage/records", get(usage_records))
 }
 
 /// The holder of a valid API key.
@@ -84,23 +92,241 @@ fn balance_json(balance: &queries::Balance) -> serde_json::Value {
     })
 }
 
-/// `GET /billing/credits`: the tenant's balance.
+/// `GET /billing/credits`: the tenant's balance and its open grants, in
+/// the order they are spent.
 async fn credits(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = caller.tenant()?;
-    let balance = state
+    let (balance, grants) = state
         .database
         .run(move |conn| {
             let wallet = queries::wallet_of(conn, tenant)?;
-            queries::balance(conn, wallet).map_err(anyhow::Error::from)
+            let balance = queries::balance(conn, wallet)?;
+            let grants = queries::grants_of(conn, wallet, true)?;
+            anyhow::Ok((balance, grants))
         })
         .await
         .map_err(ApiError::internal)?;
+    let grants: Vec<serde_json::Value> = grants
+        .iter()
+        .map(|grant| {
+            serde_json::json!({
+                "id": grant.id.as_str(),
+                "source": grant.source.as_str(),
+                "amount": credits_json(grant.amount),
+                "remaining": credits_json(grant.remaining),
+                "reserved": credits_json(grant.reserved),
+                "expires_at": grant.expires_at.map(|at| at.to_string()),
+                "created_at": grant.created_at.to_string(),
+            })
+        })
+        .collect();
     Ok(Json(serde_json::json!({
         "tenant": tenant.0,
         "balance": balance_json(&balance),
+        "grants": grants,
+    })))
+}
+
+/// A query's parameters; unknown ones are refused, so a typo is not
+/// silently ignored.
+fn params(query: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|name| !known.contains(&name.as_str())) {
+        Some(name) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "unknown parameter {name:?}; this endpoint takes {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn limit_param(query: &BTreeMap<String, String>, max: i64) -> Result<i64, ApiError> {
+    match query.get("limit") {
+        None => Ok(max.min(100)),
+        Some(text) => match text.parse::<i64>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("limit must be 1 to {max}, not {text:?}"),
+            )),
+        },
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::bad_request(
+        "invalid_parameter",
+        "before must be the next_cursor of an earlier page",
+    )
+}
+
+/// `GET /billing/credits/transactions?before=&limit=`: the wallet's
+/// transfers, newest first.
+async fn transactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    params(&query, &["before", "limit"])?;
+    let limit = limit_param(&query, queries::HISTORY_PAGE_MAX as i64)?;
+    let before = match query.get("before") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| bad_cursor())?),
+    };
+    let (wallet, page) = state
+        .database
+        .run(move |conn| {
+            let wallet = queries::wallet_of(conn, tenant)?;
+            let page = queries::history(conn, wallet, before, limit as usize)?;
+            anyhow::Ok((wallet, page))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let entries: Vec<serde_json::Value> = page
+        .entries
+        .iter()
+        .map(|(_, transfer)| {
+            let signed = match transfer.debit == wallet {
+                true => format!("-{}", transfer.amount),
+                false => transfer.amount.to_string(),
+            };
+            serde_json::json!({
+                "id": transfer.id.as_str(),
+                "kind": transfer.kind.as_str(),
+                "amount": signed,
+                "hold": transfer.pending_id.as_ref().map(|id| id.as_str()),
+                "memo": transfer.memo,
+                "created_at": transfer.created_at.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "transactions": entries,
+        "next_cursor": page.next.map(|seq| seq.to_string()),
+    })))
+}
+
+/// `GET /usage/records?before=&limit=`: the tenant's calls, newest first.
+async fn usage_records(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    params(&query, &["before", "limit"])?;
+    let limit = limit_param(&query, metering::RECORDS_PAGE_MAX)?;
+    let before = match query.get("before") {
+        None => None,
+        Some(text) => {
+            let (at, id) = text.split_once('.').ok_or_else(bad_cursor)?;
+            Some((at.parse::<i64>().map_err(|_| bad_cursor())?, id.to_owned()))
+        }
+    };
+    let (rows, next) = state
+        .database
+        .run(move |conn| {
+            metering::records_page(conn, tenant, before, limit).map_err(anyhow::Error::from)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let records: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "call_id": row.id,
+                "plugin": row.plugin,
+                "version": row.version,
+                "function": row.function,
+                "units": row.units,
+                "charged": credits_json(Credits::from_micros(row.credits)),
+                "fuel": row.fuel,
+                "duration_us": row.duration_us,
+                "outcome": row.outcome,
+                "error": row.error,
+                "idempotency_key": row.idempotency_key,
+                "state": row.state,
+                "created_at": Timestamp::from_micros(row.created_at).to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "records": records,
+        "next_cursor": next.map(|(at, id)| format!("{at}.{id}")),
+    })))
+}
+
+/// `GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD`: calls, units and credits by
+/// day, plugin and function; `to` is included; the last 30 days by
+/// default.
+async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    params(&query, &["from", "to"])?;
+    let day = |name: &str| -> Result<Option<chrono::NaiveDate>, ApiError> {
+        query
+            .get(name)
+            .map(|text| {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("{name} must be a date as YYYY-MM-DD, not {text:?}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let today = SystemClock.now().to_chrono().date_naive();
+    let to = day("to")?.unwrap_or(today);
+    let from = day("from")?.unwrap_or(to - chrono::Days::new(29));
+    let days = (to - from).num_days() + 1;
+    if !(1..=metering::DAILY_RANGE_DAYS_MAX).contains(&days) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "from must not be after to, and the range at most {} days",
+                metering::DAILY_RANGE_DAYS_MAX
+            ),
+        ));
+    }
+    let start = |date: chrono::NaiveDate| {
+        Timestamp::from_chrono(
+            date.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc(),
+        )
+    };
+    let (from_at, to_at) = (start(from), start(to + chrono::Days::new(1)));
+    let rows = state
+        .database
+        .run(move |conn| metering::daily(conn, tenant, from_at, to_at).map_err(anyhow::Error::from))
+        .await
+        .map_err(ApiError::internal)?;
+    let usage: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "day": row.day.to_string(),
+                "plugin": row.plugin,
+                "function": row.function,
+                "calls": row.calls,
+                "units": row.units,
+                "charged": credits_json(row.credits),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "usage": usage,
     })))
 }
 
@@ -134,12 +360,85 @@ async fn invoke(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let key = match idempotency_key(&headers) {
+    serve_call(&state, tenant, &plugin, &function, &headers, &body).await
+}
+
+/// `POST /leads/search`, `/leads/enrich`, `/messages`: the function's
+/// input as JSON with the plugin to call in `"plugin"`.
+async fn typed(
+    state: AppState,
+    caller: Caller,
+    function: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let tenant = match caller.tenant() {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let body = match read_body(body, state.body_bytes_max).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    #[derive(serde::Deserialize)]
+    struct Named {
+        plugin: String,
+    }
+    let plugin = match serde_json::from_slice::<Named>(&body) {
+        Ok(named) => named.plugin,
+        Err(error) => {
+            return ApiError::bad_request(
+                "invalid_input",
+                format!("input for {function}: name the plugin to call in \"plugin\": {error}"),
+            )
+            .into_response();
+        }
+    };
+    serve_call(&state, tenant, &plugin, function, &headers, &body).await
+}
+
+async fn leads_search(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    typed(state, caller, "search", headers, body).await
+}
+
+async fn leads_enrich(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    typed(state, caller, "enrich", headers, body).await
+}
+
+async fn messages_send(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    typed(state, caller, "send", headers, body).await
+}
+
+/// One metered call, once per `Idempotency-Key`.
+async fn serve_call(
+    state: &AppState,
+    tenant: TenantId,
+    plugin: &str,
+    function: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let key = match idempotency_key(headers) {
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
     if let Some(key) = &key {
-        let request = idempotency::fingerprint(&format!("invoke {plugin} {function}"), &body);
+        let request = idempotency::fingerprint(&format!("invoke {plugin} {function}"), body);
         match idempotency::claim(&state.database, tenant, key, &request, SystemClock.now()).await {
             Ok(Claim::Run) => {}
             Ok(Claim::Replay { status, body }) => {
@@ -153,16 +452,8 @@ async fn invoke(
             Err(error) => return error.into_response(),
         }
     }
-    let (status, answer, ran) = call_plugin(
-        &state,
-        tenant,
-        &plugin,
-        &function,
-        &headers,
-        &body,
-        key.clone(),
-    )
-    .await;
+    let (status, answer, ran) =
+        call_plugin(state, tenant, plugin, function, headers, body, key.clone()).await;
     if let Some(key) = &key {
         let kept = match ran {
             true => {
