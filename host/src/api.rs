@@ -3,6 +3,7 @@
 //! `{"error": {"code": "...", "message": "..."}}`. This is the only module
 //! that serves HTTP.
 
+mod admin;
 mod error;
 mod idempotency;
 pub mod v1;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub database: Database,
     pub ledger: Ledger,
     pub meter: std::sync::Arc<crate::metering::Meter>,
+    /// Seals secret plugin settings as tenants enable plugins.
+    pub secrets: std::sync::Arc<crate::secrets::SecretBox>,
     /// Largest request body, in bytes.
     pub body_bytes_max: usize,
 }

@@ -385,13 +385,14 @@ fn serve(
     if demo {
         tollgate::demo::seed(&database, &ledger, &SystemClock)?;
     }
+    let secrets = Arc::new(SecretBox::from_key_file(
+        &config.settings.storage.secret_key_path(),
+    )?);
     let meter = Arc::new(tollgate::metering::Meter::new(
         database.clone(),
         ledger.clone(),
         Arc::new(plugins::Registry::new(plugin_runtime)),
-        Arc::new(SecretBox::from_key_file(
-            &config.settings.storage.secret_key_path(),
-        )?),
+        secrets.clone(),
         Arc::new(config.pricing.book.clone()),
         Arc::new(SystemClock),
         tollgate::runtime::HttpPolicy::default(),
@@ -435,6 +436,7 @@ fn serve(
             database,
             ledger,
             meter,
+            secrets,
             body_bytes_max: config.settings.limits.request_body_bytes_max as usize,
         });
         axum::serve(listener, app)

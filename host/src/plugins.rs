@@ -807,6 +807,7 @@ pub fn enable(
 }
 
 /// Stops a tenant's use of a plugin; its settings are kept for re-enabling.
+/// Returns whether it was enabled.
 pub fn disable(
     conn: &mut DbConnection,
     tenant: TenantId,
@@ -816,13 +817,29 @@ pub fn disable(
     let n_rows = diesel::update(
         plugin_enablements::table
             .filter(plugin_enablements::tenant_id.eq(tenant.0))
-            .filter(plugin_enablements::plugin.eq(name)),
+            .filter(plugin_enablements::plugin.eq(name))
+            .filter(plugin_enablements::enabled.eq(true)),
     )
     .set((
         plugin_enablements::enabled.eq(false),
         plugin_enablements::updated_at.eq(now.micros()),
     ))
     .execute(conn)?;
+    Ok(n_rows > 0)
+}
+
+/// Whether a tenant has the plugin enabled.
+pub fn is_enabled(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+) -> Result<bool, PluginError> {
+    let n_rows: i64 = plugin_enablements::table
+        .filter(plugin_enablements::tenant_id.eq(tenant.0))
+        .filter(plugin_enablements::plugin.eq(name))
+        .filter(plugin_enablements::enabled.eq(true))
+        .count()
+        .get_result(conn)?;
     Ok(n_rows > 0)
 }
 

@@ -115,7 +115,7 @@ fn start() -> Server {
         database.clone(),
         ledger.clone(),
         Arc::new(Registry::new(runtime)),
-        secrets,
+        secrets.clone(),
         Arc::new(PriceBook {
             prices: vec![search],
             rules: Vec::new(),
@@ -128,6 +128,7 @@ fn start() -> Server {
         database: database.clone(),
         ledger: ledger.clone(),
         meter,
+        secrets,
         body_bytes_max: 64 << 10,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -170,6 +171,34 @@ impl Server {
             status,
             serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap(),
         )
+    }
+
+    /// Any request; the body is JSON or empty.
+    fn call(
+        &self,
+        method: &str,
+        key: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json");
+        let request = headers.iter().fold(request, |request, (name, value)| {
+            request.header(*name, *value)
+        });
+        let request = request.body(body.unwrap_or("").to_owned()).unwrap();
+        let mut response = self.http.run(request).unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let body = match text.is_empty() {
+            true => serde_json::Value::Null,
+            false => serde_json::from_str(&text).unwrap(),
+        };
+        (status, body)
     }
 
     fn search_once(&self, idempotency_key: &str, body: &str) -> (u16, serde_json::Value, bool) {
@@ -581,4 +610,278 @@ fn typed_endpoints_usage_and_transactions() {
             "{path}: {body}"
         );
     }
+}
+
+#[test]
+fn tenants_keys_plugins_and_grants_keep_to_their_roles_and_tenants() {
+    let server = start();
+    let (acme, member, globex, operator) = (
+        server.acme.0,
+        server.acme_key.as_str(),
+        server.globex_key.as_str(),
+        server.operator_key.as_str(),
+    );
+    let code = |(status, body): (u16, serde_json::Value)| {
+        (status, body["error"]["code"].as_str().map(str::to_owned))
+    };
+    let forbidden = (403, Some("forbidden".to_owned()));
+    let not_found = (404, Some("not_found".to_owned()));
+
+    // The operator makes tenants and their first keys; tenants cannot.
+    let (status, tenant) = server.call(
+        "POST",
+        operator,
+        "/tenants",
+        Some(r#"{"name": "Initech", "credit_limit": "50"}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{tenant}");
+    let initech = tenant["id"].as_i64().unwrap();
+    let (status, key) = server.call(
+        "POST",
+        operator,
+        &format!("/tenants/{initech}/keys"),
+        Some(r#"{"role": "admin", "name": "first"}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{key}");
+    assert!(key["key"].as_str().unwrap().starts_with("tg_"));
+    let (_, tenants) = server.call("GET", operator, "/tenants", None, &[]);
+    assert_eq!(tenants["tenants"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        code(server.call("POST", member, "/tenants", Some(r#"{"name": "x"}"#), &[])),
+        forbidden
+    );
+    assert_eq!(
+        code(server.call("GET", globex, "/tenants", None, &[])),
+        forbidden
+    );
+    assert_eq!(
+        code(server.call("POST", operator, "/tenants", Some(r#"{"name": " "}"#), &[])),
+        (400, Some("invalid_input".to_owned()))
+    );
+
+    // Another tenant's keys are not found; a member manages none.
+    assert_eq!(
+        code(server.call("GET", globex, &format!("/tenants/{acme}/keys"), None, &[])),
+        not_found
+    );
+    assert_eq!(
+        code(server.call(
+            "POST",
+            globex,
+            &format!("/tenants/{acme}/keys"),
+            Some(r#"{"role": "admin", "name": "x"}"#),
+            &[]
+        )),
+        not_found
+    );
+    assert_eq!(
+        code(server.call(
+            "DELETE",
+            globex,
+            &format!("/tenants/{acme}/keys/1"),
+            None,
+            &[]
+        )),
+        not_found
+    );
+    assert_eq!(
+        code(server.call("GET", member, &format!("/tenants/{acme}/keys"), None, &[])),
+        forbidden
+    );
+    let globex_id = server.globex.0;
+    let (status, keys) = server.call(
+        "GET",
+        globex,
+        &format!("/tenants/{globex_id}/keys"),
+        None,
+        &[],
+    );
+    assert_eq!((status, keys["keys"].as_array().unwrap().len()), (200, 1));
+    assert!(
+        keys["keys"][0].get("key").is_none(),
+        "a key is never shown again"
+    );
+    // An admin cannot revoke a key of another tenant through its own path.
+    let acme_key_id = 1;
+    assert_eq!(
+        code(server.call(
+            "DELETE",
+            globex,
+            &format!("/tenants/{globex_id}/keys/{acme_key_id}"),
+            None,
+            &[]
+        )),
+        (404, Some("not_found".to_owned()))
+    );
+
+    // Plugins: listed to all, enabled by a tenant's admin.
+    let (_, listed) = server.call("GET", member, "/plugins", None, &[]);
+    let enabled: BTreeMap<String, bool> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|plugin| {
+            (
+                plugin["name"].as_str().unwrap().to_owned(),
+                plugin["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        enabled,
+        BTreeMap::from([
+            ("csv-leads".to_owned(), true),
+            ("http-leads".to_owned(), false)
+        ])
+    );
+    let enable = "/plugins/http-leads/enablement";
+    assert_eq!(
+        code(server.call(
+            "PUT",
+            member,
+            enable,
+            Some(r#"{"settings": {"api_key": "k"}}"#),
+            &[]
+        )),
+        forbidden
+    );
+    assert_eq!(
+        code(server.call("PUT", globex, enable, Some(r#"{"settings": {}}"#), &[])),
+        (422, Some("missing_setting".to_owned()))
+    );
+    assert_eq!(
+        code(server.call(
+            "PUT",
+            globex,
+            enable,
+            Some(r#"{"settings": {"api_key": "k", "colour": "red"}}"#),
+            &[]
+        )),
+        (422, Some("invalid_setting".to_owned()))
+    );
+    assert_eq!(
+        code(server.call(
+            "PUT",
+            globex,
+            "/plugins/nope/enablement",
+            Some(r#"{"settings": {}}"#),
+            &[]
+        )),
+        (404, Some("unknown_plugin".to_owned()))
+    );
+    let (status, _) = server.call(
+        "PUT",
+        globex,
+        enable,
+        Some(r#"{"settings": {"api_key": "k"}}"#),
+        &[],
+    );
+    assert_eq!(status, 200);
+    let (_, listed) = server.call("GET", globex, "/plugins", None, &[]);
+    assert!(
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|plugin| plugin["name"] == "http-leads" && plugin["enabled"] == true)
+    );
+    // Acme's view did not change.
+    let (_, listed) = server.call("GET", member, "/plugins", None, &[]);
+    assert!(
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|plugin| plugin["name"] == "http-leads" && plugin["enabled"] == false)
+    );
+    assert_eq!(server.call("DELETE", globex, enable, None, &[]).0, 200);
+    assert_eq!(
+        code(server.call("DELETE", globex, enable, None, &[])),
+        not_found
+    );
+
+    // Grants: the operator's, once per Idempotency-Key.
+    let grant = format!(r#"{{"tenant": {globex_id}, "amount": "40", "source": "promotion"}}"#);
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/billing/credits/grants",
+            Some(&grant),
+            &[]
+        )),
+        (400, Some("missing_idempotency_key".to_owned()))
+    );
+    assert_eq!(
+        code(server.call(
+            "POST",
+            globex,
+            "/billing/credits/grants",
+            Some(&grant),
+            &[("idempotency-key", "g1")]
+        )),
+        forbidden
+    );
+    let (status, body) = server.call(
+        "POST",
+        operator,
+        "/billing/credits/grants",
+        Some(&grant),
+        &[("idempotency-key", "g1")],
+    );
+    assert_eq!(
+        (status, body["amount"].as_str()),
+        (201, Some("40")),
+        "{body}"
+    );
+    let (status, body) = server.call(
+        "POST",
+        operator,
+        "/billing/credits/grants",
+        Some(&grant),
+        &[("idempotency-key", "g1")],
+    );
+    assert_eq!((status, body["replayed"].as_bool()), (200, Some(true)));
+    let other = format!(r#"{{"tenant": {globex_id}, "amount": "41", "source": "promotion"}}"#);
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/billing/credits/grants",
+            Some(&other),
+            &[("idempotency-key", "g1")]
+        )),
+        (422, Some("idempotency_key_reused".to_owned()))
+    );
+    let bad = format!(r#"{{"tenant": {globex_id}, "amount": "40", "source": "gift"}}"#);
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/billing/credits/grants",
+            Some(&bad),
+            &[("idempotency-key", "g2")]
+        )),
+        (400, Some("invalid_input".to_owned()))
+    );
+    let missing = r#"{"tenant": 999, "amount": "40", "source": "promotion"}"#;
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/billing/credits/grants",
+            Some(missing),
+            &[("idempotency-key", "g3")]
+        )),
+        not_found
+    );
+    let (_, balance) = server.call("GET", globex, "/billing/credits", None, &[]);
+    assert_eq!(balance["balance"]["posted"], "40");
+    // The operator acts for no tenant.
+    assert_eq!(
+        code(server.call("GET", operator, "/billing/credits", None, &[])),
+        forbidden
+    );
 }

@@ -1,6 +1,5 @@
 //! The first-party plugins in `plugins/`, each through the real runtime.
 
-use sha2::Digest as _;
 use tollgate::runtime::{
     Call, CallContext, CallError, Callback, ErrorKind, Field, Limits, LoadedPlugin, Method,
     PaymentEventKind, PaymentRequest, PaymentStatus, PluginKind, PriceRequest, RefundRequest,

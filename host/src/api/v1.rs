@@ -11,9 +11,9 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::AppState;
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
+use super::{AppState, admin};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -36,6 +36,24 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/messages", post(messages_send))
         .route("/usage", get(usage))
         .route("/usage/records", get(usage_records))
+        .route("/billing/credits/grants", post(admin::grant))
+        .route(
+            "/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route(
+            "/tenants/{tenant}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/tenants/{tenant}/keys/{key}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .route("/plugins", get(admin::list_plugins))
+        .route(
+            "/plugins/{plugin}/enablement",
+            axum::routing::put(admin::enable_plugin).delete(admin::disable_plugin),
+        )
 }
 
 /// The holder of a valid API key.
@@ -68,8 +86,18 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// The tenant of a tenant admin's key.
+    pub(super) fn tenant_admin(self) -> Result<TenantId, ApiError> {
+        match (self.0.role, self.0.tenant) {
+            (Role::Admin, Some(tenant)) => Ok(tenant),
+            _ => Err(ApiError::forbidden(
+                "this endpoint is for a tenant's admins: use a tenant admin's key",
+            )),
+        }
+    }
+
     /// The tenant a tenant key acts for; the operator acts for none.
-    fn tenant(self) -> Result<TenantId, ApiError> {
+    pub(super) fn tenant(self) -> Result<TenantId, ApiError> {
         match (self.0.role, self.0.tenant) {
             (Role::Admin | Role::Member, Some(tenant)) => Ok(tenant),
             _ => Err(ApiError::forbidden(
@@ -79,7 +107,7 @@ impl Caller {
     }
 }
 
-fn credits_json(credits: Credits) -> serde_json::Value {
+pub(super) fn credits_json(credits: Credits) -> serde_json::Value {
     credits.to_string().into()
 }
 
@@ -132,7 +160,7 @@ async fn credits(
 
 /// A query's parameters; unknown ones are refused, so a typo is not
 /// silently ignored.
-fn params(query: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn params(query: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match query.keys().find(|name| !known.contains(&name.as_str())) {
         Some(name) => Err(ApiError::bad_request(
             "invalid_parameter",
@@ -145,7 +173,7 @@ fn params(query: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiErr
     }
 }
 
-fn limit_param(query: &BTreeMap<String, String>, max: i64) -> Result<i64, ApiError> {
+pub(super) fn limit_param(query: &BTreeMap<String, String>, max: i64) -> Result<i64, ApiError> {
     match query.get("limit") {
         None => Ok(max.min(100)),
         Some(text) => match text.parse::<i64>() {
@@ -331,7 +359,7 @@ async fn usage(
 }
 
 /// Reads a body up to the limit, answering 413 in the API's shape beyond.
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -468,7 +496,7 @@ async fn serve_call(
     (status, Json(answer)).into_response()
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(value) => match value.to_str() {
