@@ -10,6 +10,7 @@ pub mod demo;
 pub mod ids;
 pub mod ledger;
 pub mod metering;
+pub mod metrics;
 pub mod plugins;
 pub mod pricing;
 pub mod runtime;

@@ -52,6 +52,7 @@ pub struct Request {
 pub struct Metered {
     /// The id of its usage record.
     pub call_id: String,
+    pub function: &'static str,
     pub version: String,
     pub result: Result<Reply, CallError>,
     /// Units charged for: what the plugin reported, at most what was held
@@ -175,6 +176,65 @@ impl Meter {
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
     /// it on a blocking thread.
     pub fn invoke(&self, request: Request) -> Result<Metered, MeterError> {
+        let metrics = crate::metrics::global();
+        let plugin = request.plugin.clone();
+        let result = self.invoke_inner(request);
+        match &result {
+            Ok(metered) => {
+                let (outcome, error_kind) = match &metered.result {
+                    Ok(_) => (OUTCOME_OK, None),
+                    Err(CallError::Plugin { error, .. }) => {
+                        (OUTCOME_PLUGIN_ERROR, Some(format!("{:?}", error.kind)))
+                    }
+                    Err(error) => (OUTCOME_PLATFORM_ERROR, Some(stop_kind(error).to_owned())),
+                };
+                metrics
+                    .calls
+                    .get_or_create(&crate::metrics::CallLabels {
+                        plugin: plugin.clone(),
+                        function: metered.function.to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc();
+                let labels = crate::metrics::PluginLabels {
+                    plugin: plugin.clone(),
+                };
+                metrics
+                    .call_seconds
+                    .get_or_create(&labels)
+                    .observe(metered.duration.as_secs_f64());
+                metrics
+                    .credits_charged_micros
+                    .get_or_create(&labels)
+                    .inc_by(metered.charged.micros().max(0) as u64);
+                if let Some(kind) = error_kind {
+                    metrics
+                        .plugin_errors
+                        .get_or_create(&crate::metrics::ErrorLabels { plugin, kind })
+                        .inc();
+                }
+            }
+            Err(error) => {
+                let reason = match error {
+                    MeterError::InsufficientCredits { .. } => "insufficient_credits",
+                    MeterError::NotEnabled(_) => "not_enabled",
+                    MeterError::Unpriced(_) => "unpriced",
+                    MeterError::WrongFunction { .. } => "unknown_function",
+                    MeterError::Plugin(PluginError::NotInstalled(_)) => "unknown_plugin",
+                    _ => "platform_error",
+                };
+                metrics
+                    .refused
+                    .get_or_create(&crate::metrics::RefusalLabels {
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+        }
+        result
+    }
+
+    fn invoke_inner(&self, request: Request) -> Result<Metered, MeterError> {
         let Request {
             tenant,
             plugin: name,
@@ -301,6 +361,7 @@ impl Meter {
         self.settle(&record)?;
         Ok(Metered {
             call_id,
+            function,
             version: plugin.version.clone(),
             result: invocation.result,
             units,
@@ -374,6 +435,20 @@ impl Meter {
             self.settle(record)?;
         }
         Ok(settling.len())
+    }
+}
+
+/// What stopped a call that did not finish, for metrics.
+fn stop_kind(error: &CallError) -> &'static str {
+    match error {
+        CallError::Plugin { .. } => "plugin",
+        CallError::WrongFunction { .. } => "wrong_function",
+        CallError::FuelExhausted { .. } => "fuel",
+        CallError::Timeout { .. } => "timeout",
+        CallError::MemoryLimit { .. } => "memory",
+        CallError::OutputTooLarge { .. } => "output",
+        CallError::Trap { .. } => "crash",
+        CallError::Host { .. } => "host",
     }
 }
 

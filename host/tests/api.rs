@@ -885,3 +885,31 @@ fn tenants_keys_plugins_and_grants_keep_to_their_roles_and_tenants() {
         forbidden
     );
 }
+
+#[test]
+fn metrics_count_calls_charges_and_refusals() {
+    let server = start();
+    assert_eq!(server.search(&server.acme_key, r#"{"limit": 60}"#).0, 200);
+    assert_eq!(server.search(&server.acme_key, r#"{"limit": 60}"#).0, 402);
+    let root = server.base.trim_end_matches("/api/v1");
+    let mut response = server.http.get(&format!("{root}/metrics")).call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.body_mut().read_to_string().unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert!(
+        value(
+            "tollgate_plugin_calls_total{plugin=\"csv-leads\",function=\"search\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(value("tollgate_credits_charged_micros_total{plugin=\"csv-leads\"}") >= 60_000_000.0);
+    assert!(value("tollgate_calls_refused_total{reason=\"insufficient_credits\"}") >= 1.0);
+    assert!(value("tollgate_plugin_call_seconds_count{plugin=\"csv-leads\"}") >= 1.0);
+    for probe in ["/healthz", "/readyz"] {
+        let response = server.http.get(&format!("{root}{probe}")).call().unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{probe}");
+    }
+}
