@@ -32,6 +32,25 @@ pub struct AppState {
     pub secrets: std::sync::Arc<crate::secrets::SecretBox>,
     /// Largest request body, in bytes.
     pub body_bytes_max: usize,
+    /// Each tenant's request rate.
+    pub rate_limits: std::sync::Arc<RateLimits>,
+}
+
+/// Requests per tenant, per second, with a burst; kept per host.
+pub type RateLimits = governor::DefaultKeyedRateLimiter<i64>;
+
+/// A limiter allowing `per_second` requests per tenant, sustained, and
+/// `burst` at once.
+pub fn rate_limits(per_second: u32, burst: u32) -> RateLimits {
+    let per_second = std::num::NonZeroU32::new(per_second.max(1)).expect("at least 1");
+    let burst = std::num::NonZeroU32::new(burst.max(1)).expect("at least 1");
+    governor::RateLimiter::keyed(governor::Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// A limiter with any quota (tests use one an hour, which no pause of the
+/// machine can replenish mid-test).
+pub fn rate_limits_with(quota: governor::Quota) -> RateLimits {
+    governor::RateLimiter::keyed(quota)
 }
 
 pub fn router(state: AppState) -> Router {

@@ -102,6 +102,10 @@ pub struct LedgerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     pub request_body_bytes_max: u32,
+    /// API requests one tenant may make per second, sustained; more get 429.
+    pub tenant_requests_per_second: u32,
+    /// Requests a tenant may make at once above the sustained rate.
+    pub tenant_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +135,8 @@ impl Default for Settings {
             },
             limits: LimitSettings {
                 request_body_bytes_max: 1 << 20,
+                tenant_requests_per_second: 1_000,
+                tenant_burst: 2_000,
             },
             files: FileSettings {
                 plans: PathBuf::from("plans.toml"),

@@ -437,6 +437,10 @@ fn serve(
             ledger,
             meter,
             secrets,
+            rate_limits: Arc::new(api::rate_limits(
+                config.settings.limits.tenant_requests_per_second,
+                config.settings.limits.tenant_burst,
+            )),
             body_bytes_max: config.settings.limits.request_body_bytes_max as usize,
         });
         axum::serve(listener, app)

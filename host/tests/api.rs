@@ -39,6 +39,13 @@ struct Server {
 /// Acme holds 100 credits with csv-leads enabled over 1,000 leads; Globex
 /// holds nothing. Searches cost 1 credit per lead.
 fn start() -> Server {
+    start_with_rate_limits(governor::Quota::per_second(
+        std::num::NonZeroU32::new(10_000).unwrap(),
+    ))
+}
+
+/// A server with a rate limit per tenant.
+fn start_with_rate_limits(quota: governor::Quota) -> Server {
     let db = TestDatabase::new();
     let database = db.open();
     let ledger = Ledger::start(
@@ -129,6 +136,7 @@ fn start() -> Server {
         ledger: ledger.clone(),
         meter,
         secrets,
+        rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -912,4 +920,27 @@ fn metrics_count_calls_charges_and_refusals() {
         let response = server.http.get(&format!("{root}{probe}")).call().unwrap();
         assert_eq!(response.status().as_u16(), 200, "{probe}");
     }
+}
+
+#[test]
+fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
+    // One request an hour, three at once.
+    let server = start_with_rate_limits(
+        governor::Quota::per_hour(std::num::NonZeroU32::new(1).unwrap())
+            .allow_burst(std::num::NonZeroU32::new(3).unwrap()),
+    );
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| server.get(&server.acme_key, "/billing/credits").0)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let response = server
+        .http
+        .get(&format!("{}/billing/credits", server.base))
+        .header("authorization", &format!("Bearer {}", server.acme_key))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    // Another tenant has its own allowance.
+    assert_eq!(server.get(&server.globex_key, "/billing/credits").0, 200);
 }

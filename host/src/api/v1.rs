@@ -81,7 +81,25 @@ impl FromRequestParts<AppState> for Caller {
             })
             .await
             .map_err(ApiError::internal)?;
-        principal.map(Caller).ok_or_else(ApiError::unauthorized)
+        let principal = principal.ok_or_else(ApiError::unauthorized)?;
+        if let Some(tenant) = principal.tenant
+            && let Err(not_until) = state.rate_limits.check_key(&tenant.0)
+        {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this tenant is making requests faster than it may; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+            );
+            error.retry_after = Some(wait.as_secs().max(1));
+            return Err(error);
+        }
+        Ok(Caller(principal))
     }
 }
 
