@@ -26,8 +26,42 @@ use crate::units::{Clock as _, Credits, SystemClock, Timestamp};
 /// Longest `Idempotency-Key` kept.
 const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 
+/// The API's OpenAPI document, served at `/api/v1/openapi.json`; a test
+/// checks that it documents exactly the operations in [`OPERATIONS`], and
+/// that each is served.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every operation this router serves, as (method, path).
+pub const OPERATIONS: [(&str, &str); 17] = [
+    ("post", "/plugins/{plugin}/invoke/{function}"),
+    ("post", "/leads/search"),
+    ("post", "/leads/enrich"),
+    ("post", "/messages"),
+    ("get", "/billing/credits"),
+    ("get", "/billing/credits/transactions"),
+    ("post", "/billing/credits/grants"),
+    ("get", "/usage"),
+    ("get", "/usage/records"),
+    ("get", "/tenants"),
+    ("post", "/tenants"),
+    ("get", "/tenants/{tenant}/keys"),
+    ("post", "/tenants/{tenant}/keys"),
+    ("delete", "/tenants/{tenant}/keys/{key}"),
+    ("get", "/plugins"),
+    ("put", "/plugins/{plugin}/enablement"),
+    ("delete", "/plugins/{plugin}/enablement"),
+];
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
 pub fn router(_state: &AppState) -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/billing/credits", get(credits))
         .route("/billing/credits/transactions", get(transactions))
         .route("/plugins/{plugin}/invoke/{function}", post(invoke))
