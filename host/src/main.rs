@@ -382,12 +382,18 @@ fn serve(
     for plugin in first_party {
         tracing::info!(plugin = %plugin.name, version = %plugin.version, "installed first-party plugin");
     }
-    if demo {
-        tollgate::demo::seed(&database, &ledger, &SystemClock)?;
-    }
     let secrets = Arc::new(SecretBox::from_key_file(
         &config.settings.storage.secret_key_path(),
     )?);
+    if demo {
+        tollgate::demo::seed(
+            &database,
+            &ledger,
+            &SystemClock,
+            &secrets,
+            &config.settings.storage.data_dir.join("demo-api-key"),
+        )?;
+    }
     let meter = Arc::new(tollgate::metering::Meter::new(
         database.clone(),
         ledger.clone(),

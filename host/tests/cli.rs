@@ -271,6 +271,29 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
     assert!(get(port, "/nope").unwrap().0.contains("404"));
     assert!(data_dir.join("tollgate.db").exists());
 
+    // The demo's API key searches the demo leads, metered at the shipped
+    // price of 0.1 credit a lead.
+    let key = std::fs::read_to_string(data_dir.join("demo-api-key")).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(&format!("http://127.0.0.1:{port}/api/v1/leads/search"))
+        .header("authorization", &format!("Bearer {}", key.trim()))
+        .content_type("application/json")
+        .send(r#"{"plugin": "csv-leads", "location": "paris", "limit": 10}"#)
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["units"].as_u64(), answer["charged"].as_str()),
+        (Some(10), Some("1"))
+    );
+    assert_eq!(answer["result"]["leads"][0]["location"], "Paris");
+
     // SIGTERM: the server finishes what it has and exits cleanly.
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -317,7 +340,7 @@ fn serve_creates_the_embedded_database_and_answers_health_checks() {
          webhook\t0.1.0\tchannel\tAPI 0.1\tactive\n"
     );
     let demo = String::from_utf8(balance("1").stdout).unwrap();
-    assert!(demo.contains("posted     1250"), "{demo}");
+    assert!(demo.contains("posted     1249"), "{demo}");
     assert!(!balance("2").status.success());
 }
 
