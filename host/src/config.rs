@@ -640,14 +640,12 @@ fn parse_price(index: usize, raw: RawPrice) -> Result<Price, Invalid> {
         .map_err(|reason| invalid(format!("price[{index}]"), reason))?;
     let effective_from = match &raw.effective_from {
         None => Timestamp::from_micros(0),
-        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map(|time| Timestamp::from_chrono(time.to_utc()))
-            .map_err(|error| {
-                invalid(
-                    key("effective_from"),
-                    format!("{text:?} is not an RFC 3339 time: {error}"),
-                )
-            })?,
+        Some(text) => Timestamp::parse_rfc3339(text).ok_or_else(|| {
+            invalid(
+                key("effective_from"),
+                format!("{text:?} is not an RFC 3339 time, such as 2027-01-01T00:00:00Z"),
+            )
+        })?,
     };
     Ok(Price {
         plugin: raw.plugin,

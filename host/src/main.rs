@@ -937,8 +937,7 @@ fn grant_command(wallet: ledger::AccountId, args: &GrantArgs) -> anyhow::Result<
         .expires_at
         .as_deref()
         .map(|text| {
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map(|time| Timestamp::from_chrono(time.to_utc()))
+            Timestamp::parse_rfc3339(text)
                 .with_context(|| format!("--expires-at {text:?} is not an RFC 3339 time"))
         })
         .transpose()?;

@@ -210,6 +210,13 @@ impl Timestamp {
     pub fn from_chrono(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
         Timestamp(time.timestamp_micros())
     }
+
+    /// Parses an RFC 3339 time, such as `2027-01-01T00:00:00Z`.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| Timestamp::from_chrono(time.to_utc()))
+    }
 }
 
 impl fmt::Display for Timestamp {

@@ -440,9 +440,8 @@ pub(super) async fn grant(
         .expires_at
         .as_deref()
         .map(|text| {
-            chrono::DateTime::parse_from_rfc3339(text)
-                .map(|time| Timestamp::from_chrono(time.to_utc()))
-                .map_err(|_| invalid(format!("expires_at: {text:?} is not an RFC 3339 time")))
+            Timestamp::parse_rfc3339(text)
+                .ok_or_else(|| invalid(format!("expires_at: {text:?} is not an RFC 3339 time")))
         })
         .transpose()?;
     let id = TransferId::new(format!("grant:{key}"))
