@@ -998,3 +998,35 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
         assert!(body.contains("\"unauthorized\""), "{method} {path}: {body}");
     }
 }
+
+#[test]
+fn fifty_concurrent_clients_spend_exactly_the_balance() {
+    // 100 credits cover exactly ten searches of 10 leads.
+    let server = start();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| scope.spawn(|| server.search(&server.acme_key, r#"{"limit": 10}"#).0))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 10);
+    assert_eq!(statuses.iter().filter(|status| **status == 402).count(), 40);
+    assert_eq!(
+        server.ledger(),
+        (
+            Credits::ZERO,
+            Credits::ZERO,
+            Credits::from_whole(100).unwrap()
+        )
+    );
+    let mut conn = server.database.get().unwrap();
+    let records = tollgate::metering::records(&mut conn, server.acme, 100).unwrap();
+    assert_eq!(records.len(), 10);
+    assert_eq!(
+        records.iter().map(|record| record.credits).sum::<i64>(),
+        100_000_000
+    );
+}
