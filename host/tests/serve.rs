@@ -1,0 +1,297 @@
+//! `tollgate serve` as a real process: killed under load and restarted, and
+//! two of them sharing one database. On SQLite, or on PostgreSQL when
+//! TEST_DATABASE_URL is set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tollgate::db::DatabaseUrl;
+use tollgate::db::testing::TestDatabase;
+
+/// How long a server may take to start, or a condition to come true.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    url: String,
+    _db: TestDatabase,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for file in ["tollgate.toml", "plans.toml", "pricing.toml"] {
+            std::fs::copy(config.join(file), dir.path().join(file)).unwrap();
+        }
+        let db = TestDatabase::new();
+        let url = match &db.url {
+            DatabaseUrl::Postgres(url) => url.clone(),
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        };
+        Setup { dir, url, _db: db }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `tollgate serve` on a free port; returns it once ready.
+    fn serve(&self, demo: bool) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("tollgate.toml"))
+            .args(["--database-url", &self.url, "serve"])
+            .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("TOLLGATE__STORAGE__DATA_DIR", self.data_dir())
+            // Holds of calls a kill interrupts time out quickly.
+            .env("TOLLGATE__LEDGER__HOLD_TIMEOUT_SECONDS_DEFAULT", "2")
+            .env("TOLLGATE__LEDGER__EXPIRY_SWEEP_SECONDS", "1")
+            .env("TOLLGATE__LIMITS__TENANT_REQUESTS_PER_SECOND", "100000")
+            .env("TOLLGATE__LIMITS__TENANT_BURST", "100000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if demo {
+            command.arg("--demo");
+        }
+        let child = command.spawn().unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+        };
+        eventually("the server to be ready", || {
+            server
+                .http
+                .get(&format!("{}/readyz", server.base))
+                .call()
+                .is_ok_and(|response| response.status() == 200)
+        });
+        server
+    }
+
+    fn key(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("demo-api-key"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn audit(&self) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(self.dir.path().join("tollgate.toml"))
+            .args(["--database-url", &self.url, "credits", "audit"])
+            .env("TOLLGATE__STORAGE__DATA_DIR", self.data_dir())
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+/// Polls `condition` until it holds, or fails the test at the deadline.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "waited {DEADLINE:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    http: ureq::Agent,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// A search; `None` when the server did not answer (it was killed).
+    fn search(&self, key: &str, limit: u32) -> Option<(u16, serde_json::Value)> {
+        let mut response = self
+            .http
+            .post(&format!("{}/api/v1/leads/search", self.base))
+            .header("authorization", &format!("Bearer {key}"))
+            .content_type("application/json")
+            .send(format!(r#"{{"plugin": "csv-leads", "limit": {limit}}}"#))
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
+        Some((status, body))
+    }
+
+    fn get(&self, key: &str, path: &str) -> serde_json::Value {
+        let mut response = self
+            .http
+            .get(&format!("{}/api/v1{path}", self.base))
+            .header("authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    /// Every usage record of the key's tenant, by call id.
+    fn records(&self, key: &str) -> BTreeMap<String, serde_json::Value> {
+        let mut records = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/usage/records?limit=500&before={cursor}"),
+                None => "/usage/records?limit=500".to_owned(),
+            };
+            let page = self.get(key, &path);
+            for record in page["records"].as_array().unwrap() {
+                records.insert(
+                    record["call_id"].as_str().unwrap().to_owned(),
+                    record.clone(),
+                );
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return records,
+            }
+        }
+    }
+}
+
+fn credits(value: &serde_json::Value) -> f64 {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn sigkill_under_load_loses_no_answered_call() {
+    let setup = Setup::new();
+    let mut server = setup.serve(true);
+    let pid = server.child.id();
+    let key = setup.key();
+    // Eight clients search (one lead, 0.1 credit each) until the server
+    // dies; every answered call is remembered.
+    let answered: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let n_answered = AtomicUsize::new(0);
+    let dead = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while !dead.load(Ordering::SeqCst) {
+                    match server.search(&key, 1) {
+                        Some((200, body)) => {
+                            let call = (
+                                body["call_id"].as_str().unwrap().to_owned(),
+                                body["charged"].as_str().unwrap().to_owned(),
+                            );
+                            answered.lock().unwrap().push(call);
+                            n_answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some((status, body)) => panic!("{status}: {body}"),
+                        None => return,
+                    }
+                }
+            });
+        }
+        eventually("300 answered calls", || {
+            n_answered.load(Ordering::SeqCst) >= 300
+        });
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        dead.store(true, Ordering::SeqCst);
+    });
+    server.child.wait().unwrap();
+    drop(server);
+
+    // Restarted, the server settles what the kill interrupted; holds of
+    // calls that never reached a record time out.
+    let server = setup.serve(false);
+    eventually("no hold left pending", || {
+        server.get(&key, "/billing/credits")["balance"]["pending"] == "0"
+    });
+    let records = server.records(&key);
+    let answered = answered.into_inner().unwrap();
+    assert!(answered.len() >= 300);
+    for (call_id, charged) in &answered {
+        let record = records
+            .get(call_id)
+            .unwrap_or_else(|| panic!("answered call {call_id} has no usage record"));
+        assert_eq!(record["state"], "settled", "{record}");
+        assert_eq!(&record["charged"], charged, "{record}");
+    }
+    // Records sum to what left the wallet; nothing is settling.
+    let charged: f64 = records
+        .values()
+        .map(|record| credits(&record["charged"]))
+        .sum();
+    let posted = credits(&server.get(&key, "/billing/credits")["balance"]["posted"]);
+    assert!(
+        (1_250.0 - posted - charged).abs() < 1e-6,
+        "{posted} + {charged}"
+    );
+    assert!(records.values().all(|record| record["state"] != "settling"));
+    drop(server);
+    assert!(setup.audit().contains("all invariants hold"));
+}
+
+#[test]
+fn two_servers_sharing_a_database_never_overspend() {
+    let setup = Setup::new();
+    let first = setup.serve(true);
+    let second = setup.serve(false);
+    let key = setup.key();
+    // 1,250 credits pay for exactly 125 searches of 100 leads at 0.1.
+    let succeeded = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for client in 0..24 {
+            let server = if client % 2 == 0 { &first } else { &second };
+            let (key, succeeded) = (&key, &succeeded);
+            scope.spawn(move || {
+                loop {
+                    match server.search(key, 100) {
+                        Some((200, body)) => {
+                            assert_eq!(body["charged"], "10", "{body}");
+                            succeeded.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some((402, _)) => return,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(succeeded.load(Ordering::SeqCst), 125);
+    let balance = first.get(&key, "/billing/credits");
+    assert_eq!(
+        (
+            &balance["balance"]["posted"],
+            &balance["balance"]["pending"]
+        ),
+        (&"0".into(), &"0".into())
+    );
+    assert_eq!(first.records(&key).len(), 125);
+    drop((first, second));
+    assert!(setup.audit().contains("all invariants hold"));
+}
