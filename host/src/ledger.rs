@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::units::{Clock, Credits, Timestamp};
 
-pub use writer::{Stats, WriterOptions};
+pub use writer::{Attachment, Stats, WriterOptions};
 
 /// Longest transfer id a caller may choose.
 pub const TRANSFER_ID_BYTES_MAX: usize = 128;
@@ -508,6 +508,19 @@ impl Ledger {
 
     pub fn submit_blocking(&self, command: Command) -> CommandResult {
         first(self.execute_blocking(vec![command]))
+    }
+
+    /// Applies a command and, in the same transaction, writes `attachment`
+    /// if the command is applied (not refused, not a replay).
+    pub fn submit_attached_blocking(
+        &self,
+        command: Command,
+        attachment: writer::Attachment,
+    ) -> CommandResult {
+        first(
+            self.writer
+                .execute_attached_blocking(vec![command], vec![Some(attachment)]),
+        )
     }
 
     /// Expires due grants and times out forgotten holds, up to `limit` of

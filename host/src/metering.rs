@@ -3,21 +3,23 @@
 //!
 //! 1. quote: the price of the plugin function for the tenant, now, and the
 //!    most the call may cost (its most units and all its fuel);
-//! 2. hold that much on the tenant's wallet; refused when the balance
-//!    cannot cover it, and then the plugin is not invoked;
+//! 2. hold that much on the tenant's wallet, and in the same transaction
+//!    write the call's usage record (state `invoking`); refused when the
+//!    balance cannot cover it, and then the plugin is not invoked and
+//!    nothing is recorded;
 //! 3. invoke the plugin in its sandbox with the tenant's settings;
-//! 4. record the usage (state `settling`), with the charge for what the
-//!    call reported: its units, its fuel; nothing when it failed on the
-//!    platform's side or crashed, nothing when the plugin reported a
-//!    failure unless the price says `charge_failed`;
-//! 5. settle: post the charge from the hold and release the rest (or void
-//!    it all), then mark the record `settled`.
+//! 4. settle: post the charge for what the call reported (its units, its
+//!    fuel; nothing when it failed on the platform's side or crashed,
+//!    nothing when the plugin reported a failure unless the price says
+//!    `charge_failed`) and release the rest, or void it all, and in the
+//!    same transaction complete the record (state `settled`).
 //!
-//! The hold, post and void have ids derived from the call's id, which the
-//! ledger makes idempotent, so [`Meter::recover`] finishes the settlement
-//! of a record a crash left `settling`: every call that was answered has
-//! its charge and its record, and the records' credits always equal the
-//! ledger's debits for calls.
+//! Both steps ride the ledger's group commit, so concurrent calls share
+//! their commits. A call a crash interrupted between the two is left
+//! `invoking`: [`Meter::recover`] voids its hold and marks it
+//! `interrupted`, charged nothing, since what it did is unknown. So a call
+//! that was answered has its charge and its record, and the records'
+//! credits always equal the ledger's charges for calls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,8 @@ use crate::db::schema::{usage_counters, usage_records};
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{
-    Command, HoldState, Ledger, LedgerError, PlatformAccount, TransferId, queries,
+    AccountId, Attachment, Command, HoldState, Ledger, LedgerError, PlatformAccount, TransferId,
+    queries,
 };
 use crate::plugins::kv::DbKv;
 use crate::plugins::{self, PluginError, Registry};
@@ -110,6 +113,7 @@ pub struct Meter {
     http: HttpPolicy,
     /// How long a call's hold lasts if the host dies before settling it.
     hold_timeout: Duration,
+    wallets: std::sync::Mutex<std::collections::HashMap<i64, AccountId>>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -137,7 +141,9 @@ pub fn period_of(at: Timestamp) -> String {
 const OUTCOME_OK: &str = "ok";
 const OUTCOME_PLUGIN_ERROR: &str = "plugin_error";
 const OUTCOME_PLATFORM_ERROR: &str = "platform_error";
-const STATE_SETTLING: &str = "settling";
+const OUTCOME_PENDING: &str = "pending";
+const STATE_INVOKING: &str = "invoking";
+const STATE_INTERRUPTED: &str = "interrupted";
 const STATE_SETTLED: &str = "settled";
 const STATE_LOST: &str = "lost";
 
@@ -170,6 +176,7 @@ impl Meter {
             clock,
             http,
             hold_timeout,
+            wallets: Default::default(),
         }
     }
 
@@ -252,11 +259,15 @@ impl Meter {
                 function,
             });
         }
-        let settings = plugins::tenant_settings(&mut conn, &self.secrets, tenant, &name)?
-            .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
+        let settings =
+            plugins::tenant_settings_of(&mut conn, &self.secrets, tenant, &plugin.manifest)?
+                .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
         let price = self.book.price(tenant, &name, function, now)?.clone();
         let period = period_of(now);
-        let period_units = period_units(&mut conn, tenant, &name, function, &period)?;
+        let period_units = match price.uses_period() {
+            true => period_units(&mut conn, tenant, &name, function, &period)?,
+            false => 0,
+        };
         let max_units = max_units(&call);
         let plan = None; // Subscriptions come with billing.
         let held = price.max_charge(Usage {
@@ -265,11 +276,30 @@ impl Meter {
             units: max_units,
             fuel: plugin.limits.fuel,
         });
-        let wallet = queries::wallet_of(&mut conn, tenant)?;
+        let wallet = self.wallet(&mut conn, tenant)?;
         // The pooled connection is not held while the plugin runs.
         drop(conn);
 
         let call_id = new_call_id();
+        let created_at = self.clock.now().micros();
+        let record = UsageRow {
+            id: call_id.clone(),
+            tenant_id: tenant.0,
+            plugin: name.clone(),
+            version: plugin.version.clone(),
+            function: function.to_owned(),
+            units: 0,
+            credits: 0,
+            held: held.micros(),
+            fuel: 0,
+            duration_us: 0,
+            outcome: OUTCOME_PENDING.to_owned(),
+            error: None,
+            idempotency_key,
+            period,
+            state: STATE_INVOKING.to_owned(),
+            created_at,
+        };
         if held > Credits::ZERO {
             let hold = Command::Hold {
                 id: hold_id(&call_id),
@@ -279,7 +309,14 @@ impl Meter {
                 timeout_us: i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX),
                 memo: format!("{name} {function}"),
             };
-            match self.ledger.submit_blocking(hold) {
+            let row = record.clone();
+            let insert: Attachment = Arc::new(move |conn| {
+                diesel::insert_into(usage_records::table)
+                    .values(&row)
+                    .execute(conn)
+                    .map(drop)
+            });
+            match self.ledger.submit_attached_blocking(hold, insert) {
                 Ok(_) => {}
                 Err(LedgerError::InsufficientCredits {
                     available, amount, ..
@@ -291,6 +328,11 @@ impl Meter {
                 }
                 Err(error) => return Err(error.into()),
             }
+        } else {
+            let mut conn = self.database.get()?;
+            diesel::insert_into(usage_records::table)
+                .values(&record)
+                .execute(&mut conn)?;
         }
 
         let mut http = self.http.clone();
@@ -331,34 +373,17 @@ impl Meter {
             _ => Credits::ZERO,
         }
         .min(held);
-
-        let record = UsageRow {
-            id: call_id.clone(),
-            tenant_id: tenant.0,
-            plugin: name.clone(),
-            version: plugin.version.clone(),
-            function: function.to_owned(),
+        let settled = UsageRow {
             units: units as i64,
             credits: charged.micros(),
-            held: held.micros(),
             fuel: invocation.fuel_consumed as i64,
             duration_us: invocation.duration.as_micros() as i64,
             outcome: outcome.to_owned(),
             error: error.map(|error| error.to_string()),
-            idempotency_key,
-            period,
-            state: STATE_SETTLING.to_owned(),
-            created_at: self.clock.now().micros(),
+            state: STATE_SETTLED.to_owned(),
+            ..record
         };
-        let mut conn = self.database.get()?;
-        db::write_transaction(&mut conn, |conn| {
-            diesel::insert_into(usage_records::table)
-                .values(&record)
-                .execute(conn)?;
-            add_units(conn, &record)
-        })?;
-        drop(conn);
-        self.settle(&record)?;
+        self.settle(settled)?;
         Ok(Metered {
             call_id,
             function,
@@ -371,71 +396,136 @@ impl Meter {
         })
     }
 
-    /// Posts a record's charge from its hold (releasing the rest) or voids
-    /// the hold, then marks the record settled. Safe to repeat.
-    fn settle(&self, record: &UsageRow) -> Result<(), MeterError> {
-        if record.held > 0 {
-            let command = match record.credits {
-                0 => Command::Void {
-                    id: settle_id(&record.id),
-                    hold: hold_id(&record.id),
-                    memo: format!("{} {}: nothing charged", record.plugin, record.function),
+    /// The tenant's wallet: an account id never changes, so it is looked
+    /// up once per tenant.
+    fn wallet(&self, conn: &mut DbConnection, tenant: TenantId) -> Result<AccountId, MeterError> {
+        if let Some(wallet) = self.wallets.lock().expect("wallets lock").get(&tenant.0) {
+            return Ok(*wallet);
+        }
+        let wallet = queries::wallet_of(conn, tenant)?;
+        self.wallets
+            .lock()
+            .expect("wallets lock")
+            .insert(tenant.0, wallet);
+        Ok(wallet)
+    }
+
+    /// Posts the record's charge from its hold (releasing the rest) or
+    /// voids the hold, and in the same transaction writes the record as
+    /// settled. A hold that timed out first makes the record `lost`: the
+    /// charge is gone, and the record says so.
+    fn settle(&self, record: UsageRow) -> Result<(), MeterError> {
+        let (id, plugin, function, units, credits) = (
+            record.id.clone(),
+            record.plugin.clone(),
+            record.function.clone(),
+            record.units,
+            record.credits,
+        );
+        let row = record.clone();
+        let completion: Attachment = Arc::new(move |conn| complete(conn, &row));
+        if record.held == 0 {
+            let mut conn = self.database.get()?;
+            db::write_transaction(&mut conn, |conn| complete(conn, &record))?;
+            return Ok(());
+        }
+        let command = match credits {
+            0 => Command::Void {
+                id: settle_id(&id),
+                hold: hold_id(&id),
+                memo: format!("{plugin} {function}: nothing charged"),
+            },
+            credits => Command::Post {
+                id: settle_id(&id),
+                hold: hold_id(&id),
+                amount: Some(Credits::from_micros(credits)),
+                memo: format!("{plugin} {function}: {units} units"),
+            },
+        };
+        match self.ledger.submit_attached_blocking(command, completion) {
+            Ok(_) => Ok(()),
+            Err(
+                LedgerError::HoldTimedOut(_)
+                | LedgerError::HoldResolved {
+                    state: HoldState::TimedOut,
+                    ..
                 },
-                credits => Command::Post {
-                    id: settle_id(&record.id),
-                    hold: hold_id(&record.id),
-                    amount: Some(Credits::from_micros(credits)),
-                    memo: format!(
-                        "{} {}: {} units",
-                        record.plugin, record.function, record.units
-                    ),
-                },
+            ) => {
+                let lost = UsageRow {
+                    credits: 0,
+                    state: STATE_LOST.to_owned(),
+                    ..record
+                };
+                let mut conn = self.database.get()?;
+                db::write_transaction(&mut conn, |conn| complete(conn, &lost))?;
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Ends every call a crash left `invoking`: voids its hold and marks it
+    /// `interrupted`, charged nothing; returns how many. Run at start,
+    /// before serving.
+    pub fn recover(&self) -> Result<usize, MeterError> {
+        let mut conn = self.database.get()?;
+        let invoking: Vec<UsageRow> = usage_records::table
+            .filter(usage_records::state.eq(STATE_INVOKING))
+            .select(UsageRow::as_select())
+            .load(&mut conn)?;
+        drop(conn);
+        for record in &invoking {
+            let interrupted = UsageRow {
+                credits: 0,
+                outcome: OUTCOME_PLATFORM_ERROR.to_owned(),
+                error: Some("the host stopped during the call".to_owned()),
+                state: STATE_INTERRUPTED.to_owned(),
+                ..record.clone()
             };
-            match self.ledger.submit_blocking(command) {
+            if record.held == 0 {
+                let mut conn = self.database.get()?;
+                db::write_transaction(&mut conn, |conn| complete(conn, &interrupted))?;
+                continue;
+            }
+            let row = interrupted.clone();
+            let void = Command::Void {
+                id: settle_id(&record.id),
+                hold: hold_id(&record.id),
+                memo: format!(
+                    "{} {}: interrupted by a restart",
+                    record.plugin, record.function
+                ),
+            };
+            match self
+                .ledger
+                .submit_attached_blocking(void, Arc::new(move |conn| complete(conn, &row)))
+            {
                 Ok(_) => {}
-                // The hold timed out before the call was settled (the host
-                // was down longer than the hold lasts): the charge is lost,
-                // and the record says so.
-                Err(
-                    LedgerError::HoldTimedOut(_)
-                    | LedgerError::HoldResolved {
-                        state: HoldState::TimedOut,
-                        ..
-                    },
-                ) => {
+                Err(LedgerError::HoldTimedOut(_) | LedgerError::HoldResolved { .. }) => {
                     let mut conn = self.database.get()?;
-                    diesel::update(usage_records::table.find(&record.id))
-                        .set((
-                            usage_records::state.eq(STATE_LOST),
-                            usage_records::credits.eq(0),
-                        ))
-                        .execute(&mut conn)?;
-                    return Ok(());
+                    db::write_transaction(&mut conn, |conn| complete(conn, &interrupted))?;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        let mut conn = self.database.get()?;
-        diesel::update(usage_records::table.find(&record.id))
-            .set(usage_records::state.eq(STATE_SETTLED))
-            .execute(&mut conn)?;
-        Ok(())
+        Ok(invoking.len())
     }
+}
 
-    /// Finishes settling every record a crash left `settling`; returns how
-    /// many. Run at start, before serving.
-    pub fn recover(&self) -> Result<usize, MeterError> {
-        let mut conn = self.database.get()?;
-        let settling: Vec<UsageRow> = usage_records::table
-            .filter(usage_records::state.eq(STATE_SETTLING))
-            .select(UsageRow::as_select())
-            .load(&mut conn)?;
-        drop(conn);
-        for record in &settling {
-            self.settle(record)?;
-        }
-        Ok(settling.len())
-    }
+/// Writes a call's final record and counts its units towards the period.
+fn complete(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<()> {
+    diesel::update(usage_records::table.find(&record.id))
+        .set((
+            usage_records::units.eq(record.units),
+            usage_records::credits.eq(record.credits),
+            usage_records::fuel.eq(record.fuel),
+            usage_records::duration_us.eq(record.duration_us),
+            usage_records::outcome.eq(&record.outcome),
+            usage_records::error.eq(&record.error),
+            usage_records::state.eq(&record.state),
+        ))
+        .execute(conn)?;
+    add_units(conn, record)
 }
 
 /// What stopped a call that did not finish, for metrics.

@@ -869,9 +869,38 @@ pub fn tenant_settings(
     let Some(json) = row else {
         return Ok(None);
     };
-    let mut settings: BTreeMap<String, String> =
-        serde_json::from_str(&json).expect("settings were stored as a JSON object");
     let manifest = active_manifest(conn, name)?;
+    open_settings(secrets, tenant, &manifest, &json).map(Some)
+}
+
+/// A tenant's settings for the plugin of `manifest` (its active version),
+/// secrets opened; `None` when it has not enabled it.
+pub fn tenant_settings_of(
+    conn: &mut DbConnection,
+    secrets: &SecretBox,
+    tenant: TenantId,
+    manifest: &Manifest,
+) -> Result<Option<BTreeMap<String, String>>, PluginError> {
+    let row: Option<String> = plugin_enablements::table
+        .filter(plugin_enablements::tenant_id.eq(tenant.0))
+        .filter(plugin_enablements::plugin.eq(&manifest.name))
+        .filter(plugin_enablements::enabled.eq(true))
+        .select(plugin_enablements::settings)
+        .first(conn)
+        .optional()?;
+    row.map(|json| open_settings(secrets, tenant, manifest, &json))
+        .transpose()
+}
+
+fn open_settings(
+    secrets: &SecretBox,
+    tenant: TenantId,
+    manifest: &Manifest,
+    json: &str,
+) -> Result<BTreeMap<String, String>, PluginError> {
+    let name = &manifest.name;
+    let mut settings: BTreeMap<String, String> =
+        serde_json::from_str(json).expect("settings were stored as a JSON object");
     for spec in manifest.settings.iter().filter(|spec| spec.secret) {
         if let Some(value) = settings.get_mut(&spec.name)
             // Stored before the setting became secret: plain, as it was.
@@ -880,5 +909,5 @@ pub fn tenant_settings(
             *value = secrets.open(value, &secret_context(tenant, name, &spec.name))?;
         }
     }
-    Ok(Some(settings))
+    Ok(settings)
 }

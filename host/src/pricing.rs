@@ -234,6 +234,12 @@ impl Price {
         to_credits(self.per_call + units_max + self.fuel_amount(max_fuel))
     }
 
+    /// Whether the charge depends on the units used earlier in the period
+    /// (tiers, packages, allowances); a standard price per unit does not.
+    pub fn uses_period(&self) -> bool {
+        !matches!(self.units, ChargeModel::Standard { .. }) || !self.free_units.is_empty()
+    }
+
     fn free_units_for(&self, plan: Option<&str>) -> u64 {
         plan.and_then(|plan| self.free_units.get(plan))
             .copied()

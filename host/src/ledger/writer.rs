@@ -63,9 +63,18 @@ impl Default for WriterOptions {
     }
 }
 
+/// Rows another module writes in the same transaction as a command, when
+/// the command is applied (not when it is refused or replayed): a usage
+/// record with the post that charges for it. The ledger does not know what
+/// they are. It may run more than once (a failed batch is retried command
+/// by command); only the run that commits counts.
+pub type Attachment =
+    Arc<dyn Fn(&mut DbConnection) -> Result<(), diesel::result::Error> + Send + Sync>;
+
 enum Job {
     Execute {
         commands: Vec<Command>,
+        attachments: Vec<Option<Attachment>>,
         reply: oneshot::Sender<Vec<CommandResult>>,
     },
     ExpireDue {
@@ -133,10 +142,15 @@ impl Writer {
             return refused;
         }
         let n_commands = commands.len();
+        let attachments = vec![None; n_commands];
         let (reply, answer) = oneshot::channel();
         if self
             .sender()
-            .send(Job::Execute { commands, reply })
+            .send(Job::Execute {
+                commands,
+                attachments,
+                reply,
+            })
             .await
             .is_err()
         {
@@ -146,6 +160,16 @@ impl Writer {
     }
 
     pub fn execute_blocking(&self, commands: Vec<Command>) -> Vec<CommandResult> {
+        let attachments = vec![None; commands.len()];
+        self.execute_attached_blocking(commands, attachments)
+    }
+
+    /// [`Writer::execute_blocking`] with rows to write alongside commands.
+    pub fn execute_attached_blocking(
+        &self,
+        commands: Vec<Command>,
+        attachments: Vec<Option<Attachment>>,
+    ) -> Vec<CommandResult> {
         if let Some(refused) = refuse_call(&commands) {
             return refused;
         }
@@ -153,7 +177,11 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         if self
             .sender()
-            .blocking_send(Job::Execute { commands, reply })
+            .blocking_send(Job::Execute {
+                commands,
+                attachments,
+                reply,
+            })
             .is_err()
         {
             return unavailable(n_commands);
@@ -230,21 +258,31 @@ impl WriterThread {
                     None => return,
                 },
             };
-            let (commands, reply) = match job {
+            let (commands, attachments, reply) = match job {
                 Job::ExpireDue { limit, reply } => {
                     let _ = reply.send(self.expire_due(limit));
                     continue;
                 }
-                Job::Execute { commands, reply } => (commands, reply),
+                Job::Execute {
+                    commands,
+                    attachments,
+                    reply,
+                } => (commands, attachments, reply),
             };
             // Take every call already waiting, up to a batch's worth.
             let mut calls = vec![(commands.len(), reply)];
             let mut batch = commands;
+            let mut batch_attachments = attachments;
             while batch.len() < self.options.batch_commands_max {
                 match receiver.try_recv() {
-                    Ok(Job::Execute { commands, reply }) => {
+                    Ok(Job::Execute {
+                        commands,
+                        attachments,
+                        reply,
+                    }) => {
                         calls.push((commands.len(), reply));
                         batch.extend(commands);
+                        batch_attachments.extend(attachments);
                     }
                     Ok(job @ Job::ExpireDue { .. }) => {
                         deferred = Some(job);
@@ -257,7 +295,7 @@ impl WriterThread {
             self.stats
                 .n_commands
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let mut results = self.execute(&batch).into_iter();
+            let mut results = self.execute(&batch, &batch_attachments).into_iter();
             for (n_commands, reply) in calls {
                 // A caller that gave up waiting no longer needs its answer;
                 // what was committed stays committed.
@@ -269,17 +307,30 @@ impl WriterThread {
     /// Applies the commands in one transaction. When the database refuses
     /// the batch, each command is retried on its own, so one command's
     /// failure (a race with another host, say) never fails its neighbours.
-    fn execute(&mut self, commands: &[Command]) -> Vec<CommandResult> {
-        match self.transaction(|conn, now, options| apply_commands(conn, commands, now, options)) {
+    fn execute(
+        &mut self,
+        commands: &[Command],
+        attachments: &[Option<Attachment>],
+    ) -> Vec<CommandResult> {
+        match self.transaction(|conn, now, options| {
+            apply_commands(conn, commands, attachments, now, options)
+        }) {
             Ok(results) => results,
             Err(error) if commands.len() == 1 => vec![Err(error)],
             Err(error) => {
                 tracing::warn!(%error, n_commands = commands.len(), "ledger batch failed; applying its commands one by one");
                 commands
                     .iter()
-                    .map(|command| {
+                    .zip(attachments)
+                    .map(|(command, attachment)| {
                         self.transaction(|conn, now, options| {
-                            apply_commands(conn, std::slice::from_ref(command), now, options)
+                            apply_commands(
+                                conn,
+                                std::slice::from_ref(command),
+                                std::slice::from_ref(attachment),
+                                now,
+                                options,
+                            )
                         })
                         .and_then(|mut results| results.pop().expect("one result"))
                     })
@@ -374,6 +425,7 @@ impl WriterThread {
 fn apply_commands(
     conn: &mut DbConnection,
     commands: &[Command],
+    attachments: &[Option<Attachment>],
     now: crate::units::Timestamp,
     options: &WriterOptions,
 ) -> Result<Vec<CommandResult>, LedgerError> {
@@ -404,11 +456,18 @@ fn apply_commands(
         .flatten()
         .collect();
     let mut batch = load(conn, now, options, &ids, &hold_ids, accounts)?;
-    let results = commands
+    let results: Vec<CommandResult> = commands
         .iter()
         .map(|command| batch.apply(command))
         .collect();
     store(conn, batch.into_output())?;
+    for (result, attachment) in results.iter().zip(attachments) {
+        if let (Ok(receipt), Some(attachment)) = (result, attachment)
+            && !receipt.replayed
+        {
+            attachment(conn)?;
+        }
+    }
     Ok(results)
 }
 

@@ -349,48 +349,66 @@ fn period_pricing_counts_the_units_of_earlier_calls() {
 }
 
 #[test]
-fn recovery_settles_what_a_crash_left_settling() {
+fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
     let s = setup(100, vec![price("csv-leads", "search", "0", "1")]);
     let mut conn = s.database.get().unwrap();
     let wallet = queries::wallet_of(&mut conn, s.tenant).unwrap();
-    // Two calls that were invoked and recorded, but whose settlement the
-    // host did not live to make; the second outlived its hold.
-    for (call_id, timeout_us) in [("aa11", 300_000_000), ("bb22", 1_000_000)] {
+    // Three calls that were held (and recorded) but never settled: the
+    // host died while the plugins ran. The second outlived its hold; the
+    // third cost nothing, so it had none.
+    for (call_id, held, timeout_us) in [
+        ("aa11", 10, 300_000_000),
+        ("bb22", 10, 1_000_000),
+        ("cc33", 0, 0),
+    ] {
+        let row = UsageRow {
+            id: call_id.into(),
+            tenant_id: s.tenant.0,
+            plugin: "csv-leads".into(),
+            version: "0.1.0".into(),
+            function: "search".into(),
+            units: 0,
+            credits: 0,
+            held: held * 1_000_000,
+            fuel: 0,
+            duration_us: 0,
+            outcome: "pending".into(),
+            error: None,
+            idempotency_key: None,
+            period: "2026-01".into(),
+            state: "invoking".into(),
+            created_at: START.micros(),
+        };
+        if held == 0 {
+            diesel::insert_into(usage_records::table)
+                .values(&row)
+                .execute(&mut conn)
+                .unwrap();
+            continue;
+        }
         s.ledger
-            .submit_blocking(Command::Hold {
-                id: hold_id(call_id),
-                debit: wallet,
-                credit: PlatformAccount::Revenue.id(),
-                amount: whole(10),
-                timeout_us,
-                memo: String::new(),
-            })
-            .unwrap();
-        diesel::insert_into(usage_records::table)
-            .values(&UsageRow {
-                id: call_id.into(),
-                tenant_id: s.tenant.0,
-                plugin: "csv-leads".into(),
-                version: "0.1.0".into(),
-                function: "search".into(),
-                units: 4,
-                credits: 4_000_000,
-                held: 10_000_000,
-                fuel: 1,
-                duration_us: 1,
-                outcome: "ok".into(),
-                error: None,
-                idempotency_key: None,
-                period: "2026-01".into(),
-                state: "settling".into(),
-                created_at: START.micros(),
-            })
-            .execute(&mut conn)
+            .submit_attached_blocking(
+                Command::Hold {
+                    id: hold_id(call_id),
+                    debit: wallet,
+                    credit: PlatformAccount::Revenue.id(),
+                    amount: whole(held),
+                    timeout_us,
+                    memo: String::new(),
+                },
+                Arc::new(move |conn| {
+                    diesel::insert_into(usage_records::table)
+                        .values(&row)
+                        .execute(conn)
+                        .map(drop)
+                }),
+            )
             .unwrap();
     }
+    assert_eq!(balance(&s).pending, whole(20));
     s.clock.advance_micros(2_000_000);
     s.ledger.expire_due_blocking(100).unwrap();
-    assert_eq!(s.meter.recover().unwrap(), 2);
+    assert_eq!(s.meter.recover().unwrap(), 3);
     // Running it again finds nothing to do.
     assert_eq!(s.meter.recover().unwrap(), 0);
     let states: BTreeMap<String, (String, i64)> = records(&mut conn, s.tenant, 10)
@@ -398,12 +416,34 @@ fn recovery_settles_what_a_crash_left_settling() {
         .into_iter()
         .map(|record| (record.id, (record.state, record.credits)))
         .collect();
-    assert_eq!(states["aa11"], ("settled".to_owned(), 4_000_000));
-    assert_eq!(states["bb22"], ("lost".to_owned(), 0));
-    assert_eq!(balance(&s).posted, whole(96));
-    assert_eq!(balance(&s).pending, Credits::ZERO);
+    for call_id in ["aa11", "bb22", "cc33"] {
+        assert_eq!(states[call_id], ("interrupted".to_owned(), 0), "{call_id}");
+    }
+    let balance = balance(&s);
+    assert_eq!(
+        (balance.posted, balance.pending),
+        (whole(100), Credits::ZERO)
+    );
     assert_eq!(charged_in_records(&s), revenue(&s));
     assert!(audit::audit(&mut conn).unwrap().is_clean());
+}
+
+#[test]
+fn a_record_is_written_with_its_hold_or_not_at_all() {
+    let s = setup(5, vec![price("csv-leads", "search", "0", "1")]);
+    // Refused: no hold, no record.
+    assert!(matches!(
+        s.meter.invoke(search(s.tenant, None, 25, None)),
+        Err(MeterError::InsufficientCredits { .. })
+    ));
+    let mut conn = s.database.get().unwrap();
+    assert!(records(&mut conn, s.tenant, 10).unwrap().is_empty());
+    let metered = s.meter.invoke(search(s.tenant, None, 5, None)).unwrap();
+    let record = &records(&mut conn, s.tenant, 10).unwrap()[0];
+    assert_eq!(
+        (record.id.as_str(), record.state.as_str(), record.credits),
+        (metered.call_id.as_str(), "settled", 5_000_000)
+    );
 }
 
 #[test]

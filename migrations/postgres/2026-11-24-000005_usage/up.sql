@@ -1,8 +1,8 @@
--- One record per metered plugin call. A record is written before the
--- ledger settles the call's hold (state 'settling') and marked 'settled'
--- once it has; a record left 'settling' by a crash is settled again on
--- restart from its hold and post transfer ids, which the ledger makes
--- idempotent, or marked 'lost' (credits 0) when its hold timed out first.
+-- One record per metered plugin call, written in the same transaction as
+-- the call's hold (state 'invoking') and completed in the same transaction
+-- as its settlement ('settled'; 'lost' when the hold timed out first). A
+-- record a crash left 'invoking' is ended at restart ('interrupted',
+-- charged nothing, its hold voided).
 CREATE TABLE usage_records (
     id TEXT PRIMARY KEY NOT NULL,
     tenant_id BIGINT NOT NULL REFERENCES tenants (id),
@@ -15,7 +15,7 @@ CREATE TABLE usage_records (
     held BIGINT NOT NULL,
     fuel BIGINT NOT NULL,
     duration_us BIGINT NOT NULL,
-    -- ok, plugin_error or platform_error.
+    -- pending, then ok, plugin_error or platform_error.
     outcome TEXT NOT NULL,
     error TEXT,
     idempotency_key TEXT,
