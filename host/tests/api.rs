@@ -590,6 +590,25 @@ fn typed_endpoints_usage_and_transactions() {
         .collect();
     assert_eq!(kinds.last(), Some(&("grant", "100")), "{page}");
     assert!(kinds.contains(&("post", "-7")), "{kinds:?}");
+    // Narrowed by kind and time.
+    let (_, page) = server.get(&key, "/billing/credits/transactions?kind=post,grant");
+    let kinds: Vec<&str> = page["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["post", "post", "grant"]);
+    let (_, page) = server.get(
+        &key,
+        "/billing/credits/transactions?kind=hold&to=2000-01-01T00:00:00Z",
+    );
+    assert_eq!(page["transactions"].as_array().unwrap().len(), 0);
+    let (_, page) = server.get(
+        &key,
+        "/billing/credits/transactions?kind=hold&from=2000-01-01T00:00:00Z",
+    );
+    assert_eq!(page["transactions"].as_array().unwrap().len(), 2);
     let (_, body) = server.get(&key, "/billing/credits");
     assert_eq!(body["balance"]["posted"], "88");
     assert_eq!(body["grants"][0]["remaining"], "88");
@@ -606,6 +625,14 @@ fn typed_endpoints_usage_and_transactions() {
             "before must be the next_cursor of an earlier page",
         ),
         ("/usage/records?page=2", "unknown parameter \"page\""),
+        (
+            "/billing/credits/transactions?kind=refund",
+            "kind \"refund\" is not one of",
+        ),
+        (
+            "/billing/credits/transactions?from=monday",
+            "from must be an RFC 3339 time",
+        ),
     ] {
         let (status, body) = server.get(&key, path);
         assert_eq!(

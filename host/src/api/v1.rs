@@ -245,25 +245,58 @@ fn bad_cursor() -> ApiError {
     )
 }
 
-/// `GET /billing/credits/transactions?before=&limit=`: the wallet's
-/// transfers, newest first.
+/// `GET /billing/credits/transactions?kind=&from=&to=&before=&limit=`: the
+/// wallet's transfers, newest first; `kind` (comma-separated: grant, hold,
+/// post, void, timeout, expire, transfer) and the RFC 3339 times `from`
+/// (included) and `to` (excluded) narrow them.
 async fn transactions(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = caller.tenant()?;
-    params(&query, &["before", "limit"])?;
+    params(&query, &["kind", "from", "to", "before", "limit"])?;
     let limit = limit_param(&query, queries::HISTORY_PAGE_MAX as i64)?;
     let before = match query.get("before") {
         None => None,
         Some(text) => Some(text.parse::<i64>().map_err(|_| bad_cursor())?),
     };
+    let invalid = |message: String| ApiError::bad_request("invalid_parameter", message);
+    let kinds = match query.get("kind") {
+        None => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(|kind| {
+                crate::ledger::TransferKind::parse(kind.trim()).ok_or_else(|| {
+                    invalid(format!(
+                        "kind {kind:?} is not one of grant, hold, post, void, timeout, expire, transfer"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let time = |name: &str| {
+        query
+            .get(name)
+            .map(|text| {
+                Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                    invalid(format!(
+                        "{name} must be an RFC 3339 time, such as 2026-11-01T00:00:00Z, not {text:?}"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let filter = queries::HistoryFilter {
+        kinds,
+        from: time("from")?,
+        to: time("to")?,
+    };
     let (wallet, page) = state
         .database
         .run(move |conn| {
             let wallet = queries::wallet_of(conn, tenant)?;
-            let page = queries::history(conn, wallet, before, limit as usize)?;
+            let page = queries::history_filtered(conn, wallet, &filter, before, limit as usize)?;
             anyhow::Ok((wallet, page))
         })
         .await

@@ -203,6 +203,26 @@ pub fn history(
     before: Option<i64>,
     limit: usize,
 ) -> Result<HistoryPage, LedgerError> {
+    history_filtered(conn, account, &HistoryFilter::default(), before, limit)
+}
+
+/// Which transfers a history lists: of these kinds (all when empty), made
+/// at or after `from` and before `to`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub kinds: Vec<super::TransferKind>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+/// [`history`], of the transfers `filter` keeps.
+pub fn history_filtered(
+    conn: &mut DbConnection,
+    account: AccountId,
+    filter: &HistoryFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<HistoryPage, LedgerError> {
     let limit = limit.clamp(1, HISTORY_PAGE_MAX);
     let mut query = transfers::table
         .filter(
@@ -216,6 +236,16 @@ pub fn history(
         .into_boxed();
     if let Some(before) = before {
         query = query.filter(transfers::seq.lt(before));
+    }
+    if !filter.kinds.is_empty() {
+        let kinds: Vec<&str> = filter.kinds.iter().map(|kind| kind.as_str()).collect();
+        query = query.filter(transfers::kind.eq_any(kinds));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(transfers::created_at.ge(from.micros()));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(transfers::created_at.lt(to.micros()));
     }
     let mut rows: Vec<(i64, TransferRow)> = query.load(conn)?;
     let more = rows.len() > limit;
