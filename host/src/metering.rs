@@ -396,6 +396,11 @@ impl Meter {
         })
     }
 
+    /// The loaded plugins this meter calls.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// The tenant's wallet: an account id never changes, so it is looked
     /// up once per tenant.
     fn wallet(&self, conn: &mut DbConnection, tenant: TenantId) -> Result<AccountId, MeterError> {

@@ -169,7 +169,12 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
 
 impl Server {
     fn post(&self, key: Option<&str>, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let mut request = self.http.post(&format!("{}{path}", self.base));
+        // Connection: close, as in `call`: refusals may come before the
+        // server reads the body.
+        let mut request = self
+            .http
+            .post(&format!("{}{path}", self.base))
+            .header("connection", "close");
         if let Some(key) = key {
             request = request.header("authorization", &format!("Bearer {key}"));
         }
@@ -190,11 +195,15 @@ impl Server {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> (u16, serde_json::Value) {
+        // A server that answers before reading a request's body (a 403,
+        // say) closes the connection after it; a new one each time keeps
+        // the client from reusing a closed one.
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header("connection", "close");
         let request = headers.iter().fold(request, |request, (name, value)| {
             request.header(*name, *value)
         });
@@ -215,6 +224,7 @@ impl Server {
             .post(&format!("{}/plugins/csv-leads/invoke/search", self.base))
             .header("authorization", &format!("Bearer {}", self.acme_key))
             .header("idempotency-key", idempotency_key)
+            .header("connection", "close")
             .content_type("application/json")
             .send(body)
             .unwrap();
@@ -1056,4 +1066,115 @@ fn fifty_concurrent_clients_spend_exactly_the_balance() {
         records.iter().map(|record| record.credits).sum::<i64>(),
         100_000_000
     );
+}
+
+#[test]
+fn the_operator_installs_and_upgrades_plugins_over_the_api() {
+    use base64::Engine as _;
+    let server = start();
+    let plugins_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let manifest =
+        |name: &str| std::fs::read_to_string(plugins_dir.join(name).join("plugin.toml")).unwrap();
+    let wasm = |name: &str| {
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(tollgate::runtime::artifacts::path(name).unwrap()).unwrap())
+    };
+    let body = |manifest: &str, wasm: &str| {
+        serde_json::json!({ "manifest": manifest, "wasm_base64": wasm, "approved_hosts": ["api.apollo.io"] }).to_string()
+    };
+    let operator = server.operator_key.as_str();
+    let code = |(status, body): (u16, serde_json::Value)| {
+        (status, body["error"]["code"].as_str().map(str::to_owned))
+    };
+
+    let noop = body(&manifest("fixture-noop"), &wasm("fixture-noop"));
+    assert_eq!(
+        code(server.call("POST", &server.globex_key, "/plugins", Some(&noop), &[])),
+        (403, Some("forbidden".to_owned()))
+    );
+    let (status, installed) = server.call("POST", operator, "/plugins", Some(&noop), &[]);
+    assert_eq!(
+        (status, installed["name"].as_str()),
+        (201, Some("fixture-noop")),
+        "{installed}"
+    );
+    let not_wasm = body(
+        &manifest("fixture-noop"),
+        &base64::engine::general_purpose::STANDARD.encode(b"not a component"),
+    );
+    assert_eq!(
+        code(server.call("POST", operator, "/plugins", Some(&not_wasm), &[])),
+        (422, Some("not_a_component".to_owned()))
+    );
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/plugins",
+            Some(r#"{"manifest": "", "wasm_base64": "%%%"}"#),
+            &[]
+        )),
+        (400, Some("invalid_input".to_owned()))
+    );
+    let wrong_kind = body(
+        &manifest("fixture-noop").replace("pricing-rule", "lead-source"),
+        &wasm("fixture-noop"),
+    );
+    assert_eq!(
+        code(server.call("POST", operator, "/plugins", Some(&wrong_kind), &[])),
+        (422, Some("wrong_world".to_owned()))
+    );
+
+    // An upgrade must be newer, and of the plugin named.
+    let same = body(&manifest("http-leads"), &wasm("http-leads"));
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/plugins/http-leads/versions",
+            Some(&same),
+            &[]
+        )),
+        (422, Some("not_newer".to_owned()))
+    );
+    let newer = body(
+        &manifest("http-leads").replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+        &wasm("http-leads"),
+    );
+    assert_eq!(
+        code(server.call(
+            "POST",
+            operator,
+            "/plugins/csv-leads/versions",
+            Some(&newer),
+            &[]
+        )),
+        (400, Some("invalid_input".to_owned()))
+    );
+    let (status, upgraded) = server.call(
+        "POST",
+        operator,
+        "/plugins/http-leads/versions",
+        Some(&newer),
+        &[],
+    );
+    assert_eq!(
+        (status, upgraded["version"].as_str()),
+        (201, Some("0.2.0")),
+        "{upgraded}"
+    );
+    let (_, listed) = server.call("GET", &server.acme_key, "/plugins", None, &[]);
+    let versions: BTreeMap<String, String> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|plugin| {
+            (
+                plugin["name"].as_str().unwrap().to_owned(),
+                plugin["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(versions["http-leads"], "0.2.0");
+    assert_eq!(versions["fixture-noop"], "0.1.0");
 }

@@ -491,3 +491,127 @@ pub(super) async fn grant(
     )
         .into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPlugin {
+    /// The `plugin.toml`, as text.
+    manifest: String,
+    /// The component, base64-encoded.
+    wasm_base64: String,
+    /// The HTTP hosts of the manifest the operator approves.
+    #[serde(default)]
+    approved_hosts: Vec<String>,
+}
+
+/// Largest install request: a component of the largest size, base64-encoded,
+/// with its manifest.
+const INSTALL_BODY_BYTES_MAX: usize = plugins::WASM_BYTES_MAX / 3 * 4 + (128 << 10);
+
+fn install_error(error: PluginError) -> ApiError {
+    let code = match &error {
+        PluginError::Manifest(_) => "invalid_manifest",
+        PluginError::UnsupportedApiVersion { .. } => "unsupported_api_version",
+        PluginError::Load(crate::runtime::LoadError::NotAComponent { .. }) => "not_a_component",
+        PluginError::Load(crate::runtime::LoadError::WrongWorld { .. })
+        | PluginError::KindMismatch { .. }
+        | PluginError::NoWorld { .. } => "wrong_world",
+        PluginError::ApiVersionMismatch { .. } => "api_version_mismatch",
+        PluginError::HostNotApproved { .. } => "host_not_approved",
+        PluginError::TooLarge { .. } => "too_large",
+        PluginError::NotNewer { .. } => "not_newer",
+        PluginError::NotInstalled(_) => {
+            return ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", error.to_string());
+        }
+        PluginError::AlreadyInstalled(_) | PluginError::VersionConflict { .. } => {
+            return ApiError::new(StatusCode::CONFLICT, "plugin_conflict", error.to_string());
+        }
+        _ => return ApiError::internal(error),
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string())
+}
+
+/// `POST /plugins` (operator): checks a plugin and installs it;
+/// `POST /plugins/{plugin}/versions` installs a newer version of an
+/// installed one, which serves new calls while running calls finish on the
+/// old one.
+async fn install_or_upgrade(
+    state: AppState,
+    caller: Caller,
+    body: Body,
+    upgrade: Option<String>,
+) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    caller.operator()?;
+    let body = read_body(body, INSTALL_BODY_BYTES_MAX).await?;
+    let new: NewPlugin = json_body(&body)?;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(new.wasm_base64.as_bytes())
+        .map_err(|error| ApiError::bad_request("invalid_input", format!("wasm_base64: {error}")))?;
+    if let Some(name) = &upgrade {
+        let manifest = plugins::Manifest::parse(&new.manifest).map_err(install_error)?;
+        if manifest.name != *name {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                format!("the manifest is plugin {:?}, not {name:?}", manifest.name),
+            ));
+        }
+    }
+    let meter = state.meter.clone();
+    let database = state.database.clone();
+    // Checking compiles the component: work for a blocking thread.
+    let installed = tokio::task::spawn_blocking(move || {
+        let mut conn = database.get().map_err(ApiError::internal)?;
+        let runtime = meter.registry().runtime();
+        let now = SystemClock.now();
+        let result = match upgrade {
+            None => plugins::install(
+                &mut conn,
+                runtime,
+                &new.manifest,
+                &wasm,
+                &new.approved_hosts,
+                now,
+            ),
+            Some(_) => plugins::upgrade(
+                &mut conn,
+                runtime,
+                &new.manifest,
+                &wasm,
+                &new.approved_hosts,
+                now,
+            ),
+        };
+        result.map_err(install_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "name": installed.name,
+            "version": installed.version,
+            "kind": installed.kind,
+            "api_version": installed.api_version,
+            "wasm_sha256": installed.wasm_sha256,
+        })),
+    )
+        .into_response())
+}
+
+pub(super) async fn install_plugin(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    install_or_upgrade(state, caller, body, None).await
+}
+
+pub(super) async fn upgrade_plugin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(plugin): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    install_or_upgrade(state, caller, body, Some(plugin)).await
+}

@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 17] = [
+pub const OPERATIONS: [(&str, &str); 19] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -48,6 +48,8 @@ pub const OPERATIONS: [(&str, &str); 17] = [
     ("post", "/tenants/{tenant}/keys"),
     ("delete", "/tenants/{tenant}/keys/{key}"),
     ("get", "/plugins"),
+    ("post", "/plugins"),
+    ("post", "/plugins/{plugin}/versions"),
     ("put", "/plugins/{plugin}/enablement"),
     ("delete", "/plugins/{plugin}/enablement"),
 ];
@@ -83,7 +85,11 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             "/tenants/{tenant}/keys/{key}",
             axum::routing::delete(admin::revoke_key),
         )
-        .route("/plugins", get(admin::list_plugins))
+        .route(
+            "/plugins",
+            get(admin::list_plugins).post(admin::install_plugin),
+        )
+        .route("/plugins/{plugin}/versions", post(admin::upgrade_plugin))
         .route(
             "/plugins/{plugin}/enablement",
             axum::routing::put(admin::enable_plugin).delete(admin::disable_plugin),
