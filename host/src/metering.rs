@@ -86,6 +86,8 @@ pub enum MeterError {
         available: Credits,
         required: Credits,
     },
+    #[error("the pricing rule {rule} bound to this tenant could not price the call: {reason}")]
+    PricingRule { rule: String, reason: String },
     #[error("the ledger refused the call: {0}")]
     Ledger(LedgerError),
     #[error("database error: {0}")]
@@ -183,9 +185,15 @@ impl Meter {
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
     /// it on a blocking thread.
     pub fn invoke(&self, request: Request) -> Result<Metered, MeterError> {
+        self.metered(request, true)
+    }
+
+    /// A metered call; `rules` says whether a pricing rule bound to the
+    /// tenant adjusts its price (never for the rule's own calls).
+    fn metered(&self, request: Request, rules: bool) -> Result<Metered, MeterError> {
         let metrics = crate::metrics::global();
         let plugin = request.plugin.clone();
-        let result = self.invoke_inner(request);
+        let result = self.invoke_inner(request, rules);
         match &result {
             Ok(metered) => {
                 let (outcome, error_kind) = match &metered.result {
@@ -226,6 +234,7 @@ impl Meter {
                     MeterError::InsufficientCredits { .. } => "insufficient_credits",
                     MeterError::NotEnabled(_) => "not_enabled",
                     MeterError::Unpriced(_) => "unpriced",
+                    MeterError::PricingRule { .. } => "pricing_rule",
                     MeterError::WrongFunction { .. } => "unknown_function",
                     MeterError::Plugin(PluginError::NotInstalled(_)) => "unknown_plugin",
                     _ => "platform_error",
@@ -241,7 +250,7 @@ impl Meter {
         result
     }
 
-    fn invoke_inner(&self, request: Request) -> Result<Metered, MeterError> {
+    fn invoke_inner(&self, request: Request, rules: bool) -> Result<Metered, MeterError> {
         let Request {
             tenant,
             plugin: name,
@@ -270,15 +279,39 @@ impl Meter {
         };
         let max_units = max_units(&call);
         let plan = None; // Subscriptions come with billing.
-        let held = price.max_charge(Usage {
-            plan,
-            period_units,
-            units: max_units,
-            fuel: plugin.limits.fuel,
-        });
         let wallet = self.wallet(&mut conn, tenant)?;
         // The pooled connection is not held while the plugin runs.
         drop(conn);
+        // A pricing rule bound to the tenant adjusts the quote: the most the
+        // call may cost, then what it cost. It is a metered call of its own.
+        let rule = match rules {
+            true => self.book.rule(tenant, plan).filter(|rule| *rule != name),
+            false => None,
+        };
+        let adjust = |base: Credits, units: u64| -> Result<Credits, MeterError> {
+            match rule {
+                Some(rule) if base > Credits::ZERO => self.adjust(
+                    rule,
+                    tenant,
+                    plan,
+                    &name,
+                    function,
+                    units,
+                    period_units,
+                    base,
+                ),
+                _ => Ok(base),
+            }
+        };
+        let held = adjust(
+            price.max_charge(Usage {
+                plan,
+                period_units,
+                units: max_units,
+                fuel: plugin.limits.fuel,
+            }),
+            max_units,
+        )?;
 
         let call_id = new_call_id();
         let created_at = self.clock.now().micros();
@@ -371,8 +404,14 @@ impl Meter {
                 fuel: invocation.fuel_consumed,
             }),
             _ => Credits::ZERO,
-        }
-        .min(held);
+        };
+        // The call ran: if the rule fails now, the unadjusted charge stands.
+        let charged = adjust(charged, units)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, call = %call_id, "pricing rule failed at settlement; charging the configured price");
+                charged
+            })
+            .min(held);
         let settled = UsageRow {
             units: units as i64,
             credits: charged.micros(),
@@ -394,6 +433,51 @@ impl Meter {
             fuel: invocation.fuel_consumed,
             duration: invocation.duration,
         })
+    }
+
+    /// Asks the pricing rule `rule` for the price of `units` of
+    /// `plugin`'s `function` whose configured price is `base`.
+    #[allow(clippy::too_many_arguments)]
+    fn adjust(
+        &self,
+        rule: &str,
+        tenant: TenantId,
+        plan: Option<&str>,
+        plugin: &str,
+        function: &str,
+        units: u64,
+        period_units: u64,
+        base: Credits,
+    ) -> Result<Credits, MeterError> {
+        let request = Request {
+            tenant,
+            plugin: rule.to_owned(),
+            call: Call::AdjustPrice(crate::runtime::PriceRequest {
+                plan: plan.map(str::to_owned),
+                plugin: plugin.to_owned(),
+                function: function.to_owned(),
+                units,
+                period_units,
+                base_price_micros: base.micros().max(0) as u64,
+            }),
+            idempotency_key: None,
+        };
+        let failed = |reason: String| MeterError::PricingRule {
+            rule: rule.to_owned(),
+            reason,
+        };
+        let metered = self
+            .metered(request, false)
+            .map_err(|error| failed(error.to_string()))?;
+        match metered.result {
+            Ok(Reply::Price(price)) => Ok(Credits::from_micros(
+                i64::try_from(price.price_micros).unwrap_or(i64::MAX),
+            )),
+            Ok(_) => Err(failed(
+                "it answered with something other than a price".into(),
+            )),
+            Err(error) => Err(failed(error.to_string())),
+        }
     }
 
     /// The loaded plugins this meter calls.

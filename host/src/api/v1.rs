@@ -728,6 +728,11 @@ fn meter_error(plugin: &str, error: MeterError) -> ApiError {
         MeterError::Unpriced(_) => {
             ApiError::new(StatusCode::CONFLICT, "unpriced", error.to_string())
         }
+        MeterError::PricingRule { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "pricing_rule_failed",
+            error.to_string(),
+        ),
         MeterError::InsufficientCredits {
             available,
             required,

@@ -38,6 +38,18 @@ fn price(plugin: &str, function: &str, per_call: &str, per_unit: &str) -> Price 
 /// A tenant holding `credits`, with csv-leads enabled and a file of 1,000
 /// leads uploaded, searches priced at 1 credit per lead.
 fn setup(credits: i64, prices: Vec<Price>) -> Setup {
+    setup_book(
+        credits,
+        PriceBook {
+            prices,
+            rules: Vec::new(),
+        },
+        &[],
+    )
+}
+
+/// As [`setup`], with rule bindings and more plugins installed.
+fn setup_book(credits: i64, book: PriceBook, more_plugins: &[&str]) -> Setup {
     let db = TestDatabase::new();
     let database = db.open();
     let clock = Arc::new(ManualClock::new(START));
@@ -47,7 +59,7 @@ fn setup(credits: i64, prices: Vec<Price>) -> Setup {
     let mut conn = database.get().unwrap();
     // Installing compiles; two plugins are all these tests need.
     for (name, manifest, wasm) in crate::runtime::artifacts::FIRST_PARTY {
-        if ["csv-leads", "http-leads"].contains(name) {
+        if ["csv-leads", "http-leads"].contains(name) || more_plugins.contains(name) {
             let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
             plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, START).unwrap();
         }
@@ -96,10 +108,7 @@ fn setup(credits: i64, prices: Vec<Price>) -> Setup {
         ledger.clone(),
         Arc::new(Registry::new(runtime)),
         secrets,
-        Arc::new(PriceBook {
-            prices,
-            rules: Vec::new(),
-        }),
+        Arc::new(book),
         clock.clone(),
         HttpPolicy::default(),
         Duration::from_secs(300),
@@ -476,4 +485,65 @@ fn concurrent_calls_never_spend_beyond_the_balance() {
     );
     assert_eq!(charged_in_records(&s), whole(100));
     assert_eq!(revenue(&s), whole(100));
+}
+
+#[test]
+fn a_pricing_rule_bound_to_the_tenant_adjusts_the_hold_and_the_charge() {
+    let book = PriceBook {
+        prices: vec![
+            price("csv-leads", "search", "0", "1"),
+            price("markup", "adjust-price", "0", "0"),
+        ],
+        rules: vec![crate::pricing::RuleBinding {
+            rule: "markup".into(),
+            plan: None,
+            tenant: Some(TenantId(1)),
+        }],
+    };
+    let s = setup_book(100, book, &["markup"]);
+    assert_eq!(s.tenant, TenantId(1));
+    let mut conn = s.database.get().unwrap();
+    let markup = BTreeMap::from([("markup_percent".to_owned(), "20".to_owned())]);
+    plugins::enable(
+        &mut conn,
+        &SecretBox::new([3; 32]),
+        s.tenant,
+        "markup",
+        &markup,
+        START,
+    )
+    .unwrap();
+    // Ten leads at 1 credit, marked up 20%.
+    let metered = s.meter.invoke(search(s.tenant, None, 10, None)).unwrap();
+    assert_eq!((metered.units, metered.charged), (10, whole(12)));
+    assert_eq!(balance(&s).posted, whole(88));
+    // The rule's own calls are metered: one for the hold, one for the charge.
+    let functions: Vec<(String, String, i64)> = records(&mut conn, s.tenant, 10)
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.plugin, record.state, record.credits))
+        .collect();
+    assert_eq!(
+        functions
+            .iter()
+            .filter(|(plugin, ..)| plugin == "markup")
+            .count(),
+        2
+    );
+    assert!(functions.contains(&("csv-leads".into(), "settled".into(), 12_000_000)));
+    assert_eq!(charged_in_records(&s), revenue(&s));
+
+    // A rule the tenant has not enabled cannot price: the call is refused
+    // before it runs, and nothing is charged.
+    plugins::disable(&mut conn, s.tenant, "markup", START).unwrap();
+    let refusal = s
+        .meter
+        .invoke(search(s.tenant, None, 10, None))
+        .unwrap_err();
+    assert!(
+        matches!(refusal, MeterError::PricingRule { .. }),
+        "{refusal}"
+    );
+    assert!(refusal.to_string().contains("not enabled"), "{refusal}");
+    assert_eq!(balance(&s).posted, whole(88));
 }
