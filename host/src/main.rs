@@ -432,12 +432,17 @@ fn serve(
             "tollgate is serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(scheduler::run(ledger.clone(), sweep, {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            }
-        }));
+        let sweeper = tokio::spawn(scheduler::run(
+            ledger.clone(),
+            Some(meter.clone()),
+            sweep,
+            {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }
+            },
+        ));
         let app = api::router(api::AppState {
             database,
             ledger,

@@ -16,8 +16,9 @@
 //!
 //! Both steps ride the ledger's group commit, so concurrent calls share
 //! their commits. A call a crash interrupted between the two is left
-//! `invoking`: [`Meter::recover`] voids its hold and marks it
-//! `interrupted`, charged nothing, since what it did is unknown. So a call
+//! `invoking`: once it is older than a hold lasts, [`Meter::recover`]
+//! voids its hold and marks it `interrupted`, charged nothing, since what
+//! it did is unknown. So a call
 //! that was answered has its charge and its record, and the records'
 //! credits always equal the ledger's charges for calls.
 
@@ -553,13 +554,18 @@ impl Meter {
         }
     }
 
-    /// Ends every call a crash left `invoking`: voids its hold and marks it
-    /// `interrupted`, charged nothing; returns how many. Run at start,
-    /// before serving.
+    /// Ends every call left `invoking` for longer than a hold lasts, so
+    /// its host must have died (a live call settles, or is marked `lost`,
+    /// by then; another host's calls in flight are left alone): voids its
+    /// hold and marks it `interrupted`, charged nothing. Returns how many.
+    /// Run at start and then periodically.
     pub fn recover(&self) -> Result<usize, MeterError> {
+        let hold_us = i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = self.clock.now().micros().saturating_sub(hold_us);
         let mut conn = self.database.get()?;
         let invoking: Vec<UsageRow> = usage_records::table
             .filter(usage_records::state.eq(STATE_INVOKING))
+            .filter(usage_records::created_at.lt(cutoff))
             .select(UsageRow::as_select())
             .load(&mut conn)?;
         drop(conn);

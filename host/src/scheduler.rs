@@ -10,7 +10,12 @@ use crate::ledger::Ledger;
 const EXPIRIES_PER_SWEEP_MAX: usize = 1_000;
 
 /// Sweeps expired grants and holds every `period` until `shutdown` resolves.
-pub async fn run(ledger: Ledger, period: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    ledger: Ledger,
+    meter: Option<std::sync::Arc<crate::metering::Meter>>,
+    period: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -23,6 +28,21 @@ pub async fn run(ledger: Ledger, period: Duration, shutdown: impl Future<Output 
             Ok(0) => {}
             Ok(n_transfers) => tracing::info!(n_transfers, "expired grants and holds"),
             Err(error) => tracing::warn!(%error, "expiry sweep failed; will retry"),
+        }
+        // Calls whose host died mid-call (this one before a restart, or
+        // another sharing the database) are ended once their holds are gone.
+        if let Some(meter) = &meter {
+            let meter = meter.clone();
+            match tokio::task::spawn_blocking(move || meter.recover()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n_calls)) => {
+                    tracing::info!(n_calls, "ended calls a stopped host left running")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "ending interrupted calls failed; will retry")
+                }
+                Err(error) => tracing::warn!(%error, "ending interrupted calls failed; will retry"),
+            }
         }
     }
 }

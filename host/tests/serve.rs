@@ -231,6 +231,13 @@ fn sigkill_under_load_loses_no_answered_call() {
     eventually("no hold left pending", || {
         server.get(&key, "/billing/credits")["balance"]["pending"] == "0"
     });
+    // Calls the kill interrupted are ended once their holds are gone.
+    eventually("no call left invoking", || {
+        server
+            .records(&key)
+            .values()
+            .all(|record| record["state"] != "invoking")
+    });
     let records = server.records(&key);
     let answered = answered.into_inner().unwrap();
     assert!(answered.len() >= 300);

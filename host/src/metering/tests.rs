@@ -365,6 +365,9 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
     // Three calls that were held (and recorded) but never settled: the
     // host died while the plugins ran. The second outlived its hold; the
     // third cost nothing, so it had none.
+    // They started long enough ago (400 s; holds last 300 s here) that
+    // their host cannot still be running them.
+    let started = START.micros() - 400_000_000;
     for (call_id, held, timeout_us) in [
         ("aa11", 10, 300_000_000),
         ("bb22", 10, 1_000_000),
@@ -386,7 +389,7 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
             idempotency_key: None,
             period: "2026-01".into(),
             state: "invoking".into(),
-            created_at: START.micros(),
+            created_at: started,
         };
         if held == 0 {
             diesel::insert_into(usage_records::table)
@@ -414,6 +417,29 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
             )
             .unwrap();
     }
+    // A call of a host still running (it started just now) is left alone.
+    let live = UsageRow {
+        id: "dd44".into(),
+        tenant_id: s.tenant.0,
+        plugin: "csv-leads".into(),
+        version: "0.1.0".into(),
+        function: "search".into(),
+        units: 0,
+        credits: 0,
+        held: 0,
+        fuel: 0,
+        duration_us: 0,
+        outcome: "pending".into(),
+        error: None,
+        idempotency_key: None,
+        period: "2026-01".into(),
+        state: "invoking".into(),
+        created_at: START.micros(),
+    };
+    diesel::insert_into(usage_records::table)
+        .values(&live)
+        .execute(&mut conn)
+        .unwrap();
     assert_eq!(balance(&s).pending, whole(20));
     s.clock.advance_micros(2_000_000);
     s.ledger.expire_due_blocking(100).unwrap();
@@ -428,6 +454,7 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
     for call_id in ["aa11", "bb22", "cc33"] {
         assert_eq!(states[call_id], ("interrupted".to_owned(), 0), "{call_id}");
     }
+    assert_eq!(states["dd44"], ("invoking".to_owned(), 0));
     let balance = balance(&s);
     assert_eq!(
         (balance.posted, balance.pending),
