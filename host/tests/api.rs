@@ -1178,3 +1178,54 @@ fn the_operator_installs_and_upgrades_plugins_over_the_api() {
     assert_eq!(versions["http-leads"], "0.2.0");
     assert_eq!(versions["fixture-noop"], "0.1.0");
 }
+
+#[test]
+fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
+    let server = start();
+    // Acme makes calls, so it has records, transfers and a key of its own.
+    let mut acme_marks: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = server.search(&server.acme_key, r#"{"limit": 3}"#);
+        assert_eq!(status, 200);
+        acme_marks.push(body["call_id"].as_str().unwrap().to_owned());
+    }
+    acme_marks.push("grant-acme".to_owned());
+    acme_marks.push(server.acme_key[..11].to_owned());
+    acme_marks.push("lead1@example.com".to_owned());
+    // Every read Globex may make, over every GET operation of the API.
+    let globex_id = server.globex.0;
+    let mut read = 0;
+    for (method, path) in api::v1::OPERATIONS {
+        if method != "get" {
+            continue;
+        }
+        let path = path
+            .replace("{tenant}", &globex_id.to_string())
+            .replace("{plugin}", "csv-leads");
+        let (status, body) = server.call("GET", &server.globex_key, &path, None, &[]);
+        // The operator's lists are refused; everything else answers.
+        let expected = if path == "/tenants" { 403 } else { 200 };
+        assert_eq!(status, expected, "GET {path}: {body}");
+        let text = body.to_string();
+        for mark in &acme_marks {
+            assert!(
+                !text.contains(mark.as_str()),
+                "GET {path} shows Acme's {mark}: {text}"
+            );
+        }
+        read += 1;
+    }
+    assert!(read >= 6);
+    // And Acme's own answers do show them, so the check can fail.
+    let (_, records) = server.call("GET", &server.acme_key, "/usage/records", None, &[]);
+    assert!(records.to_string().contains(&acme_marks[0]));
+    // Globex cannot act on Acme's keys either.
+    let acme = server.acme.0;
+    for (method, path) in [
+        ("GET", format!("/tenants/{acme}/keys")),
+        ("DELETE", format!("/tenants/{acme}/keys/1")),
+    ] {
+        let (status, _) = server.call(method, &server.globex_key, &path, None, &[]);
+        assert_eq!(status, 404, "{method} {path}");
+    }
+}

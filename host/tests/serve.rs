@@ -303,3 +303,49 @@ fn two_servers_sharing_a_database_never_overspend() {
     drop((first, second));
     assert!(setup.audit().contains("all invariants hold"));
 }
+
+#[test]
+fn sigterm_under_load_finishes_and_settles_every_call_in_flight() {
+    let setup = Setup::new();
+    let mut server = setup.serve(true);
+    let pid = server.child.id();
+    let key = setup.key();
+    let n_answered = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                // Until the server stops answering.
+                while let Some((status, body)) = server.search(&key, 1) {
+                    assert_eq!(status, 200, "{body}");
+                    n_answered.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        eventually("100 answered calls", || {
+            n_answered.load(Ordering::SeqCst) >= 100
+        });
+        let stopped = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(stopped.success());
+    });
+    assert!(server.child.wait().unwrap().success(), "a clean exit");
+    // Right after the exit, before any restart or timeout: every call that
+    // started was finished and settled, and no credit is left on hold.
+    let url = DatabaseUrl::parse(&setup.url, &setup.data_dir()).unwrap();
+    let database = tollgate::db::Database::open(&url, 2).unwrap();
+    let mut conn = database.get().unwrap();
+    let tenant = tollgate::tenants::list(&mut conn, None, 1).unwrap()[0].id;
+    let wallet = tollgate::ledger::queries::wallet_of(&mut conn, tenant).unwrap();
+    let balance = tollgate::ledger::queries::balance(&mut conn, wallet).unwrap();
+    assert_eq!(balance.pending, tollgate::units::Credits::ZERO);
+    let records = tollgate::metering::records(&mut conn, tenant, 100_000).unwrap();
+    assert!(records.len() >= n_answered.load(Ordering::SeqCst));
+    assert!(
+        records.iter().all(|record| record.state == "settled"),
+        "every call in flight was settled"
+    );
+    drop(server);
+    assert!(setup.audit().contains("all invariants hold"));
+}
