@@ -272,7 +272,7 @@ impl Meter {
         let settings =
             plugins::tenant_settings_of(&mut conn, &self.secrets, tenant, &plugin.manifest)?
                 .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
-        let price = self.book.price(tenant, &name, function, now)?.clone();
+        let price = self.book.price(tenant, &name, function, now)?;
         let period = period_of(now);
         let period_units = match price.uses_period() {
             true => period_units(&mut conn, tenant, &name, function, &period)?,

@@ -38,6 +38,13 @@ fn setup() -> Setup {
     }
 }
 
+fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
 fn refusal(result: Result<impl std::fmt::Debug, PluginError>) -> String {
     result.unwrap_err().to_string()
 }
@@ -198,12 +205,6 @@ fn enabling_checks_the_tenants_settings() {
     )
     .unwrap();
     let (tenant, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
-    let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
     let message = refusal(enable(
         &mut conn,
         &SECRETS,
@@ -467,12 +468,6 @@ fn secret_settings_are_sealed_at_rest_and_opened_for_the_plugin() {
     install_first_party(&mut conn, &s.runtime, NOW).unwrap();
     let (acme, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
     let (globex, _) = tenants::create(&mut conn, "Globex", None, Credits::ZERO, NOW).unwrap();
-    let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
-    };
     let card = settings(&[
         ("secret_key", "sk_live_acme"),
         ("webhook_secret", "whsec_acme"),
