@@ -5,7 +5,7 @@
 //! PostgreSQL.
 //!
 //! Run: `cargo bench -p tollgate --bench metering` (`BENCH_QUICK=1` for a
-//! short run; PostgreSQL at `BENCH_DATABASE_URL`, default
+//! short run, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 
 use std::collections::BTreeMap;
@@ -29,6 +29,15 @@ use tollgate::units::{Clock as _, Credits, SystemClock};
 const CONNECTIONS: usize = 64;
 
 fn main() -> anyhow::Result<()> {
+    // Warnings (a ledger batch retried command by command, say) show.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    if std::env::var("BENCH_SQL").is_ok() {
+        diesel::connection::set_default_instrumentation(sql_profile::instrument)?;
+    }
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let n_calls = if quick { 400 } else { 4_000 };
     let postgres = std::env::var("BENCH_DATABASE_URL")
@@ -36,11 +45,19 @@ fn main() -> anyhow::Result<()> {
     println!(
         "backend   mode                                        calls   seconds   calls/s   p50 ms   p99 ms"
     );
-    for (backend, test_db) in [
-        ("sqlite", TestDatabase::sqlite()),
-        ("postgres", TestDatabase::postgres(postgres)),
-    ] {
+    let only = std::env::var("BENCH_BACKEND").ok();
+    for backend in ["sqlite", "postgres"] {
+        if only.as_deref().is_some_and(|only| only != backend) {
+            continue;
+        }
+        let test_db = match backend {
+            "sqlite" => TestDatabase::sqlite(),
+            _ => TestDatabase::postgres(postgres.clone()),
+        };
         run(backend, &test_db, n_calls)?;
+        if std::env::var("BENCH_SQL").is_ok() {
+            sql_profile::print();
+        }
     }
     Ok(())
 }
@@ -136,12 +153,14 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
 
     // In process: the same plugin called directly, then metered.
     let plugin = registry.get(&mut *database.get()?, "fixture-noop")?;
-    for threads in [1, 2] {
+    // Metered calls wait for the ledger's commits, which concurrent callers
+    // share: 64 callers are the in-process counterpart of 64 connections.
+    for threads in [1, 2, 64] {
         let started = Instant::now();
         std::thread::scope(|scope| {
-            for _ in 0..threads {
+            for _ in 0..threads.min(2) {
                 scope.spawn(|| {
-                    for _ in 0..n_calls / threads {
+                    for _ in 0..n_calls / threads.min(2) {
                         runtime
                             .invoke(&plugin, CallContext::new("bench"), call())
                             .result
@@ -152,16 +171,18 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         });
         report(
             backend,
-            &format!("unmetered in process, {threads} thread(s)"),
+            &format!("unmetered in process, {} thread(s)", threads.min(2)),
             n_calls,
             started.elapsed(),
             None,
         );
+        let n_metered = if threads > 2 { n_calls * 4 } else { n_calls };
+        let (batches, commands) = writer_stats(&ledger);
         let started = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
-                    for _ in 0..n_calls / threads {
+                    for _ in 0..n_metered / threads {
                         meter
                             .invoke(Request {
                                 tenant: tenant.id,
@@ -177,18 +198,21 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         report(
             backend,
             &format!("metered in process, {threads} thread(s)"),
-            n_calls,
+            n_metered,
             started.elapsed(),
             None,
         );
+        commits(&ledger, batches, commands);
     }
 
     // Over HTTP: a server on loopback and 64 clients.
+    let ledger_stats = ledger.clone();
     let state = AppState {
         database: database.clone(),
         ledger,
         meter,
         secrets,
+        keys: Default::default(),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };
@@ -197,56 +221,99 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         .enable_all()
         .build()?;
     let listener = tokio.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let base = format!("http://{}/api/v1", listener.local_addr()?);
+    let address = listener.local_addr()?;
     tokio.spawn(async move { axum::serve(listener, api::router(state)).await });
-    let (elapsed, latencies) = load(&base, &key, n_calls);
+    // Warm up the connections, the caches and the pool first.
+    load(address, &key, CONNECTIONS * 10);
+    let (batches, commands) = writer_stats(&ledger_stats);
+    let (elapsed, latencies) = load(address, &key, n_calls * 10);
     report(
         backend,
         &format!("metered over HTTP, {CONNECTIONS} connections"),
-        n_calls,
+        n_calls * 10,
         elapsed,
         Some(latencies),
     );
+    commits(&ledger_stats, batches, commands);
     Ok(())
 }
 
-/// `n_calls` metered calls from `CONNECTIONS` clients; the time it took
-/// and every call's latency.
-fn load(base: &str, key: &str, n_calls: usize) -> (Duration, Vec<Duration>) {
-    let url = format!("{base}/plugins/fixture-noop/invoke/adjust-price");
+/// `n_calls` metered calls from `CONNECTIONS` HTTP/1.1 connections kept
+/// alive, driven from one thread (so the load generator takes at most one
+/// of the machine's two cores); the time it took and every call's latency.
+fn load(address: std::net::SocketAddr, key: &str, n_calls: usize) -> (Duration, Vec<Duration>) {
+    use http_body_util::{BodyExt as _, Full};
     let body = r#"{"plan": null, "plugin": "x", "function": "y", "units": 1, "period_units": 0, "base_price_micros": 7}"#;
-    let started = Instant::now();
-    let latencies = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..CONNECTIONS)
-            .map(|_| {
-                scope.spawn(|| {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .build()
-                        .into();
-                    let mut latencies = Vec::new();
-                    for _ in 0..n_calls / CONNECTIONS {
-                        let sent = Instant::now();
-                        let mut response = agent
-                            .post(&url)
-                            .header("authorization", &format!("Bearer {key}"))
-                            .content_type("application/json")
-                            .send(body)
-                            .expect("the server answers");
-                        let _ = response.body_mut().read_to_string();
-                        assert_eq!(response.status(), 200);
-                        latencies.push(sent.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("client thread"))
-            .collect::<Vec<_>>()
-    });
-    (started.elapsed(), latencies)
+    let authorization = format!("Bearer {key}");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    client.block_on(async {
+        let started = Instant::now();
+        let mut connections = tokio::task::JoinSet::new();
+        for _ in 0..CONNECTIONS {
+            let authorization = authorization.clone();
+            connections.spawn(async move {
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(connection);
+                let mut latencies = Vec::new();
+                for _ in 0..n_calls / CONNECTIONS {
+                    let request =
+                        hyper::Request::post("/api/v1/plugins/fixture-noop/invoke/adjust-price")
+                            .header("host", "bench")
+                            .header("authorization", &authorization)
+                            .header("content-type", "application/json")
+                            .body(Full::new(hyper::body::Bytes::from_static(body.as_bytes())))
+                            .expect("request");
+                    let sent = Instant::now();
+                    sender.ready().await.expect("connection ready");
+                    let response = sender.send_request(request).await.expect("response");
+                    let status = response.status();
+                    let bytes = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .expect("body")
+                        .to_bytes();
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            });
+        }
+        let mut latencies = Vec::with_capacity(n_calls);
+        while let Some(joined) = connections.join_next().await {
+            latencies.extend(joined.expect("client task"));
+        }
+        (started.elapsed(), latencies)
+    })
+}
+
+fn writer_stats(ledger: &Ledger) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = ledger.stats();
+    (
+        stats.n_batches.load(Relaxed),
+        stats.n_commands.load(Relaxed),
+    )
+}
+
+/// The ledger's commits since `writer_stats` said `(batches, commands)`.
+fn commits(ledger: &Ledger, batches: u64, commands: u64) {
+    let (now_batches, now_commands) = writer_stats(ledger);
+    let (batches, commands) = (now_batches - batches, now_commands - commands);
+    println!(
+        "            ({batches} commits, {:.1} ledger commands per commit)",
+        commands as f64 / batches.max(1) as f64
+    );
 }
 
 fn report(
@@ -274,4 +341,53 @@ fn report(
         "{backend:<9} {mode:<42} {n:>6} {seconds:>9.3} {:>9.0} {p50:>8} {p99:>8}",
         n as f64 / seconds
     );
+}
+
+/// `BENCH_SQL=1`: every statement the run made, by its SQL (bound values
+/// left out), with how often and how long: where the database time goes.
+mod sql_profile {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+
+    static STATEMENTS: Mutex<Option<HashMap<String, (u64, Duration)>>> = Mutex::new(None);
+
+    pub fn instrument() -> Option<Box<dyn Instrumentation>> {
+        let mut started: Option<Instant> = None;
+        Some(Box::new(
+            move |event: InstrumentationEvent<'_>| match event {
+                InstrumentationEvent::StartQuery { .. } => started = Some(Instant::now()),
+                InstrumentationEvent::FinishQuery { query, .. } => {
+                    let elapsed = started.take().map(|at| at.elapsed()).unwrap_or_default();
+                    let text = query.to_string();
+                    let sql = text.split(" -- binds:").next().unwrap_or("").to_owned();
+                    let mut statements = STATEMENTS.lock().unwrap();
+                    let entry = statements
+                        .get_or_insert_with(HashMap::new)
+                        .entry(sql)
+                        .or_default();
+                    entry.0 += 1;
+                    entry.1 += elapsed;
+                }
+                _ => {}
+            },
+        ))
+    }
+
+    pub fn print() {
+        let statements = STATEMENTS.lock().unwrap().take().unwrap_or_default();
+        let mut rows: Vec<_> = statements.into_iter().collect();
+        rows.sort_by_key(|(_, (_, time))| std::cmp::Reverse(*time));
+        println!("   count   total ms   µs each  statement");
+        for (sql, (count, time)) in rows.iter().take(25) {
+            let sql: String = sql.chars().take(110).collect();
+            println!(
+                "{count:>8} {:>10.1} {:>9.1}  {sql}",
+                time.as_secs_f64() * 1e3,
+                time.as_secs_f64() * 1e6 / *count as f64
+            );
+        }
+    }
 }

@@ -34,6 +34,17 @@ pub struct AppState {
     pub body_bytes_max: usize,
     /// Each tenant's request rate.
     pub rate_limits: std::sync::Arc<RateLimits>,
+    /// The API keys this host has seen lately.
+    pub keys: std::sync::Arc<crate::auth::KeyCache>,
+}
+
+impl AppState {
+    /// Forgets what this host cached of keys, plugins and settings: called
+    /// after each change made through the admin API.
+    pub fn forget_cached(&self) {
+        self.keys.forget();
+        self.meter.forget_cached();
+    }
 }
 
 /// Requests per tenant, per second, with a burst; kept per host.

@@ -163,6 +163,56 @@ pub fn create_key(
     Ok((key, secret))
 }
 
+/// What this host last read of the keys presented to it, each for
+/// [`crate::metering::CACHE_TTL`] (unknown keys too, so guessing costs no
+/// database reads): a key revoked through this host stops working at once
+/// ([`KeyCache::forget`]), one revoked elsewhere within that time. Keyed by
+/// the key's SHA-256, never the key.
+#[derive(Debug)]
+pub struct KeyCache {
+    principals: moka::sync::Cache<[u8; 32], Option<Principal>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache {
+            principals: crate::metering::ttl_cache(),
+        }
+    }
+}
+
+impl KeyCache {
+    /// What the cache knows of `presented`: `Some(None)` for a key known
+    /// not to be live, `None` when the database must be asked.
+    pub fn get(&self, presented: &str) -> Option<Option<Principal>> {
+        self.principals.get(&digest(presented))
+    }
+
+    /// Asks the database who holds `presented`, and remembers the answer.
+    pub fn authenticate(
+        &self,
+        conn: &mut DbConnection,
+        presented: &str,
+    ) -> Result<Principal, AuthError> {
+        let principal = match authenticate(conn, presented) {
+            Ok(principal) => Some(principal),
+            Err(AuthError::BadKey) => None,
+            Err(error) => return Err(error),
+        };
+        self.principals.insert(digest(presented), principal);
+        principal.ok_or(AuthError::BadKey)
+    }
+
+    /// Forgets every key, after this host created or revoked one.
+    pub fn forget(&self) {
+        self.principals.invalidate_all();
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
 /// Who holds `presented`, if it is a live key.
 pub fn authenticate(conn: &mut DbConnection, presented: &str) -> Result<Principal, AuthError> {
     let well_formed = presented.len() == KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES

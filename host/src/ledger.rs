@@ -388,6 +388,10 @@ pub struct Receipt {
     pub transfer: Transfer,
     /// True when the id had been applied before: nothing moved this time.
     pub replayed: bool,
+    /// The balance of the tenant's wallet the command moved (the debit of
+    /// a spend, hold, post or void; the wallet a grant funds) once it was
+    /// applied; `None` for a replay, or when neither side is a wallet.
+    pub wallet_balance: Option<queries::Balance>,
 }
 
 pub type CommandResult = Result<Receipt, LedgerError>;

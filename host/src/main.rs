@@ -448,6 +448,7 @@ fn serve(
             ledger,
             meter,
             secrets,
+            keys: Default::default(),
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

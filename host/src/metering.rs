@@ -35,7 +35,7 @@ use crate::ledger::{
     queries,
 };
 use crate::plugins::kv::DbKv;
-use crate::plugins::{self, PluginError, Registry};
+use crate::plugins::{self, ActivePlugin, PluginError, Registry};
 use crate::pricing::{PriceBook, Unpriced, Usage};
 use crate::runtime::{Call, CallContext, CallError, HttpPolicy, Reply};
 use crate::secrets::SecretBox;
@@ -65,6 +65,9 @@ pub struct Metered {
     pub charged: Credits,
     pub fuel: u64,
     pub duration: Duration,
+    /// The tenant's balance once the call settled, when its settlement
+    /// moved credits (a free call leaves it to the caller to read).
+    pub balance: Option<queries::Balance>,
 }
 
 /// Why a call was not made. Nothing was charged.
@@ -117,6 +120,34 @@ pub struct Meter {
     /// How long a call's hold lasts if the host dies before settling it.
     hold_timeout: Duration,
     wallets: std::sync::Mutex<std::collections::HashMap<i64, AccountId>>,
+    /// The active version of each plugin, and each tenant's settings for
+    /// it (`None`: not enabled), read at most once per [`CACHE_TTL`]:
+    /// see [`Meter::forget_cached`].
+    plugins: moka::sync::Cache<String, Arc<ActivePlugin>>,
+    settings: moka::sync::Cache<(i64, String, String), Option<Arc<Settings>>>,
+}
+
+type Settings = std::collections::BTreeMap<String, String>;
+
+/// How long a host trusts what it cached of the database: the active
+/// version of a plugin, a tenant's settings for it, an API key. Changes
+/// made through this host's API are seen at once (it forgets its caches);
+/// changes made by another host or the CLI within this long.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Entries a cache keeps at most.
+const CACHE_ENTRIES_MAX: u64 = 100_000;
+
+/// A cache whose entries live [`CACHE_TTL`].
+pub fn ttl_cache<K, V>() -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(CACHE_ENTRIES_MAX)
+        .time_to_live(CACHE_TTL)
+        .build()
 }
 
 impl std::fmt::Debug for Meter {
@@ -180,7 +211,50 @@ impl Meter {
             http,
             hold_timeout,
             wallets: Default::default(),
+            plugins: ttl_cache(),
+            settings: ttl_cache(),
         }
+    }
+
+    /// The active version of plugin `name`, loaded.
+    pub fn plugin(&self, name: &str) -> Result<Arc<ActivePlugin>, MeterError> {
+        if let Some(plugin) = self.plugins.get(name) {
+            return Ok(plugin);
+        }
+        let mut conn = self.database.get()?;
+        let plugin = self.registry.get(&mut conn, name)?;
+        self.plugins.insert(name.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// The tenant's settings for `plugin`, or `None` when the tenant has
+    /// not enabled it.
+    fn settings(
+        &self,
+        tenant: TenantId,
+        plugin: &ActivePlugin,
+    ) -> Result<Option<Arc<Settings>>, MeterError> {
+        let key = (
+            tenant.0,
+            plugin.manifest.name.clone(),
+            plugin.version.clone(),
+        );
+        if let Some(settings) = self.settings.get(&key) {
+            return Ok(settings);
+        }
+        let mut conn = self.database.get()?;
+        let settings =
+            plugins::tenant_settings_of(&mut conn, &self.secrets, tenant, &plugin.manifest)?
+                .map(Arc::new);
+        self.settings.insert(key, settings.clone());
+        Ok(settings)
+    }
+
+    /// Forgets what this host cached of plugins and settings, after this
+    /// host changed them (installed, upgraded, enabled, disabled).
+    pub fn forget_cached(&self) {
+        self.plugins.invalidate_all();
+        self.settings.invalidate_all();
     }
 
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
@@ -259,8 +333,7 @@ impl Meter {
             idempotency_key,
         } = request;
         let now = self.clock.now();
-        let mut conn = self.database.get()?;
-        let plugin = self.registry.get(&mut conn, &name)?;
+        let plugin = self.plugin(&name)?;
         let function = call.function();
         if call.kind() != plugin.kind {
             return Err(MeterError::WrongFunction {
@@ -269,20 +342,21 @@ impl Meter {
                 function,
             });
         }
-        let settings =
-            plugins::tenant_settings_of(&mut conn, &self.secrets, tenant, &plugin.manifest)?
-                .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
+        let settings = self
+            .settings(tenant, &plugin)?
+            .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
         let price = self.book.price(tenant, &name, function, now)?;
         let period = period_of(now);
         let period_units = match price.uses_period() {
-            true => period_units(&mut conn, tenant, &name, function, &period)?,
+            true => {
+                let mut conn = self.database.get()?;
+                period_units(&mut conn, tenant, &name, function, &period)?
+            }
             false => 0,
         };
         let max_units = max_units(&call);
         let plan = None; // Subscriptions come with billing.
-        let wallet = self.wallet(&mut conn, tenant)?;
-        // The pooled connection is not held while the plugin runs.
-        drop(conn);
+        let wallet = self.wallet(tenant)?;
         // A pricing rule bound to the tenant adjusts the quote: the most the
         // call may cost, then what it cost. It is a metered call of its own.
         let rule = match rules {
@@ -372,7 +446,7 @@ impl Meter {
         let mut http = self.http.clone();
         http.allowed_hosts = plugin.manifest.http_hosts.clone();
         let context = CallContext {
-            settings,
+            settings: Settings::clone(&settings),
             kv: Arc::new(DbKv::new(
                 self.database.clone(),
                 tenant,
@@ -423,8 +497,9 @@ impl Meter {
             state: STATE_SETTLED.to_owned(),
             ..record
         };
-        self.settle(settled)?;
+        let balance = self.settle(settled)?;
         Ok(Metered {
+            balance,
             call_id,
             function,
             version: plugin.version.clone(),
@@ -488,11 +563,11 @@ impl Meter {
 
     /// The tenant's wallet: an account id never changes, so it is looked
     /// up once per tenant.
-    fn wallet(&self, conn: &mut DbConnection, tenant: TenantId) -> Result<AccountId, MeterError> {
+    fn wallet(&self, tenant: TenantId) -> Result<AccountId, MeterError> {
         if let Some(wallet) = self.wallets.lock().expect("wallets lock").get(&tenant.0) {
             return Ok(*wallet);
         }
-        let wallet = queries::wallet_of(conn, tenant)?;
+        let wallet = queries::wallet_of(&mut *self.database.get()?, tenant)?;
         self.wallets
             .lock()
             .expect("wallets lock")
@@ -504,7 +579,7 @@ impl Meter {
     /// voids the hold, and in the same transaction writes the record as
     /// settled. A hold that timed out first makes the record `lost`: the
     /// charge is gone, and the record says so.
-    fn settle(&self, record: UsageRow) -> Result<(), MeterError> {
+    fn settle(&self, record: UsageRow) -> Result<Option<queries::Balance>, MeterError> {
         let (id, plugin, function, units, credits) = (
             record.id.clone(),
             record.plugin.clone(),
@@ -517,7 +592,7 @@ impl Meter {
         if record.held == 0 {
             let mut conn = self.database.get()?;
             db::write_transaction(&mut conn, |conn| complete(conn, &record))?;
-            return Ok(());
+            return Ok(None);
         }
         let command = match credits {
             0 => Command::Void {
@@ -533,7 +608,7 @@ impl Meter {
             },
         };
         match self.ledger.submit_attached_blocking(command, completion) {
-            Ok(_) => Ok(()),
+            Ok(receipt) => Ok(receipt.wallet_balance),
             Err(
                 LedgerError::HoldTimedOut(_)
                 | LedgerError::HoldResolved {
@@ -548,7 +623,7 @@ impl Meter {
                 };
                 let mut conn = self.database.get()?;
                 db::write_transaction(&mut conn, |conn| complete(conn, &lost))?;
-                Ok(())
+                Ok(None)
             }
             Err(error) => Err(error.into()),
         }

@@ -136,6 +136,7 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         ledger: ledger.clone(),
         meter,
         secrets,
+        keys: Default::default(),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
@@ -1228,4 +1229,168 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
         let (status, _) = server.call(method, &server.globex_key, &path, None, &[]);
         assert_eq!(status, 404, "{method} {path}");
     }
+}
+
+#[test]
+fn no_write_of_one_tenant_reaches_another() {
+    let server = start();
+    let (acme, globex) = (server.acme.0, server.globex.0);
+    // Acme's state, as Acme reads it over every GET it may make.
+    let acme_view = || -> BTreeMap<String, serde_json::Value> {
+        api::v1::OPERATIONS
+            .iter()
+            .filter(|(method, path)| *method == "get" && *path != "/tenants")
+            .map(|(_, path)| {
+                let path = path
+                    .replace("{tenant}", &acme.to_string())
+                    .replace("{plugin}", "csv-leads");
+                let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
+                let allowed = if path.ends_with("/keys") { 403 } else { 200 };
+                assert_eq!(status, allowed, "GET {path}: {body}");
+                (path, body)
+            })
+            .collect()
+    };
+    let (status, first) = server.call(
+        "POST",
+        &server.acme_key,
+        "/plugins/csv-leads/invoke/search",
+        Some(r#"{"limit": 2}"#),
+        &[("idempotency-key", "shared-key")],
+    );
+    assert_eq!(status, 200, "{first}");
+    let acme_call = first["call_id"].as_str().unwrap().to_owned();
+    let before = acme_view();
+    let grant = format!(r#"{{"tenant": {globex}, "amount": "50", "source": "promotion"}}"#);
+    let (status, _) = server.call(
+        "POST",
+        &server.operator_key,
+        "/billing/credits/grants",
+        Some(&grant),
+        &[("idempotency-key", "globex-grant")],
+    );
+    assert_eq!(status, 201);
+
+    // Every write Globex's admin may attempt, aimed at Acme's objects where
+    // a path names one, each with the Idempotency-Key Acme used.
+    let acme_key_id = 1;
+    let search = r#"{"limit": 2}"#;
+    for (method, path) in api::v1::OPERATIONS {
+        if method == "get" {
+            continue;
+        }
+        let (path, body, allowed): (String, Option<&str>, &[u16]) = match path {
+            "/plugins/{plugin}/invoke/{function}" => (
+                "/plugins/csv-leads/invoke/search".into(),
+                Some(search),
+                // Globex's own call, over its own (empty) store.
+                &[200, 502],
+            ),
+            "/leads/search" => (
+                path.into(),
+                Some(r#"{"plugin": "csv-leads", "limit": 2}"#),
+                &[200, 502],
+            ),
+            "/leads/enrich" => (
+                path.into(),
+                Some(r#"{"plugin": "csv-leads", "email": "lead1@example.com"}"#),
+                &[200, 400, 404, 502],
+            ),
+            "/messages" => (
+                path.into(),
+                Some(r#"{"plugin": "csv-leads", "to": "lead1@example.com"}"#),
+                &[400, 404],
+            ),
+            "/billing/credits/grants" => (
+                path.into(),
+                Some(r#"{"tenant": 1, "amount": "1000", "source": "promotion"}"#),
+                &[403],
+            ),
+            "/tenants" => (path.into(), Some(r#"{"name": "Evil"}"#), &[403]),
+            "/tenants/{tenant}/keys" => (
+                format!("/tenants/{acme}/keys"),
+                Some(r#"{"role": "admin", "name": "stolen"}"#),
+                &[404],
+            ),
+            "/tenants/{tenant}/keys/{key}" => {
+                (format!("/tenants/{acme}/keys/{acme_key_id}"), None, &[404])
+            }
+            "/plugins" | "/plugins/{plugin}/versions" => (
+                path.replace("{plugin}", "csv-leads"),
+                Some(r#"{"manifest": "", "wasm_base64": ""}"#),
+                &[403],
+            ),
+            // Globex's own enablement: Acme's stays as it was.
+            "/plugins/{plugin}/enablement" => (
+                "/plugins/csv-leads/enablement".into(),
+                (method == "put").then_some(r#"{"settings": {}}"#),
+                &[200],
+            ),
+            other => panic!("the matrix does not cover {method} {other}: add it"),
+        };
+        let (status, answer) = server.call(
+            &method.to_uppercase(),
+            &server.globex_key,
+            &path,
+            body,
+            &[("idempotency-key", "shared-key")],
+        );
+        assert!(
+            allowed.contains(&status),
+            "{method} {path}: {status} {answer}"
+        );
+        let text = answer.to_string();
+        assert!(
+            !text.contains(&acme_call) && !text.contains("lead1@example.com"),
+            "{method} {path} answered with Acme's data: {text}"
+        );
+    }
+    // Globex disabled csv-leads last: its next call is refused at once,
+    // and Acme's calls go on.
+    let (status, refused) = server.search(&server.globex_key, search);
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("plugin_not_enabled"))
+    );
+    let after = acme_view();
+    assert_eq!(before, after, "a write of Globex changed what Acme sees");
+    let (status, replay) = server.call(
+        "POST",
+        &server.acme_key,
+        "/plugins/csv-leads/invoke/search",
+        Some(r#"{"limit": 2}"#),
+        &[("idempotency-key", "shared-key")],
+    );
+    assert_eq!((status, &replay), (200, &first), "Acme's replay is its own");
+}
+
+#[test]
+fn a_key_revoked_through_the_api_stops_working_at_once() {
+    let server = start();
+    let globex = server.globex.0;
+    let (status, created) = server.call(
+        "POST",
+        &server.globex_key,
+        &format!("/tenants/{globex}/keys"),
+        Some(r#"{"role": "member", "name": "short-lived"}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap();
+    // Used once, so the host has it cached.
+    assert_eq!(server.get(key, "/billing/credits").0, 200);
+    let id = created["id"].as_i64().unwrap();
+    let (status, _) = server.call(
+        "DELETE",
+        &server.globex_key,
+        &format!("/tenants/{globex}/keys/{id}"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 204);
+    let (status, body) = server.get(key, "/billing/credits");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
 }

@@ -262,6 +262,7 @@ pub(super) async fn revoke_key(
         .await
         .map_err(ApiError::internal)?
         .map_err(auth_error)?;
+    state.forget_cached();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -365,6 +366,7 @@ pub(super) async fn enable_plugin(
         .await
         .map_err(ApiError::internal)?
         .map_err(plugin_error)?;
+    state.forget_cached();
     Ok(Json(
         serde_json::json!({ "plugin": plugin, "enabled": true }),
     ))
@@ -387,6 +389,7 @@ pub(super) async fn disable_plugin(
         .await
         .map_err(ApiError::internal)?
         .map_err(plugin_error)?;
+    state.forget_cached();
     if !was_enabled {
         return Err(ApiError::not_found(format!(
             "plugin {plugin:?} is not enabled for this tenant"
@@ -586,6 +589,7 @@ async fn install_or_upgrade(
     })
     .await
     .map_err(ApiError::internal)??;
+    state.forget_cached();
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({

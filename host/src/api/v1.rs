@@ -18,7 +18,7 @@ use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
 use crate::metering::{self, MeterError, Request};
-use crate::plugins::{self, PluginError};
+use crate::plugins::PluginError;
 use crate::runtime::{CallError, ErrorKind, Field};
 use crate::sandbox::{self, CallInputError};
 use crate::units::{Clock as _, Credits, SystemClock, Timestamp};
@@ -112,15 +112,21 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthorized)?
             .trim()
             .to_owned();
-        let principal = state
-            .database
-            .run(move |conn| match auth::authenticate(conn, &presented) {
-                Ok(principal) => Ok(Some(principal)),
-                Err(auth::AuthError::BadKey) => Ok(None),
-                Err(error) => Err(anyhow::Error::from(error)),
-            })
-            .await
-            .map_err(ApiError::internal)?;
+        let principal = match state.keys.get(&presented) {
+            Some(principal) => principal,
+            None => {
+                let keys = state.keys.clone();
+                state
+                    .database
+                    .run(move |conn| match keys.authenticate(conn, &presented) {
+                        Ok(principal) => Ok(Some(principal)),
+                        Err(auth::AuthError::BadKey) => Ok(None),
+                        Err(error) => Err(anyhow::Error::from(error)),
+                    })
+                    .await
+                    .map_err(ApiError::internal)?
+            }
+        };
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
         if let Some(tenant) = principal.tenant
             && let Err(not_until) = state.rate_limits.check_key(&tenant.0)
@@ -627,58 +633,52 @@ async fn call_plugin(
             value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         })
         .collect();
-    let name = plugin.to_owned();
-    let kind = state
-        .database
-        .run(move |conn| match plugins::active_manifest(conn, &name) {
-            Ok(manifest) => Ok(Some(manifest.kind)),
-            Err(PluginError::NotInstalled(_)) => Ok(None),
-            Err(error) => Err(anyhow::Error::from(error)),
-        })
-        .await;
-    let kind = match kind {
-        Ok(Some(kind)) => kind,
-        Ok(None) => return refused(unknown_plugin(plugin)),
-        Err(error) => return refused(ApiError::internal(error)),
-    };
-    let call = match sandbox::parse_call(kind, function, body, forwarded) {
-        Ok(call) => call,
-        Err(error @ CallInputError::UnknownFunction { .. }) => {
+    let meter = state.meter.clone();
+    let database = state.database.clone();
+    let (name, function_name) = (plugin.to_owned(), function.to_owned());
+    let body = body.to_vec();
+    // One blocking task for the whole call: the plugin's kind (to parse the
+    // input), the metered call, and the balance if the settlement did not
+    // give it.
+    let answer = tokio::task::spawn_blocking(move || {
+        let kind = meter.plugin(&name)?.kind;
+        let call = sandbox::parse_call(kind, &function_name, &body, forwarded)?;
+        let metered = meter.invoke(Request {
+            tenant,
+            plugin: name,
+            call,
+            idempotency_key,
+        })?;
+        let balance = match metered.balance {
+            Some(balance) => Some(balance),
+            // The call was made and charged; say so even if the balance
+            // cannot be read back.
+            None => database.get().ok().and_then(|mut conn| {
+                let wallet = queries::wallet_of(&mut conn, tenant).ok()?;
+                queries::balance(&mut conn, wallet).ok()
+            }),
+        };
+        Ok::<_, Refusal>((metered, balance))
+    })
+    .await;
+    let (metered, balance) = match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(Refusal::Meter(error))) => return refused(meter_error(plugin, error)),
+        Ok(Err(Refusal::Input(error @ CallInputError::UnknownFunction { .. }))) => {
             return refused(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_function",
                 error.to_string(),
             ));
         }
-        Err(error @ CallInputError::Input { .. }) => {
+        Ok(Err(Refusal::Input(error @ CallInputError::Input { .. }))) => {
             return refused(ApiError::bad_request("invalid_input", error.to_string()));
         }
-    };
-    let meter = state.meter.clone();
-    let request = Request {
-        tenant,
-        plugin: plugin.to_owned(),
-        call,
-        idempotency_key,
-    };
-    let metered = match tokio::task::spawn_blocking(move || meter.invoke(request)).await {
-        Ok(Ok(metered)) => metered,
-        Ok(Err(error)) => return refused(meter_error(plugin, error)),
         Err(error) => return refused(ApiError::internal(error)),
     };
-    let balance = state
-        .database
-        .run(move |conn| {
-            let wallet = queries::wallet_of(conn, tenant)?;
-            queries::balance(conn, wallet).map_err(anyhow::Error::from)
-        })
-        .await;
-    let balance = match balance {
-        Ok(balance) => balance_json(&balance),
-        // The call was made and charged; say so even if the balance
-        // cannot be read back.
-        Err(_) => serde_json::Value::Null,
-    };
+    let balance = balance
+        .map(|balance| balance_json(&balance))
+        .unwrap_or(serde_json::Value::Null);
     let charge = serde_json::json!({
         "call_id": metered.call_id,
         "plugin": plugin,
@@ -703,6 +703,15 @@ async fn call_plugin(
             (status, body, true)
         }
     }
+}
+
+/// Why a call was refused before or by the meter.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Meter(#[from] MeterError),
+    #[error(transparent)]
+    Input(#[from] CallInputError),
 }
 
 fn unknown_plugin(plugin: &str) -> ApiError {

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::queries::Balance;
 use super::rows::{AccountRow, AllocationRow, GrantRow, HoldRow, TransferRow, stored_command};
 use super::{
     AccountId, Command, CommandResult, HoldState, LedgerError, MEMO_BYTES_MAX, PlatformAccount,
@@ -193,6 +194,7 @@ impl Batch {
                 true => Ok(Receipt {
                     transfer: row.to_transfer(),
                     replayed: true,
+                    wallet_balance: None,
                 }),
                 false => Err(LedgerError::TransferIdConflict(command.id().clone())),
             };
@@ -225,9 +227,15 @@ impl Batch {
         let transfer = row.to_transfer();
         self.existing
             .insert(row.id.clone(), (Some(normalized), row));
+        let wallet_balance = [transfer.debit, transfer.credit]
+            .into_iter()
+            .filter_map(|account| self.accounts.get(&account.0))
+            .find(|state| state.current.is_wallet())
+            .map(|state| Balance::from_row(&state.current));
         Ok(Receipt {
             transfer,
             replayed: false,
+            wallet_balance,
         })
     }
 

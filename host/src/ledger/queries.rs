@@ -29,7 +29,7 @@ pub struct Balance {
 }
 
 impl Balance {
-    fn from_row(row: &AccountRow) -> Balance {
+    pub(super) fn from_row(row: &AccountRow) -> Balance {
         Balance {
             account: AccountId(row.id),
             posted: Credits::from_micros(row.posted()),
