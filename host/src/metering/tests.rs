@@ -562,7 +562,10 @@ fn a_pricing_rule_bound_to_the_tenant_adjusts_the_hold_and_the_charge() {
 
     // A rule the tenant has not enabled cannot price: the call is refused
     // before it runs, and nothing is charged.
+    // The host forgets what it cached when it changes an enablement itself
+    // (the API does); a change made elsewhere is seen within CACHE_TTL.
     plugins::disable(&mut conn, s.tenant, "markup", START).unwrap();
+    s.meter.forget_cached();
     let refusal = s
         .meter
         .invoke(search(s.tenant, None, 10, None))
