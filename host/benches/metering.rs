@@ -17,11 +17,12 @@ use tollgate::auth::{self, Role};
 use tollgate::db::testing::TestDatabase;
 use tollgate::ledger::{Command, GrantSource, Ledger, TransferId, WriterOptions};
 use tollgate::metering::{Meter, Request};
-use tollgate::plugins::{self, Registry};
+use tollgate::plugins::{self, ActivePlugin, Registry};
 use tollgate::pricing::{ChargeModel, Price, PriceBook};
 use tollgate::runtime::{
-    Call, CallContext, HttpPolicy, PriceRequest, Runtime, RuntimeConfig, artifacts,
+    Call, CallContext, HttpPolicy, PluginKind, PriceRequest, Runtime, RuntimeConfig, artifacts,
 };
+use tollgate::sandbox;
 use tollgate::secrets::SecretBox;
 use tollgate::tenants;
 use tollgate::units::{Clock as _, Credits, SystemClock};
@@ -205,7 +206,26 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         commits(&ledger, batches, commands);
     }
 
-    // Over HTTP: a server on loopback and 64 clients.
+    // Over HTTP: a server on loopback and 64 clients; first one that only
+    // invokes the plugin, then Tollgate's.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let unmetered = tokio.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let unmetered_address = unmetered.local_addr()?;
+    let router = unmetered_router(runtime.clone(), plugin.clone());
+    tokio.spawn(async move { axum::serve(unmetered, router).await });
+    load(unmetered_address, "none", CONNECTIONS * 10);
+    let (elapsed, latencies) = load(unmetered_address, "none", n_calls * 10);
+    report(
+        backend,
+        &format!("unmetered over HTTP, {CONNECTIONS} connections"),
+        n_calls * 10,
+        elapsed,
+        Some(latencies),
+    );
+
     let ledger_stats = ledger.clone();
     let state = AppState {
         database: database.clone(),
@@ -216,10 +236,6 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let listener = tokio.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?;
     tokio.spawn(async move { axum::serve(listener, api::router(state)).await });
@@ -238,7 +254,34 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     Ok(())
 }
 
-/// `n_calls` metered calls from `CONNECTIONS` HTTP/1.1 connections kept
+/// A server that answers the metered route by invoking the plugin and
+/// nothing else: the same body parsing, blocking-pool hop and JSON reply
+/// as Tollgate's handler, without authentication, metering or the ledger.
+fn unmetered_router(runtime: Arc<Runtime>, plugin: Arc<ActivePlugin>) -> axum::Router {
+    let handler = move |body: axum::body::Bytes| {
+        let (runtime, plugin) = (runtime.clone(), plugin.clone());
+        async move {
+            let reply = tokio::task::spawn_blocking(move || {
+                let call =
+                    sandbox::parse_call(PluginKind::PricingRule, "adjust-price", &body, Vec::new())
+                        .expect("the bench's body is valid");
+                runtime
+                    .invoke(&plugin, CallContext::new("bench"), call)
+                    .result
+                    .expect("the no-op succeeds")
+            })
+            .await
+            .expect("the call finishes");
+            axum::Json(sandbox::reply_json(&reply))
+        }
+    };
+    axum::Router::new().route(
+        "/api/v1/plugins/fixture-noop/invoke/adjust-price",
+        axum::routing::post(handler),
+    )
+}
+
+/// `n_calls` calls from `CONNECTIONS` HTTP/1.1 connections kept
 /// alive, driven from one thread (so the load generator takes at most one
 /// of the machine's two cores); the time it took and every call's latency.
 fn load(address: std::net::SocketAddr, key: &str, n_calls: usize) -> (Duration, Vec<Duration>) {

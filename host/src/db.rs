@@ -288,3 +288,45 @@ fn names(
 ) -> MigrationResult<Vec<String>> {
     versions.map(|versions| versions.iter().map(ToString::to_string).collect())
 }
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's limits
+/// on bound parameters (32,766 and 65,535) for our widest row (usage
+/// records, 16 columns).
+pub const ROWS_PER_INSERT_MAX: usize = 1_000;
+
+/// Inserts rows many per statement. Diesel builds multi-row INSERTs for
+/// SQLite only on a concrete `SqliteConnection`, so this picks the backend.
+macro_rules! insert_all {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Sqlite(conn) => {
+                diesel::insert_into($table).values($rows).execute(conn)?
+            }
+            $crate::db::DbConnection::Postgres(conn) => {
+                diesel::insert_into($table).values($rows).execute(conn)?
+            }
+        }
+    };
+}
+
+/// Updates rows that exist, many per statement: each row is inserted, and
+/// as it conflicts with itself, the columns `set` names are updated from it.
+macro_rules! update_all {
+    ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Sqlite(conn) => diesel::insert_into($table)
+                .values($rows)
+                .on_conflict($key)
+                .do_update()
+                .set($set)
+                .execute(conn)?,
+            $crate::db::DbConnection::Postgres(conn) => diesel::insert_into($table)
+                .values($rows)
+                .on_conflict($key)
+                .do_update()
+                .set($set)
+                .execute(conn)?,
+        }
+    };
+}
+pub(crate) use {insert_all, update_all};

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::units::{Clock, Credits, Timestamp};
 
-pub use writer::{Attachment, Stats, WriterOptions};
+pub use writer::{Attached, Attachment, Stats, WriterOptions};
 
 /// Longest transfer id a caller may choose.
 pub const TRANSFER_ID_BYTES_MAX: usize = 128;

@@ -698,7 +698,7 @@ fn plugin(config: &Config, database: Database, command: PluginCommand) -> anyhow
             );
         }
         PluginCommand::Remove { name } => {
-            plugins::remove(&mut conn, &name)?;
+            plugins::remove(&mut conn, name)?;
             println!("removed {name}");
         }
         PluginCommand::List => {

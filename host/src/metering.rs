@@ -31,8 +31,8 @@ use crate::db::schema::{usage_counters, usage_records};
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{
-    AccountId, Attachment, Command, HoldState, Ledger, LedgerError, PlatformAccount, TransferId,
-    queries,
+    AccountId, Attached, Attachment, Command, HoldState, Ledger, LedgerError, PlatformAccount,
+    TransferId, queries,
 };
 use crate::plugins::kv::DbKv;
 use crate::plugins::{self, ActivePlugin, PluginError, Registry};
@@ -417,13 +417,7 @@ impl Meter {
                 timeout_us: i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX),
                 memo: format!("{name} {function}"),
             };
-            let row = record.clone();
-            let insert: Attachment = Arc::new(move |conn| {
-                diesel::insert_into(usage_records::table)
-                    .values(&row)
-                    .execute(conn)
-                    .map(drop)
-            });
+            let insert = Attachment::new(Invoking(record.clone()));
             match self.ledger.submit_attached_blocking(hold, insert) {
                 Ok(_) => {}
                 Err(LedgerError::InsufficientCredits {
@@ -587,11 +581,10 @@ impl Meter {
             record.units,
             record.credits,
         );
-        let row = record.clone();
-        let completion: Attachment = Arc::new(move |conn| complete(conn, &row));
+        let completion = Attachment::new(Completed(record.clone()));
         if record.held == 0 {
             let mut conn = self.database.get()?;
-            db::write_transaction(&mut conn, |conn| complete(conn, &record))?;
+            db::write_transaction(&mut conn, |conn| complete(conn, &[&record]))?;
             return Ok(None);
         }
         let command = match credits {
@@ -622,7 +615,7 @@ impl Meter {
                     ..record
                 };
                 let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete(conn, &lost))?;
+                db::write_transaction(&mut conn, |conn| complete(conn, &[&lost]))?;
                 Ok(None)
             }
             Err(error) => Err(error.into()),
@@ -654,10 +647,10 @@ impl Meter {
             };
             if record.held == 0 {
                 let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete(conn, &interrupted))?;
+                db::write_transaction(&mut conn, |conn| complete(conn, &[&interrupted]))?;
                 continue;
             }
-            let row = interrupted.clone();
+            let completion = Attachment::new(Completed(interrupted.clone()));
             let void = Command::Void {
                 id: settle_id(&record.id),
                 hold: hold_id(&record.id),
@@ -666,14 +659,11 @@ impl Meter {
                     record.plugin, record.function
                 ),
             };
-            match self
-                .ledger
-                .submit_attached_blocking(void, Arc::new(move |conn| complete(conn, &row)))
-            {
+            match self.ledger.submit_attached_blocking(void, completion) {
                 Ok(_) => {}
                 Err(LedgerError::HoldTimedOut(_) | LedgerError::HoldResolved { .. }) => {
                     let mut conn = self.database.get()?;
-                    db::write_transaction(&mut conn, |conn| complete(conn, &interrupted))?;
+                    db::write_transaction(&mut conn, |conn| complete(conn, &[&interrupted]))?;
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -682,20 +672,66 @@ impl Meter {
     }
 }
 
-/// Writes a call's final record and counts its units towards the period.
-fn complete(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<()> {
-    diesel::update(usage_records::table.find(&record.id))
-        .set((
-            usage_records::units.eq(record.units),
-            usage_records::credits.eq(record.credits),
-            usage_records::fuel.eq(record.fuel),
-            usage_records::duration_us.eq(record.duration_us),
-            usage_records::outcome.eq(&record.outcome),
-            usage_records::error.eq(&record.error),
-            usage_records::state.eq(&record.state),
-        ))
-        .execute(conn)?;
-    add_units(conn, record)
+/// A call's record as its hold writes it: `invoking`.
+struct Invoking(UsageRow);
+
+impl Attached for Invoking {
+    fn write_all(conn: &mut DbConnection, rows: &[&Invoking]) -> QueryResult<()> {
+        let rows: Vec<UsageRow> = rows.iter().map(|Invoking(row)| row.clone()).collect();
+        for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
+            db::insert_all!(conn, usage_records::table, chunk);
+        }
+        Ok(())
+    }
+}
+
+/// A call's final record, as its settlement writes it.
+struct Completed(UsageRow);
+
+impl Attached for Completed {
+    fn write_all(conn: &mut DbConnection, rows: &[&Completed]) -> QueryResult<()> {
+        let rows: Vec<&UsageRow> = rows.iter().map(|Completed(row)| row).collect();
+        complete(conn, &rows)
+    }
+}
+
+/// Writes calls' final records and counts their units towards their
+/// periods.
+fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
+    use diesel::upsert::excluded;
+    let rows: Vec<UsageRow> = records.iter().map(|&row| row.clone()).collect();
+    for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::update_all!(
+            conn,
+            usage_records::table,
+            chunk,
+            usage_records::id,
+            (
+                usage_records::units.eq(excluded(usage_records::units)),
+                usage_records::credits.eq(excluded(usage_records::credits)),
+                usage_records::fuel.eq(excluded(usage_records::fuel)),
+                usage_records::duration_us.eq(excluded(usage_records::duration_us)),
+                usage_records::outcome.eq(excluded(usage_records::outcome)),
+                usage_records::error.eq(excluded(usage_records::error)),
+                usage_records::state.eq(excluded(usage_records::state)),
+            )
+        );
+    }
+    // One upsert per counter, however many calls of the batch it counts.
+    let mut counted: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
+    for record in records.iter().filter(|record| record.units > 0) {
+        let key = (
+            record.tenant_id,
+            record.plugin.as_str(),
+            record.function.as_str(),
+            record.period.as_str(),
+        );
+        *counted.entry(key).or_default() += record.units;
+    }
+    for ((tenant_id, plugin, function, period), units) in counted {
+        add_units(conn, tenant_id, plugin, function, period, units)?;
+    }
+    Ok(())
 }
 
 /// What stopped a call that did not finish, for metrics.
@@ -712,14 +748,15 @@ fn stop_kind(error: &CallError) -> &'static str {
     }
 }
 
+/// A UUIDv7 in 32 hex digits: unique, and ordered by time, so records
+/// and transfers keyed by call ids are appended to their indexes.
 fn new_call_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// A usage record as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = usage_records)]
+#[diesel(table_name = usage_records, treat_none_as_default_value = false)]
 pub struct UsageRow {
     pub id: String,
     pub tenant_id: i64,
@@ -756,19 +793,23 @@ fn period_units(
 
 /// Adds a record's units to its period's counter: one upsert, so the
 /// first calls of a period, arriving together, all count.
-fn add_units(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<()> {
-    if record.units == 0 {
-        return Ok(());
-    }
+fn add_units(
+    conn: &mut DbConnection,
+    tenant_id: i64,
+    plugin: &str,
+    function: &str,
+    period: &str,
+    units: i64,
+) -> QueryResult<()> {
     macro_rules! upsert {
         ($conn:expr) => {
             diesel::insert_into(usage_counters::table)
                 .values((
-                    usage_counters::tenant_id.eq(record.tenant_id),
-                    usage_counters::plugin.eq(&record.plugin),
-                    usage_counters::function.eq(&record.function),
-                    usage_counters::period.eq(&record.period),
-                    usage_counters::units.eq(record.units),
+                    usage_counters::tenant_id.eq(tenant_id),
+                    usage_counters::plugin.eq(plugin),
+                    usage_counters::function.eq(function),
+                    usage_counters::period.eq(period),
+                    usage_counters::units.eq(units),
                 ))
                 .on_conflict((
                     usage_counters::tenant_id,
@@ -777,7 +818,7 @@ fn add_units(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<()> {
                     usage_counters::period,
                 ))
                 .do_update()
-                .set(usage_counters::units.eq(usage_counters::units + record.units))
+                .set(usage_counters::units.eq(usage_counters::units + units))
                 .execute($conn)
         };
     }

@@ -10,6 +10,7 @@
 //! hosts never let a wallet overspend and never deadlock. On SQLite, `BEGIN
 //! IMMEDIATE` makes every writer wait for the file lock instead.
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use std::thread::JoinHandle;
 
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
+use diesel::upsert::excluded;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Batch, Output, Write};
@@ -33,9 +35,8 @@ use crate::units::Clock;
 /// which bounds memory under overload instead of queueing without end.
 const QUEUE_CALLS_MAX: usize = 10_000;
 
-/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's limits
-/// on bound parameters (32,766 and 65,535) for our widest row (10 columns).
-const INSERT_ROWS_MAX: usize = 1_000;
+/// The SQLite page cache of the writer's connection, in KiB.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// Ids per `IN (...)` list, for the same reason.
 const IN_LIST_MAX: usize = 1_000;
@@ -66,10 +67,49 @@ impl Default for WriterOptions {
 /// Rows another module writes in the same transaction as a command, when
 /// the command is applied (not when it is refused or replayed): a usage
 /// record with the post that charges for it. The ledger does not know what
-/// they are. It may run more than once (a failed batch is retried command
-/// by command); only the run that commits counts.
-pub type Attachment =
-    Arc<dyn Fn(&mut DbConnection) -> Result<(), diesel::result::Error> + Send + Sync>;
+/// they are. It writes every attachment of one type in a batch with one call
+/// of that type's [`Attached::write_all`], so their rows go many to a
+/// statement; types are written in the order they first appear in the batch.
+/// A write may run more than once (a failed batch is retried command by
+/// command); only the run that commits counts.
+#[derive(Clone)]
+pub struct Attachment {
+    row: Arc<dyn Any + Send + Sync>,
+    kind: TypeId,
+    write_all: WriteAll,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+type WriteAll = fn(&mut DbConnection, &[&(dyn Any + Send + Sync)]) -> QueryResult<()>;
+
+/// A row written alongside a ledger command: see [`Attachment`].
+pub trait Attached: Any + Send + Sync + Sized {
+    /// Writes the rows of every attachment of this type in one batch.
+    fn write_all(conn: &mut DbConnection, rows: &[&Self]) -> QueryResult<()>;
+}
+
+impl Attachment {
+    pub fn new<T: Attached>(row: T) -> Attachment {
+        Attachment {
+            row: Arc::new(row),
+            kind: TypeId::of::<T>(),
+            write_all: |conn, rows| {
+                let rows: Vec<&T> = rows
+                    .iter()
+                    .map(|row| row.downcast_ref().expect("grouped by type"))
+                    .collect();
+                T::write_all(conn, &rows)
+            },
+        }
+    }
+}
 
 enum Job {
     Execute {
@@ -105,7 +145,7 @@ impl Writer {
         clock: Arc<dyn Clock>,
         options: WriterOptions,
     ) -> anyhow::Result<Writer> {
-        let conn = db::connect(url)?;
+        let conn = connect(url)?;
         let (sender, receiver) = mpsc::channel(QUEUE_CALLS_MAX);
         let url = url.clone();
         let stats = Arc::new(Stats::default());
@@ -413,13 +453,25 @@ impl WriterThread {
         if self.conn.batch_execute("SELECT 1").is_ok() {
             return;
         }
-        match db::connect(&self.url) {
+        match connect(&self.url) {
             Ok(conn) => self.conn = conn,
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "ledger writer cannot reconnect")
             }
         }
     }
+}
+
+/// The writer's connection. On SQLite it keeps up to 64 MiB of pages
+/// cached instead of the default 2 MiB: every batch updates the indexes
+/// of `transfers`, `holds` and the rows attached to them, and reading their
+/// pages back from the operating system was most of a statement's time.
+fn connect(url: &DatabaseUrl) -> anyhow::Result<DbConnection> {
+    let mut conn = db::connect(url)?;
+    if let DbConnection::Sqlite(_) = conn {
+        conn.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
+    }
+    Ok(conn)
 }
 
 fn apply_commands(
@@ -461,12 +513,23 @@ fn apply_commands(
         .map(|command| batch.apply(command))
         .collect();
     store(conn, batch.into_output())?;
+    let mut kinds: Vec<(TypeId, WriteAll, Vec<&(dyn Any + Send + Sync)>)> = Vec::new();
     for (result, attachment) in results.iter().zip(attachments) {
         if let (Ok(receipt), Some(attachment)) = (result, attachment)
             && !receipt.replayed
         {
-            attachment(conn)?;
+            match kinds.iter_mut().find(|(kind, ..)| *kind == attachment.kind) {
+                Some((.., rows)) => rows.push(&*attachment.row),
+                None => kinds.push((
+                    attachment.kind,
+                    attachment.write_all,
+                    vec![&*attachment.row],
+                )),
+            }
         }
+    }
+    for (_, write_all, rows) in kinds {
+        write_all(conn, &rows)?;
     }
     Ok(results)
 }
@@ -616,64 +679,59 @@ fn load_existing(
     Ok(())
 }
 
-/// Inserts rows many per statement. Diesel builds multi-row INSERTs for
-/// SQLite only on a concrete `SqliteConnection`, so this picks the backend.
-macro_rules! insert_all {
-    ($conn:expr, $table:expr, $rows:expr) => {
-        match $conn {
-            DbConnection::Sqlite(conn) => {
-                diesel::insert_into($table).values($rows).execute(conn)?
-            }
-            DbConnection::Postgres(conn) => {
-                diesel::insert_into($table).values($rows).execute(conn)?
-            }
-        }
-    };
-}
-
-/// Writes what a batch produced. Inserts go many rows per statement.
+/// Writes what a batch produced, many rows per statement.
 fn store(conn: &mut DbConnection, output: Output) -> Result<(), LedgerError> {
     if let DbConnection::Postgres(_) = conn {
         conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
     }
-    for chunk in output.transfers.chunks(INSERT_ROWS_MAX) {
-        insert_all!(conn, transfers::table, chunk);
+    for chunk in output.transfers.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::insert_all!(conn, transfers::table, chunk);
     }
     let (new_grants, changed_grants): (Vec<_>, Vec<_>) = output
         .grants
         .into_iter()
         .partition(|(_, write)| *write == Write::Insert);
     let new_grants: Vec<GrantRow> = new_grants.into_iter().map(|(row, _)| row).collect();
-    for chunk in new_grants.chunks(INSERT_ROWS_MAX) {
-        insert_all!(conn, grants::table, chunk);
+    for chunk in new_grants.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::insert_all!(conn, grants::table, chunk);
     }
-    for (row, _) in changed_grants {
-        diesel::update(grants::table.find(&row.id))
-            .set((
-                grants::remaining.eq(row.remaining),
-                grants::reserved.eq(row.reserved),
-                grants::expired.eq(row.expired),
-            ))
-            .execute(conn)?;
+    let changed_grants: Vec<GrantRow> = changed_grants.into_iter().map(|(row, _)| row).collect();
+    for chunk in changed_grants.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::update_all!(
+            conn,
+            grants::table,
+            chunk,
+            grants::id,
+            (
+                grants::remaining.eq(excluded(grants::remaining)),
+                grants::reserved.eq(excluded(grants::reserved)),
+                grants::expired.eq(excluded(grants::expired)),
+            )
+        );
     }
     let (new_holds, changed_holds): (Vec<_>, Vec<_>) = output
         .holds
         .into_iter()
         .partition(|(_, write)| *write == Write::Insert);
     let new_holds: Vec<HoldRow> = new_holds.into_iter().map(|(row, _)| row).collect();
-    for chunk in new_holds.chunks(INSERT_ROWS_MAX) {
-        insert_all!(conn, holds::table, chunk);
+    for chunk in new_holds.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::insert_all!(conn, holds::table, chunk);
     }
-    for (row, _) in changed_holds {
-        diesel::update(holds::table.find(&row.id))
-            .set((
-                holds::state.eq(&row.state),
-                holds::resolved_by.eq(&row.resolved_by),
-            ))
-            .execute(conn)?;
+    let changed_holds: Vec<HoldRow> = changed_holds.into_iter().map(|(row, _)| row).collect();
+    for chunk in changed_holds.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::update_all!(
+            conn,
+            holds::table,
+            chunk,
+            holds::id,
+            (
+                holds::state.eq(excluded(holds::state)),
+                holds::resolved_by.eq(excluded(holds::resolved_by)),
+            )
+        );
     }
-    for chunk in output.allocations.chunks(INSERT_ROWS_MAX) {
-        insert_all!(conn, allocations::table, chunk);
+    for chunk in output.allocations.chunks(db::ROWS_PER_INSERT_MAX) {
+        db::insert_all!(conn, allocations::table, chunk);
     }
     for (id, delta) in output.account_deltas {
         diesel::update(accounts::table.find(id))

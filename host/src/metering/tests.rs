@@ -408,12 +408,7 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
                     timeout_us,
                     memo: String::new(),
                 },
-                Arc::new(move |conn| {
-                    diesel::insert_into(usage_records::table)
-                        .values(&row)
-                        .execute(conn)
-                        .map(drop)
-                }),
+                Attachment::new(Invoking(row)),
             )
             .unwrap();
     }
