@@ -178,7 +178,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
             None,
         );
         let n_metered = if threads > 2 { n_calls * 4 } else { n_calls };
-        let (batches, commands) = writer_stats(&ledger);
+        let before = writer_stats(&ledger);
         let started = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -196,14 +196,15 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
                 });
             }
         });
+        let elapsed = started.elapsed();
         report(
             backend,
             &format!("metered in process, {threads} thread(s)"),
             n_metered,
-            started.elapsed(),
+            elapsed,
             None,
         );
-        commits(&ledger, batches, commands);
+        commits(&ledger, before, elapsed);
     }
 
     // Over HTTP: a server on loopback and 64 clients; first one that only
@@ -241,7 +242,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     tokio.spawn(async move { axum::serve(listener, api::router(state)).await });
     // Warm up the connections, the caches and the pool first.
     load(address, &key, CONNECTIONS * 10);
-    let (batches, commands) = writer_stats(&ledger_stats);
+    let before = writer_stats(&ledger_stats);
     let (elapsed, latencies) = load(address, &key, n_calls * 10);
     report(
         backend,
@@ -250,7 +251,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         elapsed,
         Some(latencies),
     );
-    commits(&ledger_stats, batches, commands);
+    commits(&ledger_stats, before, elapsed);
     Ok(())
 }
 
@@ -340,22 +341,48 @@ fn load(address: std::net::SocketAddr, key: &str, n_calls: usize) -> (Duration, 
     })
 }
 
-fn writer_stats(ledger: &Ledger) -> (u64, u64) {
+/// The ledger's batches and commands so far, and the time its writer
+/// thread has spent on a CPU.
+fn writer_stats(ledger: &Ledger) -> (u64, u64, Duration) {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = ledger.stats();
     (
         stats.n_batches.load(Relaxed),
         stats.n_commands.load(Relaxed),
+        writer_cpu(),
     )
 }
 
-/// The ledger's commits since `writer_stats` said `(batches, commands)`.
-fn commits(ledger: &Ledger, batches: u64, commands: u64) {
-    let (now_batches, now_commands) = writer_stats(ledger);
-    let (batches, commands) = (now_batches - batches, now_commands - commands);
+/// The CPU time of the thread named `ledger-writer`, from Linux's
+/// per-thread scheduler statistics (zero elsewhere).
+fn writer_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "ledger-writer" {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let on_cpu_ns = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok());
+        return Duration::from_nanos(on_cpu_ns.unwrap_or(0));
+    }
+    Duration::ZERO
+}
+
+/// The ledger's commits since `writer_stats` said `before`.
+fn commits(ledger: &Ledger, before: (u64, u64, Duration), elapsed: Duration) {
+    let (batches, commands, cpu) = writer_stats(ledger);
+    let (batches, commands, cpu) = (batches - before.0, commands - before.1, cpu - before.2);
     println!(
-        "            ({batches} commits, {:.1} ledger commands per commit)",
-        commands as f64 / batches.max(1) as f64
+        "            ({batches} commits, {:.1} ledger commands per commit; the writer on a CPU {:.0}% of the time, {:.0} µs a commit)",
+        commands as f64 / batches.max(1) as f64,
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        cpu.as_micros() as f64 / batches.max(1) as f64,
     );
 }
 

@@ -463,9 +463,9 @@ impl WriterThread {
 }
 
 /// The writer's connection. On SQLite it keeps up to 64 MiB of pages
-/// cached instead of the default 2 MiB: every batch updates the indexes
-/// of `transfers`, `holds` and the rows attached to them, and reading their
-/// pages back from the operating system was most of a statement's time.
+/// cached instead of the default 2 MiB, so the index pages every batch
+/// updates (`transfers`, `holds`, the rows attached to them) stay in its
+/// memory as the tables grow.
 fn connect(url: &DatabaseUrl) -> anyhow::Result<DbConnection> {
     let mut conn = db::connect(url)?;
     if let DbConnection::Sqlite(_) = conn {
