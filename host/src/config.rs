@@ -50,6 +50,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Paths of the other two files, relative to `tollgate.toml`'s folder.
     pub files: FileSettings,
+    pub billing: BillingSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +116,21 @@ pub struct FileSettings {
     pub pricing: PathBuf,
 }
 
+/// Who issues invoices, and the tax they charge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSettings {
+    /// The name printed on invoices; each issuer's invoices and credit
+    /// notes are numbered in series of their own.
+    pub issuer: String,
+    /// The issuer's address as printed, lines separated by newlines.
+    pub issuer_address: String,
+    /// Tax charged on every invoice, as a fraction: "0.2" for 20%.
+    pub tax_rate: Decimal,
+    /// What invoices call the tax ("VAT", "Sales tax").
+    pub tax_name: String,
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -142,6 +158,12 @@ impl Default for Settings {
                 plans: PathBuf::from("plans.toml"),
                 pricing: PathBuf::from("pricing.toml"),
             },
+            billing: BillingSettings {
+                issuer: "Tollgate".to_owned(),
+                issuer_address: String::new(),
+                tax_rate: Decimal::ZERO,
+                tax_name: "Tax".to_owned(),
+            },
         }
     }
 }
@@ -160,7 +182,8 @@ default_from_settings!(
     StorageSettings.storage,
     LedgerSettings.ledger,
     LimitSettings.limits,
-    FileSettings.files
+    FileSettings.files,
+    BillingSettings.billing
 );
 
 /// A subscription plan.
@@ -301,14 +324,29 @@ pub fn parse_settings(
         overridden.insert(key, name);
     }
     let deserializer = toml::Value::Table(table);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let source = |key: &str| match overridden.get(key) {
+        Some(variable) => format!("{variable} (overriding {})", path.display()),
+        None => path.display().to_string(),
+    };
+    let settings: Settings = serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let key = error.path().to_string();
-        let source = match overridden.get(&key) {
-            Some(variable) => format!("{variable} (overriding {})", path.display()),
-            None => path.display().to_string(),
-        };
-        anyhow::anyhow!("{source}: {key}: {}", error.inner())
-    })
+        anyhow::anyhow!("{}: {key}: {}", source(&key), error.inner())
+    })?;
+    let billing = &settings.billing;
+    if billing.tax_rate.is_sign_negative() || billing.tax_rate >= Decimal::ONE {
+        anyhow::bail!(
+            "{}: billing.tax_rate: {} is not a fraction from 0 up to 1 (write 0.2 for 20%)",
+            source("billing.tax_rate"),
+            billing.tax_rate
+        );
+    }
+    if billing.issuer.trim().is_empty() {
+        anyhow::bail!(
+            "{}: billing.issuer: name who issues the invoices",
+            source("billing.issuer")
+        );
+    }
+    Ok(settings)
 }
 
 /// Every leaf key of `tollgate.toml`, dotted: `server.listen`.

@@ -265,6 +265,38 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn billing_settings_are_validated() {
+    let settings = parse_settings(
+        Path::new("t.toml"),
+        "[billing]\nissuer = \"Acme Resale\"\ntax_rate = \"0.2\"\ntax_name = \"VAT\"",
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(settings.billing.issuer, "Acme Resale");
+    assert_eq!(settings.billing.tax_rate, "0.2".parse().unwrap());
+    check_settings(
+        "[billing]\ntax_rate = \"20\"",
+        &[],
+        "tollgate.toml: billing.tax_rate: 20 is not a fraction from 0 up to 1 (write 0.2 for 20%)",
+    );
+    check_settings(
+        "[billing]\ntax_rate = \"-0.1\"",
+        &[],
+        "billing.tax_rate: -0.1 is not",
+    );
+    check_settings(
+        "",
+        &[("TOLLGATE__BILLING__TAX_RATE", "1")],
+        "TOLLGATE__BILLING__TAX_RATE (overriding tollgate.toml): billing.tax_rate: 1 is not",
+    );
+    check_settings(
+        "[billing]\nissuer = \"  \"",
+        &[],
+        "billing.issuer: name who issues the invoices",
+    );
+}
+
+#[test]
 fn a_bad_environment_value_names_the_variable() {
     check_settings(
         "",

@@ -195,3 +195,46 @@ diesel::allow_tables_to_appear_in_same_query!(
     plugin_enablements,
     tenants
 );
+
+diesel::table! {
+    invoice_series (issuer, kind) {
+        issuer -> Text,
+        kind -> Text,
+        last_number -> BigInt,
+    }
+}
+
+diesel::table! {
+    invoices (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        kind -> Text,
+        issuer -> Text,
+        number -> Nullable<BigInt>,
+        state -> Text,
+        currency -> Text,
+        subtotal_minor -> BigInt,
+        tax_rate -> Text,
+        tax_name -> Text,
+        tax_minor -> BigInt,
+        total_minor -> BigInt,
+        credits_invoice_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+        finalized_at -> Nullable<BigInt>,
+        closed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    invoice_lines (invoice_id, position) {
+        invoice_id -> BigInt,
+        position -> Integer,
+        description -> Text,
+        quantity -> BigInt,
+        unit_price_minor -> BigInt,
+        amount_minor -> BigInt,
+    }
+}
+
+diesel::joinable!(invoice_lines -> invoices (invoice_id));
+diesel::allow_tables_to_appear_in_same_query!(invoices, invoice_lines);
