@@ -3,3 +3,4 @@
 //! credit packages and payments build on them.
 
 pub mod invoices;
+pub mod render;
