@@ -3,4 +3,5 @@
 //! credit packages and payments build on them.
 
 pub mod invoices;
+pub mod periods;
 pub mod render;
