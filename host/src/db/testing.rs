@@ -94,3 +94,35 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A fresh database holding two tenants, Acme and Globex, for tests of
+/// what one tenant must not reach of the other's.
+#[derive(Debug)]
+pub struct TwoTenants {
+    pub database: Database,
+    pub acme: crate::ids::TenantId,
+    pub globex: crate::ids::TenantId,
+    _db: TestDatabase,
+}
+
+impl TwoTenants {
+    pub fn new(now: crate::units::Timestamp) -> TwoTenants {
+        let db = TestDatabase::new();
+        let database = db.open();
+        let mut conn = database.get().expect("a connection to the new database");
+        let mut create = |name: &str| {
+            crate::tenants::create(&mut conn, name, None, crate::units::Credits::ZERO, now)
+                .expect("creating a test tenant")
+                .0
+                .id
+        };
+        let (acme, globex) = (create("Acme"), create("Globex"));
+        drop(conn);
+        TwoTenants {
+            database,
+            acme,
+            globex,
+            _db: db,
+        }
+    }
+}

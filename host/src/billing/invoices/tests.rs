@@ -1,8 +1,5 @@
 use super::*;
-use crate::db::Database;
-use crate::db::testing::TestDatabase;
-use crate::tenants;
-use crate::units::Credits;
+use crate::db::testing::TwoTenants;
 
 const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
 
@@ -47,25 +44,10 @@ fn credit_note(tenant: TenantId, invoice: i64, amount_minor: i64) -> NewDocument
     }
 }
 
-struct Setup {
-    database: Database,
-    acme: TenantId,
-    globex: TenantId,
-    _db: TestDatabase,
-}
+type Setup = TwoTenants;
 
 fn setup() -> Setup {
-    let db = TestDatabase::new();
-    let database = db.open();
-    let mut conn = database.get().unwrap();
-    let (acme, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
-    let (globex, _) = tenants::create(&mut conn, "Globex", None, Credits::ZERO, NOW).unwrap();
-    Setup {
-        database: database.clone(),
-        acme: acme.id,
-        globex: globex.id,
-        _db: db,
-    }
+    TwoTenants::new(NOW)
 }
 
 #[test]

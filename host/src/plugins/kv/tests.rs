@@ -1,30 +1,14 @@
 use super::*;
-use crate::db::testing::TestDatabase;
+use crate::db::testing::TwoTenants;
 use crate::runtime::{KV_BYTES_MAX, KV_KEYS_MAX};
-use crate::tenants;
-use crate::units::{Credits, ManualClock};
+use crate::units::ManualClock;
 
 const NOW: Timestamp = Timestamp::from_micros(1_767_225_600_000_000);
 
-struct Setup {
-    database: Database,
-    acme: TenantId,
-    globex: TenantId,
-    _db: TestDatabase,
-}
+type Setup = TwoTenants;
 
 fn setup() -> Setup {
-    let db = TestDatabase::new();
-    let database = db.open();
-    let mut conn = database.get().unwrap();
-    let (acme, _) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
-    let (globex, _) = tenants::create(&mut conn, "Globex", None, Credits::ZERO, NOW).unwrap();
-    Setup {
-        database: database.clone(),
-        acme: acme.id,
-        globex: globex.id,
-        _db: db,
-    }
+    TwoTenants::new(NOW)
 }
 
 fn store(s: &Setup, tenant: TenantId, plugin: &str) -> DbKv {
