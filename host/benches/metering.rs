@@ -234,6 +234,9 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         meter,
         secrets,
         keys: Default::default(),
+        issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+            &Default::default(),
+        )),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

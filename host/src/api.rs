@@ -4,6 +4,7 @@
 //! that serves HTTP.
 
 mod admin;
+mod billing;
 mod error;
 mod idempotency;
 pub mod v1;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub rate_limits: std::sync::Arc<RateLimits>,
     /// The API keys this host has seen lately.
     pub keys: std::sync::Arc<crate::auth::KeyCache>,
+    /// Who issues invoices, as `[billing]` says.
+    pub issuer: std::sync::Arc<crate::billing::invoices::Issuer>,
 }
 
 impl AppState {

@@ -449,6 +449,9 @@ fn serve(
             meter,
             secrets,
             keys: Default::default(),
+            issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+                &config.settings.billing,
+            )),
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tollgate::api::{self, AppState};
 use tollgate::auth::{self, Role};
+use tollgate::billing::invoices;
 use tollgate::db::testing::TestDatabase;
 use tollgate::ids::TenantId;
 use tollgate::ledger::{
@@ -31,6 +32,9 @@ struct Server {
     acme_key: String,
     globex_key: String,
     operator_key: String,
+    /// Acme's paid invoice and the credit note against it.
+    acme_invoice: i64,
+    acme_credit_note: i64,
     http: ureq::Agent,
     _runtime: tokio::runtime::Runtime,
     _db: TestDatabase,
@@ -42,6 +46,58 @@ fn start() -> Server {
     start_with_rate_limits(governor::Quota::per_second(
         std::num::NonZeroU32::new(10_000).unwrap(),
     ))
+}
+
+fn issuer() -> invoices::Issuer {
+    invoices::Issuer {
+        name: "Tollgate".into(),
+        address: "1 Main Street\nSpringfield".into(),
+        tax_rate: "0.2".parse().unwrap(),
+        tax_name: "VAT".into(),
+    }
+}
+
+/// Acme's invoice for November ($49.00 plus 20% VAT, paid) and a credit
+/// note giving $10.00 of it back.
+fn acme_documents(conn: &mut tollgate::db::DbConnection, acme: TenantId) -> (i64, i64) {
+    let usd = tollgate::units::Currency::parse("USD").unwrap();
+    let line = |description: &str, unit_price_minor| invoices::NewLine {
+        description: description.into(),
+        quantity: 1,
+        unit_price_minor,
+    };
+    let invoice = invoices::create(
+        conn,
+        &issuer(),
+        &invoices::NewDocument {
+            tenant: acme,
+            kind: invoices::Kind::Invoice,
+            currency: usd,
+            lines: vec![line("Starter plan, November", 4_900)],
+            credits_invoice: None,
+        },
+        NOW,
+    )
+    .unwrap()
+    .id;
+    invoices::finalize(conn, acme, invoice, NOW).unwrap();
+    invoices::mark_paid(conn, acme, invoice, NOW).unwrap();
+    let note = invoices::create(
+        conn,
+        &issuer(),
+        &invoices::NewDocument {
+            tenant: acme,
+            kind: invoices::Kind::CreditNote,
+            currency: usd,
+            lines: vec![line("Goodwill refund", 1_000)],
+            credits_invoice: Some(invoice),
+        },
+        NOW,
+    )
+    .unwrap()
+    .id;
+    invoices::finalize(conn, acme, note, NOW).unwrap();
+    (invoice, note)
 }
 
 /// A server with a rate limit per tenant.
@@ -105,6 +161,7 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
     let (_, globex_key) =
         auth::create_key(&mut conn, Some(globex.id), Role::Admin, "test", NOW).unwrap();
     let (_, operator_key) = auth::create_key(&mut conn, None, Role::Operator, "ops", NOW).unwrap();
+    let (acme_invoice, acme_credit_note) = acme_documents(&mut conn, acme.id);
     let search = Price {
         plugin: "csv-leads".into(),
         function: "search".into(),
@@ -137,6 +194,7 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         meter,
         secrets,
         keys: Default::default(),
+        issuer: Arc::new(issuer()),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
@@ -159,6 +217,8 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         acme_key,
         globex_key,
         operator_key,
+        acme_invoice,
+        acme_credit_note,
         http: ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -247,6 +307,24 @@ impl Server {
             status,
             serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap(),
         )
+    }
+
+    /// A GET's status, content type and body bytes.
+    fn raw(&self, key: &str, path: &str) -> (u16, String, Vec<u8>) {
+        let mut response = self
+            .http
+            .get(&format!("{}{path}", self.base))
+            .header("authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.body_mut().read_to_vec().unwrap();
+        (response.status().as_u16(), content_type, body)
     }
 
     fn search(&self, key: &str, body: &str) -> (u16, serde_json::Value) {
@@ -1023,7 +1101,8 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
             .replace("{plugin}", "csv-leads")
             .replace("{function}", "search")
             .replace("{tenant}", "1")
-            .replace("{key}", "1");
+            .replace("{key}", "1")
+            .replace("{id}", "1");
         let request = ureq::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(format!("{}{path}", server.base))
@@ -1193,6 +1272,7 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     acme_marks.push("grant-acme".to_owned());
     acme_marks.push(server.acme_key[..11].to_owned());
     acme_marks.push("lead1@example.com".to_owned());
+    acme_marks.push("Starter plan, November".to_owned());
     // Every read Globex may make, over every GET operation of the API.
     let globex_id = server.globex.0;
     let mut read = 0;
@@ -1200,12 +1280,25 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
         if method != "get" {
             continue;
         }
+        // A document path names Acme's document, which Globex cannot see.
         let path = path
             .replace("{tenant}", &globex_id.to_string())
-            .replace("{plugin}", "csv-leads");
+            .replace("{plugin}", "csv-leads")
+            .replace(
+                "invoices/{id}",
+                &format!("invoices/{}", server.acme_invoice),
+            )
+            .replace(
+                "credit-notes/{id}",
+                &format!("credit-notes/{}", server.acme_credit_note),
+            );
         let (status, body) = server.call("GET", &server.globex_key, &path, None, &[]);
         // The operator's lists are refused; everything else answers.
-        let expected = if path == "/tenants" { 403 } else { 200 };
+        let expected = match path.as_str() {
+            "/tenants" => 403,
+            _ if path.contains("invoices/") || path.contains("credit-notes/") => 404,
+            _ => 200,
+        };
         assert_eq!(status, expected, "GET {path}: {body}");
         let text = body.to_string();
         for mark in &acme_marks {
@@ -1243,7 +1336,15 @@ fn no_write_of_one_tenant_reaches_another() {
             .map(|(_, path)| {
                 let path = path
                     .replace("{tenant}", &acme.to_string())
-                    .replace("{plugin}", "csv-leads");
+                    .replace("{plugin}", "csv-leads")
+                    .replace(
+                        "invoices/{id}",
+                        &format!("invoices/{}", server.acme_invoice),
+                    )
+                    .replace(
+                        "credit-notes/{id}",
+                        &format!("credit-notes/{}", server.acme_credit_note),
+                    );
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
                 let allowed = if path.ends_with("/keys") { 403 } else { 200 };
                 assert_eq!(status, allowed, "GET {path}: {body}");
@@ -1405,4 +1506,141 @@ fn a_key_revoked_through_the_api_stops_working_at_once() {
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
+}
+
+#[test]
+fn a_tenant_reads_its_invoices_and_credit_notes_as_json_html_and_pdf() {
+    let server = start();
+    let (invoice, note) = (server.acme_invoice, server.acme_credit_note);
+    let (status, list) = server.get(&server.acme_key, "/billing/invoices");
+    assert_eq!(status, 200, "{list}");
+    let listed = &list["invoices"];
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        listed[0],
+        serde_json::json!({
+            "id": invoice,
+            "kind": "invoice",
+            "number": "INV-000001",
+            "issuer": "Tollgate",
+            "state": "paid",
+            "currency": "USD",
+            "lines": [{
+                "description": "Starter plan, November",
+                "quantity": 1,
+                "unit_price": "49.00",
+                "amount": "49.00",
+            }],
+            "subtotal": "49.00",
+            "tax_name": "VAT",
+            "tax_rate": "0.2",
+            "tax": "9.80",
+            "total": "58.80",
+            "credits_invoice": null,
+            "created_at": NOW.to_string(),
+            "finalized_at": NOW.to_string(),
+            "closed_at": NOW.to_string(),
+            "pdf": format!("/api/v1/billing/invoices/{invoice}.pdf"),
+        })
+    );
+    assert_eq!(list["next_cursor"], serde_json::Value::Null);
+    let (status, one) = server.get(&server.acme_key, &format!("/billing/invoices/{invoice}"));
+    assert_eq!((status, &one), (200, &listed[0]));
+
+    let (status, notes) = server.get(&server.acme_key, "/billing/credit-notes");
+    assert_eq!(status, 200);
+    assert_eq!(notes["credit_notes"][0]["number"], "CN-000001");
+    assert_eq!(notes["credit_notes"][0]["credits_invoice"], invoice);
+    assert_eq!(
+        notes["credit_notes"][0]["total"], "12.00",
+        "$10.00 plus 20%"
+    );
+
+    // The PDF, read back by a PDF reader.
+    let (status, content_type, pdf) = server.raw(
+        &server.acme_key,
+        &format!("/billing/invoices/{invoice}.pdf"),
+    );
+    assert_eq!((status, content_type.as_str()), (200, "application/pdf"));
+    let text = pdftotext(&pdf);
+    for expected in [
+        "Number INV-000001",
+        "Status Paid",
+        "Acme",
+        "Starter plan, November",
+        "Subtotal (USD) 49.00",
+        "VAT 20% (USD) 9.80",
+        "Total (USD) 58.80",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    let (status, _, pdf) = server.raw(
+        &server.acme_key,
+        &format!("/billing/credit-notes/{note}.pdf"),
+    );
+    assert_eq!(status, 200);
+    let text = pdftotext(&pdf);
+    assert!(text.contains("Credits invoice INV-000001"), "{text}");
+    let (status, content_type, html) = server.raw(
+        &server.acme_key,
+        &format!("/billing/invoices/{invoice}.html"),
+    );
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    assert!(String::from_utf8(html).unwrap().contains("58.80"));
+
+    // What is not one of the tenant's documents is not found, in the API's
+    // error shape; a list's parameters are checked.
+    for path in [
+        format!("/billing/invoices/{note}"),
+        format!("/billing/credit-notes/{invoice}"),
+        format!("/billing/invoices/{invoice}.txt"),
+        "/billing/invoices/abc".to_owned(),
+        "/billing/invoices/999999.pdf".to_owned(),
+    ] {
+        let (status, body) = server.get(&server.acme_key, &path);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {body}"
+        );
+    }
+    for path in ["/billing/invoices/{invoice}.pdf", "/billing/credit-notes"] {
+        let path = path.replace("{invoice}", &invoice.to_string());
+        let (status, _) = server.get(&server.globex_key, &path);
+        let expected = if path.ends_with(".pdf") { 404 } else { 200 };
+        assert_eq!(status, expected, "{path}");
+    }
+    for query in ["limit=0", "after=x", "page=2"] {
+        let (status, body) = server.get(&server.acme_key, &format!("/billing/invoices?{query}"));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{query}: {body}"
+        );
+    }
+    let (status, page) = server.get(&server.acme_key, "/billing/invoices?limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(page["next_cursor"], invoice.to_string());
+    let (_, rest) = server.get(
+        &server.acme_key,
+        &format!("/billing/invoices?after={invoice}"),
+    );
+    assert_eq!(rest["invoices"], serde_json::json!([]));
+}
+
+/// The text `pdftotext` extracts from `pdf`, its runs of spaces squeezed.
+fn pdftotext(pdf: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("document.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let output = std::process::Command::new("pdftotext")
+        .args(["-layout".as_ref(), path.as_os_str(), "-".as_ref()])
+        .output()
+        .expect("pdftotext runs; install poppler-utils (scripts/test does)");
+    assert!(output.status.success(), "pdftotext refused the file");
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

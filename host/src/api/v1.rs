@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin};
+use super::{AppState, admin, billing};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 19] = [
+pub const OPERATIONS: [(&str, &str); 23] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -40,6 +40,10 @@ pub const OPERATIONS: [(&str, &str); 19] = [
     ("get", "/billing/credits"),
     ("get", "/billing/credits/transactions"),
     ("post", "/billing/credits/grants"),
+    ("get", "/billing/invoices"),
+    ("get", "/billing/invoices/{id}"),
+    ("get", "/billing/credit-notes"),
+    ("get", "/billing/credit-notes/{id}"),
     ("get", "/usage"),
     ("get", "/usage/records"),
     ("get", "/tenants"),
@@ -73,6 +77,10 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/usage", get(usage))
         .route("/usage/records", get(usage_records))
         .route("/billing/credits/grants", post(admin::grant))
+        .route("/billing/invoices", get(billing::list_invoices))
+        .route("/billing/invoices/{id}", get(billing::get_invoice))
+        .route("/billing/credit-notes", get(billing::list_credit_notes))
+        .route("/billing/credit-notes/{id}", get(billing::get_credit_note))
         .route(
             "/tenants",
             post(admin::create_tenant).get(admin::list_tenants),

@@ -1,0 +1,215 @@
+//! `/api/v1/billing/invoices` and `/billing/credit-notes`: a tenant's
+//! documents as JSON, and each as HTML or PDF (`/billing/invoices/12.pdf`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse as _, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::v1::{Caller, limit_param, params};
+use crate::billing::invoices::{self, Document, InvoiceError, Kind};
+use crate::billing::render::{self, Parties, Sheet};
+use crate::units::Currency;
+
+/// Documents per page at most.
+const PAGE_MAX: i64 = 100;
+
+/// `GET /billing/invoices?after=&limit=`: the tenant's invoices, oldest
+/// first; `after` is the `next_cursor` of the page before.
+pub(super) async fn list_invoices(
+    state: State<AppState>,
+    caller: Caller,
+    query: Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list(state, caller, query, Kind::Invoice).await
+}
+
+/// `GET /billing/credit-notes?after=&limit=`.
+pub(super) async fn list_credit_notes(
+    state: State<AppState>,
+    caller: Caller,
+    query: Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    list(state, caller, query, Kind::CreditNote).await
+}
+
+/// `GET /billing/invoices/{id}`, `{id}.pdf` or `{id}.html`.
+pub(super) async fn get_invoice(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
+    get(state, caller, id, Kind::Invoice).await
+}
+
+/// `GET /billing/credit-notes/{id}`, `{id}.pdf` or `{id}.html`.
+pub(super) async fn get_credit_note(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
+    get(state, caller, id, Kind::CreditNote).await
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<BTreeMap<String, String>>,
+    kind: Kind,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    params(&query, &["after", "limit"])?;
+    let limit = limit_param(&query, PAGE_MAX)?;
+    let after = match query.get("after") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                "after must be the next_cursor of an earlier page",
+            )
+        })?),
+    };
+    let documents = state
+        .database
+        .run(move |conn| {
+            invoices::list(conn, tenant, kind, after, limit).map_err(anyhow::Error::from)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let next = match documents.len() as i64 == limit {
+        true => documents.last().map(|document| document.id.to_string()),
+        false => None,
+    };
+    let field = match kind {
+        Kind::Invoice => "invoices",
+        Kind::CreditNote => "credit_notes",
+    };
+    Ok(Json(serde_json::json!({
+        field: documents.iter().map(document_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Html,
+    Pdf,
+}
+
+async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?;
+    let noun = match kind {
+        Kind::Invoice => "invoice",
+        Kind::CreditNote => "credit note",
+    };
+    let not_found = || ApiError::not_found(format!("this tenant has no {noun} {id:?}"));
+    let (number, format) = match id.rsplit_once('.') {
+        None => (id.as_str(), Format::Json),
+        Some((number, "pdf")) => (number, Format::Pdf),
+        Some((number, "html")) => (number, Format::Html),
+        Some(_) => return Err(not_found()),
+    };
+    let document_id: i64 = number.parse().map_err(|_| not_found())?;
+    let address = state.issuer.address.clone();
+    let found = state
+        .database
+        .run(move |conn| {
+            let document = match invoices::get(conn, tenant, document_id) {
+                Ok(document) if document.kind == kind => document,
+                Ok(_) | Err(InvoiceError::NotFound(_)) => return Ok(None),
+                Err(error) => return Err(anyhow::Error::from(error)),
+            };
+            let customer = crate::tenants::find(conn, tenant)?.name;
+            let credited = match document.credits_invoice {
+                Some(invoice) => invoices::get(conn, tenant, invoice)?.display_number(),
+                None => None,
+            };
+            anyhow::Ok(Some((document, customer, credited)))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let (document, customer, credited) = found.ok_or_else(not_found)?;
+    if format == Format::Json {
+        return Ok(Json(document_json(&document)).into_response());
+    }
+    let sheet = Sheet::new(
+        &document,
+        &Parties {
+            issuer_address: &address,
+            customer: &customer,
+            credited_number: credited.as_deref(),
+        },
+    );
+    let name = document
+        .display_number()
+        .unwrap_or_else(|| format!("draft-{}", document.id));
+    let (content_type, body) = match format {
+        Format::Pdf => ("application/pdf", render::pdf(&sheet)),
+        _ => (
+            "text/html; charset=utf-8",
+            render::html(&sheet)
+                .map_err(ApiError::internal)?
+                .into_bytes(),
+        ),
+    };
+    let extension = if format == Format::Pdf { "pdf" } else { "html" };
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"{name}.{extension}\""),
+        )
+        .body(Body::from(body))
+        .map_err(ApiError::internal)
+}
+
+/// Money as a decimal string in the document's currency: `"49.00"`.
+fn money(minor: i64, currency: &str) -> String {
+    let digits = Currency::parse(currency)
+        .map(|currency| currency.minor_digits())
+        .unwrap_or(2);
+    rust_decimal::Decimal::new(minor, digits).to_string()
+}
+
+fn document_json(document: &Document) -> serde_json::Value {
+    let currency = document.currency.as_str();
+    let (path, format) = match document.kind {
+        Kind::Invoice => ("invoices", "invoice"),
+        Kind::CreditNote => ("credit-notes", "credit_note"),
+    };
+    serde_json::json!({
+        "id": document.id,
+        "kind": format,
+        "number": document.display_number(),
+        "issuer": document.issuer,
+        "state": document.state.as_str(),
+        "currency": currency,
+        "lines": document.lines.iter().map(|line| serde_json::json!({
+            "description": line.description,
+            "quantity": line.quantity,
+            "unit_price": money(line.unit_price_minor, currency),
+            "amount": money(line.amount_minor, currency),
+        })).collect::<Vec<_>>(),
+        "subtotal": money(document.totals.subtotal_minor, currency),
+        "tax_name": document.tax_name,
+        "tax_rate": document.tax_rate.normalize().to_string(),
+        "tax": money(document.totals.tax_minor, currency),
+        "total": money(document.totals.total_minor, currency),
+        "credits_invoice": document.credits_invoice,
+        "created_at": document.created_at.to_string(),
+        "finalized_at": document.finalized_at.map(|at| at.to_string()),
+        "closed_at": document.closed_at.map(|at| at.to_string()),
+        "pdf": format!("/api/v1/billing/{path}/{}.pdf", document.id),
+    })
+}
