@@ -5,3 +5,4 @@
 pub mod invoices;
 pub mod periods;
 pub mod render;
+pub mod subscriptions;

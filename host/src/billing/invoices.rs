@@ -346,9 +346,19 @@ pub fn create(
     document: &NewDocument,
     now: Timestamp,
 ) -> Result<Document, InvoiceError> {
+    db::write_transaction(conn, |conn| create_within(conn, issuer, document, now))
+}
+
+/// [`create`] inside the caller's write transaction.
+pub(crate) fn create_within(
+    conn: &mut DbConnection,
+    issuer: &Issuer,
+    document: &NewDocument,
+    now: Timestamp,
+) -> Result<Document, InvoiceError> {
     check(document)?;
     let sums = totals(&document.lines, issuer.tax_rate)?;
-    db::write_transaction(conn, |conn| {
+    {
         if let Some(invoice) = document.credits_invoice {
             check_creditable(conn, document, invoice, sums.total_minor)?;
         }
@@ -384,7 +394,7 @@ pub fn create(
             .collect();
         db::insert_all!(conn, invoice_lines::table, &lines);
         get(conn, document.tenant, id)
-    })
+    }
 }
 
 fn check_creditable(
@@ -433,7 +443,17 @@ pub fn finalize(
     id: i64,
     now: Timestamp,
 ) -> Result<Document, InvoiceError> {
-    db::write_transaction(conn, |conn| {
+    db::write_transaction(conn, |conn| finalize_within(conn, tenant, id, now))
+}
+
+/// [`finalize`] inside the caller's write transaction.
+pub(crate) fn finalize_within(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    id: i64,
+    now: Timestamp,
+) -> Result<Document, InvoiceError> {
+    {
         let document = get(conn, tenant, id)?;
         require(&document, &[State::Draft], "finalized")?;
         let series = (
@@ -477,7 +497,7 @@ pub fn finalize(
             });
         }
         get(conn, tenant, id)
-    })
+    }
 }
 
 /// Records that an open (or uncollectible) document was paid.

@@ -238,3 +238,33 @@ diesel::table! {
 
 diesel::joinable!(invoice_lines -> invoices (invoice_id));
 diesel::allow_tables_to_appear_in_same_query!(invoices, invoice_lines);
+
+diesel::table! {
+    subscriptions (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        plan -> Text,
+        next_plan -> Nullable<Text>,
+        state -> Text,
+        anchor -> BigInt,
+        current_period -> Integer,
+        cancel_at_period_end -> Bool,
+        created_at -> BigInt,
+        canceled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    subscription_periods (subscription_id, period) {
+        subscription_id -> BigInt,
+        period -> Integer,
+        plan -> Text,
+        starts_at -> BigInt,
+        ends_at -> BigInt,
+        invoice_id -> BigInt,
+        granted -> Bool,
+    }
+}
+
+diesel::joinable!(subscription_periods -> subscriptions (subscription_id));
+diesel::allow_tables_to_appear_in_same_query!(subscriptions, subscription_periods);

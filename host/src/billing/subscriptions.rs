@@ -1,0 +1,477 @@
+//! Subscriptions: a tenant on a plan, billed a period at a time, its
+//! period's allowance granted when the period's invoice is paid.
+//!
+//! - `subscribe` starts the first period now (the anchor), issues its
+//!   invoice and leaves the subscription `incomplete` until it is paid.
+//! - `invoice_paid` grants the period's allowance, expiring at the period's
+//!   end, plus what the plan lets the previous period's allowance carry
+//!   over, and makes the subscription `active`. The grants' ledger ids are
+//!   made from the subscription and the period, so granting twice (a retry,
+//!   a second host) grants once.
+//! - `renew_due` starts the next period of every subscription whose period
+//!   has ended: a new period row (its primary key lets one host do it), its
+//!   invoice, and the plan a downgrade asked for; or ends a subscription
+//!   that was to be canceled at the period's end. A host that was down
+//!   catches up period by period when it returns.
+//!
+//! Carryover: of the previous period's allowance, what expired unused at
+//! its end (the ledger's expire transfers of that grant), up to the plan's
+//! `credits_max`, is granted again to expire after the policy's periods.
+//! Credits a call still held at the period's end are not carried.
+
+use std::sync::Arc;
+
+use diesel::prelude::*;
+
+use super::invoices::{self, Issuer, NewDocument, NewLine};
+use super::periods;
+use crate::config::Plan;
+use crate::db::schema::{allocations, subscription_periods, subscriptions, transfers};
+use crate::db::{self, Database, DbConnection};
+use crate::ids::TenantId;
+use crate::ledger::{Command, GrantSource, Ledger, LedgerError, TransferId, queries};
+use crate::units::{Clock, Credits, Timestamp};
+
+/// Subscriptions whose period ended that one `renew_due` renews at most.
+const RENEWALS_PER_RUN_MAX: i64 = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Incomplete,
+    Active,
+    PastDue,
+    Canceled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Incomplete => "incomplete",
+            State::Active => "active",
+            State::PastDue => "past_due",
+            State::Canceled => "canceled",
+        }
+    }
+
+    fn parse(text: &str) -> State {
+        match text {
+            "active" => State::Active,
+            "past_due" => State::PastDue,
+            "canceled" => State::Canceled,
+            _ => State::Incomplete,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: i64,
+    pub tenant: TenantId,
+    pub plan: String,
+    /// The plan the next period will have, when a downgrade waits.
+    pub next_plan: Option<String>,
+    pub state: State,
+    pub anchor: Timestamp,
+    pub period: u32,
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<Timestamp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("there is no plan {0:?}; GET /api/v1/billing/plans lists them")]
+    UnknownPlan(String),
+    #[error("the tenant already has a subscription ({0}); change its plan instead")]
+    AlreadySubscribed(i64),
+    #[error("the tenant has no subscription")]
+    NotSubscribed,
+    #[error("invoice {0} bills no subscription period of this tenant")]
+    NotASubscriptionInvoice(i64),
+    #[error(transparent)]
+    Invoice(#[from] invoices::InvoiceError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    #[error("{0:#}")]
+    Pool(#[from] anyhow::Error),
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = subscriptions)]
+struct Row {
+    id: i64,
+    tenant_id: i64,
+    plan: String,
+    next_plan: Option<String>,
+    state: String,
+    anchor: i64,
+    current_period: i32,
+    cancel_at_period_end: bool,
+    canceled_at: Option<i64>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = subscription_periods)]
+struct PeriodRow {
+    subscription_id: i64,
+    period: i32,
+    plan: String,
+    starts_at: i64,
+    ends_at: i64,
+    invoice_id: i64,
+    granted: bool,
+}
+
+/// The subscriptions of one host: its database, ledger, plans and issuer.
+pub struct Subscriptions {
+    pub database: Database,
+    pub ledger: Ledger,
+    pub plans: Arc<Vec<Plan>>,
+    pub issuer: Arc<Issuer>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions")
+            .field("plans", &self.plans)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriptions {
+    fn plan(&self, id: &str) -> Result<&Plan, SubscriptionError> {
+        self.plans
+            .iter()
+            .find(|plan| plan.id == id)
+            .ok_or_else(|| SubscriptionError::UnknownPlan(id.to_owned()))
+    }
+
+    /// Starts `plan` for the tenant now and issues the first period's
+    /// invoice; the subscription is `incomplete` until it is paid.
+    pub fn subscribe(
+        &self,
+        tenant: TenantId,
+        plan: &str,
+    ) -> Result<(Subscription, invoices::Document), SubscriptionError> {
+        let plan = self.plan(plan)?.clone();
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        db::write_transaction(&mut conn, |conn| {
+            if let Some(live) = live(conn, tenant)? {
+                return Err(SubscriptionError::AlreadySubscribed(live.id));
+            }
+            let id: i64 = diesel::insert_into(subscriptions::table)
+                .values((
+                    subscriptions::tenant_id.eq(tenant.0),
+                    subscriptions::plan.eq(&plan.id),
+                    subscriptions::state.eq(State::Incomplete.as_str()),
+                    subscriptions::anchor.eq(now.micros()),
+                    subscriptions::current_period.eq(0),
+                    subscriptions::cancel_at_period_end.eq(false),
+                    subscriptions::created_at.eq(now.micros()),
+                ))
+                .returning(subscriptions::id)
+                .get_result(conn)?;
+            let invoice = self.open_period(conn, tenant, id, now, 0, &plan, now)?;
+            Ok((get_row(conn, id)?, invoice))
+        })
+    }
+
+    /// Writes period `index` of the subscription with its invoice, issued.
+    #[allow(clippy::too_many_arguments)]
+    fn open_period(
+        &self,
+        conn: &mut DbConnection,
+        tenant: TenantId,
+        id: i64,
+        anchor: Timestamp,
+        index: u32,
+        plan: &Plan,
+        now: Timestamp,
+    ) -> Result<invoices::Document, SubscriptionError> {
+        let (start, end) = periods::period(anchor, plan.interval, index);
+        let day = |at: Timestamp| at.to_chrono().format("%Y-%m-%d").to_string();
+        let document = invoices::create_within(
+            conn,
+            &self.issuer,
+            &NewDocument {
+                tenant,
+                kind: invoices::Kind::Invoice,
+                currency: plan.price.currency,
+                lines: vec![NewLine {
+                    description: format!(
+                        "{} plan, {} to {} ({} credits)",
+                        plan.name,
+                        day(start),
+                        day(end),
+                        plan.credits
+                    ),
+                    quantity: 1,
+                    unit_price_minor: plan.price.minor,
+                }],
+                credits_invoice: None,
+            },
+            now,
+        )?;
+        let document = invoices::finalize_within(conn, tenant, document.id, now)?;
+        diesel::insert_into(subscription_periods::table)
+            .values(PeriodRow {
+                subscription_id: id,
+                period: index as i32,
+                plan: plan.id.clone(),
+                starts_at: start.micros(),
+                ends_at: end.micros(),
+                invoice_id: document.id,
+                granted: false,
+            })
+            .execute(conn)?;
+        Ok(document)
+    }
+
+    /// Records that the invoice of a subscription period was paid: marks it
+    /// paid, grants the period's allowance (and carryover) and makes the
+    /// subscription active. Paying a paid invoice's period again grants
+    /// nothing more.
+    pub fn invoice_paid(
+        &self,
+        tenant: TenantId,
+        invoice: i64,
+    ) -> Result<Subscription, SubscriptionError> {
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        let period: PeriodRow = subscription_periods::table
+            .inner_join(subscriptions::table)
+            .filter(subscription_periods::invoice_id.eq(invoice))
+            .filter(subscriptions::tenant_id.eq(tenant.0))
+            .select(PeriodRow::as_select())
+            .first(&mut conn)
+            .optional()?
+            .ok_or(SubscriptionError::NotASubscriptionInvoice(invoice))?;
+        let document = invoices::get(&mut conn, tenant, invoice)?;
+        if document.state != invoices::State::Paid {
+            invoices::mark_paid(&mut conn, tenant, invoice, now)?;
+        }
+        let row = get_row(&mut conn, period.subscription_id)?;
+        if !period.granted {
+            let plan = self.plan(&period.plan)?.clone();
+            drop(conn);
+            self.grant_period(&row, &period, &plan)?;
+            conn = self.database.get()?;
+            diesel::update(
+                subscription_periods::table.find((period.subscription_id, period.period)),
+            )
+            .set(subscription_periods::granted.eq(true))
+            .execute(&mut conn)?;
+        }
+        // Paying the current period's invoice brings the subscription back.
+        if period.period as u32 == row.period && row.state != State::Canceled {
+            diesel::update(subscriptions::table.find(row.id))
+                .set(subscriptions::state.eq(State::Active.as_str()))
+                .execute(&mut conn)?;
+        }
+        get_row(&mut conn, row.id)
+    }
+
+    /// Grants a period's allowance and the previous period's carryover.
+    fn grant_period(
+        &self,
+        subscription: &Subscription,
+        period: &PeriodRow,
+        plan: &Plan,
+    ) -> Result<(), SubscriptionError> {
+        let mut conn = self.database.get()?;
+        let wallet = queries::wallet_of(&mut conn, subscription.tenant)?;
+        let end = Timestamp::from_micros(period.ends_at);
+        if self.clock.now() >= end {
+            // Paid after the period ended: its credits would be born expired.
+            return Ok(());
+        }
+        if period.period > 0 && plan.carryover.credits_max > Credits::ZERO {
+            // The previous allowance expired at this period's start; make
+            // sure the ledger has moved what was left of it.
+            self.ledger
+                .expire_due_blocking(RENEWALS_PER_RUN_MAX as usize)?;
+            let previous = allowance_id(subscription.id, period.period - 1);
+            let unused = expired_of(&mut conn, previous.as_str())?;
+            let carried = periods::carryover(unused, &plan.carryover);
+            if carried > Credits::ZERO {
+                let expires = periods::carryover_expiry(
+                    subscription.anchor,
+                    plan.interval,
+                    Timestamp::from_micros(period.starts_at),
+                    &plan.carryover,
+                );
+                self.grant(
+                    TransferId::new(format!(
+                        "sub-{}-{}-carryover",
+                        subscription.id, period.period
+                    ))?,
+                    wallet,
+                    carried,
+                    expires,
+                    format!("{} plan: unused allowance carried over", plan.name),
+                )?;
+            }
+        }
+        self.grant(
+            allowance_id(subscription.id, period.period),
+            wallet,
+            plan.credits,
+            end,
+            format!("{} plan allowance", plan.name),
+        )
+    }
+
+    fn grant(
+        &self,
+        id: TransferId,
+        wallet: crate::ledger::AccountId,
+        amount: Credits,
+        expires_at: Timestamp,
+        memo: String,
+    ) -> Result<(), SubscriptionError> {
+        self.ledger.submit_blocking(Command::Grant {
+            id,
+            account: wallet,
+            source: GrantSource::Allowance,
+            amount,
+            expires_at: Some(expires_at),
+            priority: None,
+            memo,
+        })?;
+        Ok(())
+    }
+
+    /// Ends the subscription when its current period ends.
+    pub fn cancel_at_period_end(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Subscription, SubscriptionError> {
+        let mut conn = self.database.get()?;
+        let live = live(&mut conn, tenant)?.ok_or(SubscriptionError::NotSubscribed)?;
+        diesel::update(subscriptions::table.find(live.id))
+            .set(subscriptions::cancel_at_period_end.eq(true))
+            .execute(&mut conn)?;
+        get_row(&mut conn, live.id)
+    }
+
+    /// The tenant's live subscription, if any.
+    pub fn current(&self, tenant: TenantId) -> Result<Option<Subscription>, SubscriptionError> {
+        live(&mut *self.database.get()?, tenant)
+    }
+
+    /// Starts the next period of every subscription whose period ended by
+    /// now (one period per subscription per run; run it until it returns
+    /// zero to catch up), or ends it if it was to be canceled. Returns how
+    /// many it moved on.
+    pub fn renew_due(&self) -> Result<usize, SubscriptionError> {
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        let due: Vec<(i64, i32)> = subscriptions::table
+            .inner_join(
+                subscription_periods::table.on(subscription_periods::subscription_id
+                    .eq(subscriptions::id)
+                    .and(subscription_periods::period.eq(subscriptions::current_period))),
+            )
+            .filter(subscriptions::state.ne(State::Canceled.as_str()))
+            .filter(subscription_periods::ends_at.le(now.micros()))
+            .select((subscriptions::id, subscriptions::current_period))
+            .limit(RENEWALS_PER_RUN_MAX)
+            .load(&mut conn)?;
+        let mut moved = 0;
+        for (id, period) in due {
+            let renewed = db::write_transaction(&mut conn, |conn| {
+                let row = get_row(conn, id)?;
+                // Another host moved it on first.
+                if row.period as i32 != period || row.state == State::Canceled {
+                    return Ok(false);
+                }
+                if row.cancel_at_period_end {
+                    diesel::update(subscriptions::table.find(id))
+                        .set((
+                            subscriptions::state.eq(State::Canceled.as_str()),
+                            subscriptions::canceled_at.eq(row.period_end.micros()),
+                        ))
+                        .execute(conn)?;
+                    return Ok(true);
+                }
+                let plan = self
+                    .plan(row.next_plan.as_deref().unwrap_or(&row.plan))?
+                    .clone();
+                self.open_period(conn, row.tenant, id, row.anchor, row.period + 1, &plan, now)?;
+                // Until the new invoice is paid the tenant is past due.
+                diesel::update(subscriptions::table.find(id))
+                    .set((
+                        subscriptions::current_period.eq(period + 1),
+                        subscriptions::plan.eq(&plan.id),
+                        subscriptions::next_plan.eq(None::<String>),
+                        subscriptions::state.eq(State::PastDue.as_str()),
+                    ))
+                    .execute(conn)?;
+                Ok::<_, SubscriptionError>(true)
+            })?;
+            moved += usize::from(renewed);
+        }
+        Ok(moved)
+    }
+}
+
+fn allowance_id(subscription: i64, period: i32) -> TransferId {
+    TransferId::new(format!("sub-{subscription}-{period}-allowance")).expect("a valid id")
+}
+
+/// What of a grant expired unused: its expire transfers' allocations.
+fn expired_of(conn: &mut DbConnection, grant: &str) -> Result<Credits, SubscriptionError> {
+    let amounts: Vec<i64> = allocations::table
+        .inner_join(transfers::table.on(transfers::id.eq(allocations::transfer_id)))
+        .filter(allocations::grant_id.eq(grant))
+        .filter(transfers::kind.eq("expire"))
+        .select(allocations::amount)
+        .load(conn)?;
+    Ok(Credits::from_micros(amounts.iter().sum()))
+}
+
+fn live(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+) -> Result<Option<Subscription>, SubscriptionError> {
+    let id: Option<i64> = subscriptions::table
+        .filter(subscriptions::tenant_id.eq(tenant.0))
+        .filter(subscriptions::state.ne(State::Canceled.as_str()))
+        .select(subscriptions::id)
+        .first(conn)
+        .optional()?;
+    id.map(|id| get_row(conn, id)).transpose()
+}
+
+fn get_row(conn: &mut DbConnection, id: i64) -> Result<Subscription, SubscriptionError> {
+    let row: Row = subscriptions::table
+        .find(id)
+        .select(Row::as_select())
+        .first(conn)?;
+    let period: PeriodRow = subscription_periods::table
+        .find((id, row.current_period))
+        .select(PeriodRow::as_select())
+        .first(conn)?;
+    Ok(Subscription {
+        id: row.id,
+        tenant: TenantId(row.tenant_id),
+        plan: row.plan,
+        next_plan: row.next_plan,
+        state: State::parse(&row.state),
+        anchor: Timestamp::from_micros(row.anchor),
+        period: row.current_period as u32,
+        period_start: Timestamp::from_micros(period.starts_at),
+        period_end: Timestamp::from_micros(period.ends_at),
+        cancel_at_period_end: row.cancel_at_period_end,
+        canceled_at: row.canceled_at.map(Timestamp::from_micros),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+DROP TABLE subscription_periods;
+DROP TABLE subscriptions;
