@@ -14,6 +14,9 @@
 //!   that was to be canceled at the period's end. A host that was down
 //!   catches up period by period when it returns.
 //!
+//! Until payments are taken automatically, a renewed period is `past_due`
+//! from its start until its invoice is paid.
+//!
 //! Carryover: of the previous period's allowance, what expired unused at
 //! its end (the ledger's expire transfers of that grant), up to the plan's
 //! `credits_max`, is granted again to expire after the policy's periods.
@@ -294,8 +297,8 @@ impl Subscriptions {
         if period.period > 0 && plan.carryover.credits_max > Credits::ZERO {
             // The previous allowance expired at this period's start; make
             // sure the ledger has moved what was left of it.
-            self.ledger
-                .expire_due_blocking(RENEWALS_PER_RUN_MAX as usize)?;
+            let limit = RENEWALS_PER_RUN_MAX as usize;
+            while self.ledger.expire_due_blocking(limit)? >= limit {}
             let previous = allowance_id(subscription.id, period.period - 1);
             let unused = expired_of(&mut conn, previous.as_str())?;
             let carried = periods::carryover(unused, &plan.carryover);
