@@ -418,6 +418,9 @@ fn serve(
     let sweep = Duration::from_secs(u64::from(
         config.settings.ledger.expiry_sweep_seconds.max(1),
     ));
+    let issuer = Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+        &config.settings.billing,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -432,9 +435,17 @@ fn serve(
             "tollgate is serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
+            database: database.clone(),
+            ledger: ledger.clone(),
+            plans: Arc::new(config.plans.clone()),
+            issuer: issuer.clone(),
+            clock: Arc::new(SystemClock),
+        });
         let sweeper = tokio::spawn(scheduler::run(
             ledger.clone(),
             Some(meter.clone()),
+            Some(subscriptions),
             sweep,
             {
                 let mut stopped = stopped.clone();
@@ -449,9 +460,7 @@ fn serve(
             meter,
             secrets,
             keys: Default::default(),
-            issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
-                &config.settings.billing,
-            )),
+            issuer,
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

@@ -1,5 +1,6 @@
 //! Repeating jobs that keep the platform's state moving without a request:
-//! for now, expiring due grants and timing out forgotten holds.
+//! expiring due grants and timing out forgotten holds, ending calls a
+//! stopped host left running, and renewing subscriptions whose period ended.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ const EXPIRIES_PER_SWEEP_MAX: usize = 1_000;
 pub async fn run(
     ledger: Ledger,
     meter: Option<std::sync::Arc<crate::metering::Meter>>,
+    subscriptions: Option<std::sync::Arc<crate::billing::subscriptions::Subscriptions>>,
     period: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -42,6 +44,21 @@ pub async fn run(
                     tracing::warn!(%error, "ending interrupted calls failed; will retry")
                 }
                 Err(error) => tracing::warn!(%error, "ending interrupted calls failed; will retry"),
+            }
+        }
+        // One period per subscription per sweep: a host that was down
+        // catches up over a few sweeps.
+        if let Some(subscriptions) = &subscriptions {
+            let subscriptions = subscriptions.clone();
+            match tokio::task::spawn_blocking(move || subscriptions.renew_due()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(renewed)) => {
+                    tracing::info!(renewed, "subscriptions moved to their next period")
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "renewing subscriptions failed; will retry")
+                }
+                Err(error) => tracing::warn!(%error, "renewing subscriptions failed; will retry"),
             }
         }
     }
