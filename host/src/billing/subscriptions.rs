@@ -8,6 +8,11 @@
 //!   over, and makes the subscription `active`. The grants' ledger ids are
 //!   made from the subscription and the period, so granting twice (a retry,
 //!   a second host) grants once.
+//! - `change_plan` upgrades at once (a dearer plan, or a larger one at the
+//!   same price): an invoice credits the unused part of the old price and
+//!   charges the same part of the new one (`periods::proration`, by the
+//!   microsecond), and paying it grants the difference in allowance until
+//!   the period ends. A downgrade waits for the period's end.
 //! - `renew_due` starts the next period of every subscription whose period
 //!   has ended: a new period row (its primary key lets one host do it), its
 //!   invoice, and the plan a downgrade asked for; or ends a subscription
@@ -29,7 +34,9 @@ use diesel::prelude::*;
 use super::invoices::{self, Issuer, NewDocument, NewLine};
 use super::periods;
 use crate::config::Plan;
-use crate::db::schema::{allocations, subscription_periods, subscriptions, transfers};
+use crate::db::schema::{
+    allocations, subscription_changes, subscription_periods, subscriptions, transfers,
+};
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{Command, GrantSource, Ledger, LedgerError, TransferId, queries};
@@ -90,8 +97,18 @@ pub enum SubscriptionError {
     AlreadySubscribed(i64),
     #[error("the tenant has no subscription")]
     NotSubscribed,
-    #[error("invoice {0} bills no subscription period of this tenant")]
+    #[error("invoice {0} bills no subscription period or plan change of this tenant")]
     NotASubscriptionInvoice(i64),
+    #[error("the subscription is already on the {0} plan")]
+    SamePlan(String),
+    #[error(
+        "the {to} plan is billed in {to_currency}, the current one in {from_currency}; cancel and subscribe instead"
+    )]
+    CurrencyChange {
+        to: String,
+        to_currency: String,
+        from_currency: String,
+    },
     #[error(transparent)]
     Invoice(#[from] invoices::InvoiceError),
     #[error(transparent)]
@@ -126,6 +143,32 @@ struct PeriodRow {
     ends_at: i64,
     invoice_id: i64,
     granted: bool,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = subscription_changes)]
+struct ChangeRow {
+    id: i64,
+    subscription_id: i64,
+    period: i32,
+    from_plan: String,
+    to_plan: String,
+    granted: bool,
+}
+
+/// What a change of plan did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanChange {
+    /// An upgrade, at once: the invoice bills the prorated difference, and
+    /// paying it (`invoice_paid`) grants the difference in allowance for
+    /// the rest of the period.
+    Upgraded {
+        subscription: Subscription,
+        invoice: invoices::Document,
+        proration: periods::Proration,
+    },
+    /// A downgrade: the new plan starts with the next period.
+    Scheduled(Subscription),
 }
 
 /// The subscriptions of one host: its database, ledger, plans and issuer.
@@ -236,10 +279,101 @@ impl Subscriptions {
         Ok(document)
     }
 
-    /// Records that the invoice of a subscription period was paid: marks it
-    /// paid, grants the period's allowance (and carryover) and makes the
-    /// subscription active. Paying a paid invoice's period again grants
-    /// nothing more.
+    /// Moves the tenant to another plan. A dearer plan (or, at the same
+    /// price, a larger one) starts at once: the unused part of the current
+    /// price is credited and the same part of the new one charged, by the
+    /// microsecond, on an invoice of its own. A cheaper one starts with the
+    /// next period.
+    pub fn change_plan(
+        &self,
+        tenant: TenantId,
+        plan: &str,
+    ) -> Result<PlanChange, SubscriptionError> {
+        let new = self.plan(plan)?.clone();
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        db::write_transaction(&mut conn, |conn| {
+            let live = live(conn, tenant)?.ok_or(SubscriptionError::NotSubscribed)?;
+            if live.plan == new.id {
+                return Err(SubscriptionError::SamePlan(new.id.clone()));
+            }
+            let old = self.plan(&live.plan)?.clone();
+            if old.price.currency != new.price.currency {
+                return Err(SubscriptionError::CurrencyChange {
+                    to: new.id.clone(),
+                    to_currency: new.price.currency.to_string(),
+                    from_currency: old.price.currency.to_string(),
+                });
+            }
+            if (new.price.minor, new.credits) <= (old.price.minor, old.credits) {
+                diesel::update(subscriptions::table.find(live.id))
+                    .set(subscriptions::next_plan.eq(&new.id))
+                    .execute(conn)?;
+                return Ok(PlanChange::Scheduled(get_row(conn, live.id)?));
+            }
+            let proration = periods::proration(
+                old.price.minor,
+                new.price.minor,
+                live.period_start,
+                live.period_end,
+                now,
+            );
+            let day = |at: Timestamp| at.to_chrono().format("%Y-%m-%d").to_string();
+            let rest = format!("{} to {}", day(now), day(live.period_end));
+            let draft = invoices::create_within(
+                conn,
+                &self.issuer,
+                &NewDocument {
+                    tenant,
+                    kind: invoices::Kind::Invoice,
+                    currency: new.price.currency,
+                    lines: vec![
+                        NewLine {
+                            description: format!("Unused time on the {} plan, {rest}", old.name),
+                            quantity: 1,
+                            unit_price_minor: -proration.credit_minor,
+                        },
+                        NewLine {
+                            description: format!("Remaining time on the {} plan, {rest}", new.name),
+                            quantity: 1,
+                            unit_price_minor: proration.charge_minor,
+                        },
+                    ],
+                    credits_invoice: None,
+                },
+                now,
+            )?;
+            let invoice = invoices::finalize_within(conn, tenant, draft.id, now)?;
+            diesel::insert_into(subscription_changes::table)
+                .values((
+                    subscription_changes::subscription_id.eq(live.id),
+                    subscription_changes::period.eq(live.period as i32),
+                    subscription_changes::from_plan.eq(&old.id),
+                    subscription_changes::to_plan.eq(&new.id),
+                    subscription_changes::invoice_id.eq(invoice.id),
+                    subscription_changes::granted.eq(false),
+                    subscription_changes::created_at.eq(now.micros()),
+                ))
+                .execute(conn)?;
+            diesel::update(subscriptions::table.find(live.id))
+                .set((
+                    subscriptions::plan.eq(&new.id),
+                    subscriptions::next_plan.eq(None::<String>),
+                ))
+                .execute(conn)?;
+            Ok(PlanChange::Upgraded {
+                subscription: get_row(conn, live.id)?,
+                invoice,
+                proration,
+            })
+        })
+    }
+
+    /// Records that the invoice of a subscription period, or of an upgrade,
+    /// was paid: marks it paid and grants what it bought (the period's
+    /// allowance and carryover, making the subscription active; or the
+    /// upgrade's allowance difference for the rest of the period). A second
+    /// notice of the same payment grants nothing more.
     pub fn invoice_paid(
         &self,
         tenant: TenantId,
@@ -247,14 +381,17 @@ impl Subscriptions {
     ) -> Result<Subscription, SubscriptionError> {
         let now = self.clock.now();
         let mut conn = self.database.get()?;
-        let period: PeriodRow = subscription_periods::table
+        let period: Option<PeriodRow> = subscription_periods::table
             .inner_join(subscriptions::table)
             .filter(subscription_periods::invoice_id.eq(invoice))
             .filter(subscriptions::tenant_id.eq(tenant.0))
             .select(PeriodRow::as_select())
             .first(&mut conn)
-            .optional()?
-            .ok_or(SubscriptionError::NotASubscriptionInvoice(invoice))?;
+            .optional()?;
+        let Some(period) = period else {
+            drop(conn);
+            return self.change_paid(tenant, invoice, now);
+        };
         let document = invoices::get(&mut conn, tenant, invoice)?;
         if document.state != invoices::State::Paid {
             invoices::mark_paid(&mut conn, tenant, invoice, now)?;
@@ -278,6 +415,57 @@ impl Subscriptions {
                 .execute(&mut conn)?;
         }
         get_row(&mut conn, row.id)
+    }
+
+    /// An upgrade's invoice was paid: the allowance difference, for the
+    /// rest of the period the upgrade happened in.
+    fn change_paid(
+        &self,
+        tenant: TenantId,
+        invoice: i64,
+        now: Timestamp,
+    ) -> Result<Subscription, SubscriptionError> {
+        let mut conn = self.database.get()?;
+        let change: ChangeRow = subscription_changes::table
+            .inner_join(subscriptions::table)
+            .filter(subscription_changes::invoice_id.eq(invoice))
+            .filter(subscriptions::tenant_id.eq(tenant.0))
+            .select(ChangeRow::as_select())
+            .first(&mut conn)
+            .optional()?
+            .ok_or(SubscriptionError::NotASubscriptionInvoice(invoice))?;
+        if invoices::get(&mut conn, tenant, invoice)?.state != invoices::State::Paid {
+            invoices::mark_paid(&mut conn, tenant, invoice, now)?;
+        }
+        if !change.granted {
+            let (from, to) = (self.plan(&change.from_plan)?, self.plan(&change.to_plan)?);
+            let difference = to
+                .credits
+                .checked_sub(from.credits)
+                .unwrap_or(Credits::ZERO);
+            let ends_at: i64 = subscription_periods::table
+                .find((change.subscription_id, change.period))
+                .select(subscription_periods::ends_at)
+                .first(&mut conn)?;
+            let end = Timestamp::from_micros(ends_at);
+            if difference > Credits::ZERO && now < end {
+                let wallet = queries::wallet_of(&mut conn, tenant)?;
+                self.grant(
+                    TransferId::new(format!(
+                        "sub-{}-{}-change-{}",
+                        change.subscription_id, change.period, change.id
+                    ))?,
+                    wallet,
+                    difference,
+                    end,
+                    format!("{} plan: allowance added by the upgrade", to.name),
+                )?;
+            }
+            diesel::update(subscription_changes::table.find(change.id))
+                .set(subscription_changes::granted.eq(true))
+                .execute(&mut conn)?;
+        }
+        get_row(&mut conn, change.subscription_id)
     }
 
     /// Grants a period's allowance and the previous period's carryover.

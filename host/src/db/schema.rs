@@ -266,5 +266,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    subscription_changes (id) {
+        id -> BigInt,
+        subscription_id -> BigInt,
+        period -> Integer,
+        from_plan -> Text,
+        to_plan -> Text,
+        invoice_id -> BigInt,
+        granted -> Bool,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(subscription_periods -> subscriptions (subscription_id));
-diesel::allow_tables_to_appear_in_same_query!(subscriptions, subscription_periods);
+diesel::joinable!(subscription_changes -> subscriptions (subscription_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    subscriptions,
+    subscription_periods,
+    subscription_changes
+);

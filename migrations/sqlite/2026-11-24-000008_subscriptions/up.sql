@@ -37,3 +37,18 @@ CREATE TABLE subscription_periods (
     CHECK (starts_at < ends_at)
 );
 CREATE INDEX subscription_periods_by_invoice ON subscription_periods (invoice_id);
+
+-- Upgrades: the plan a subscription moved to mid-period, and the invoice
+-- for the prorated difference; the allowance difference is granted when
+-- that invoice is paid.
+CREATE TABLE subscription_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription_id BIGINT NOT NULL REFERENCES subscriptions (id),
+    period INTEGER NOT NULL,
+    from_plan TEXT NOT NULL,
+    to_plan TEXT NOT NULL,
+    invoice_id BIGINT NOT NULL REFERENCES invoices (id),
+    granted BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX subscription_changes_by_invoice ON subscription_changes (invoice_id);

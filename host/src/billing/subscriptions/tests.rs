@@ -27,6 +27,21 @@ fn starter() -> Plan {
     }
 }
 
+fn professional() -> Plan {
+    Plan {
+        id: "professional".into(),
+        name: "Professional".into(),
+        price: Money::from_decimal("149.00".parse().unwrap(), Currency::parse("USD").unwrap())
+            .unwrap(),
+        interval: Interval::Month,
+        credits: credits(5_000),
+        carryover: Carryover {
+            credits_max: credits(5_000),
+            expires_after_periods: 1,
+        },
+    }
+}
+
 struct Setup {
     subscriptions: Subscriptions,
     clock: Arc<ManualClock>,
@@ -46,7 +61,7 @@ fn setup(start: &str) -> Setup {
     let subscriptions = Subscriptions {
         database: tenants.database.clone(),
         ledger,
-        plans: Arc::new(vec![starter()]),
+        plans: Arc::new(vec![starter(), professional()]),
         issuer: Arc::new(Issuer {
             name: "Tollgate".into(),
             address: String::new(),
@@ -237,4 +252,116 @@ fn bad_requests_are_refused_and_change_nothing() {
         Err(SubscriptionError::NotSubscribed)
     ));
     assert_eq!(s.subscriptions.current(globex).unwrap(), None);
+}
+
+#[test]
+fn an_upgrade_is_prorated_at_once_and_a_downgrade_waits_for_the_period_end() {
+    // April has 30 days; the upgrade comes with 10 of them left.
+    let s = setup("2026-04-01T00:00:00Z");
+    let acme = s.tenants.acme;
+    let subs = &s.subscriptions;
+    let (subscription, first) = subs.subscribe(acme, "starter").unwrap();
+    subs.invoice_paid(acme, first.id).unwrap();
+    assert_eq!(s.available(acme), credits(1_000));
+
+    s.set_time("2026-04-21T00:00:00Z");
+    let PlanChange::Upgraded {
+        subscription: upgraded,
+        invoice,
+        proration,
+    } = subs.change_plan(acme, "professional").unwrap()
+    else {
+        panic!("a dearer plan starts at once");
+    };
+    assert_eq!(upgraded.plan, "professional");
+    // A third of $49.00 back, a third of $149.00 charged.
+    assert_eq!(
+        proration,
+        periods::Proration {
+            credit_minor: 1_633,
+            charge_minor: 4_967,
+            due_minor: 3_334
+        }
+    );
+    let lines: Vec<(&str, i64)> = invoice
+        .lines
+        .iter()
+        .map(|line| (line.description.as_str(), line.amount_minor))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                "Unused time on the Starter plan, 2026-04-21 to 2026-05-01",
+                -1_633
+            ),
+            (
+                "Remaining time on the Professional plan, 2026-04-21 to 2026-05-01",
+                4_967
+            ),
+        ]
+    );
+    // $33.34 and 20% VAT ($6.668, so $6.67).
+    assert_eq!(
+        (
+            invoice.totals.subtotal_minor,
+            invoice.totals.tax_minor,
+            invoice.totals.total_minor
+        ),
+        (3_334, 667, 4_001)
+    );
+    assert_eq!(s.available(acme), credits(1_000), "granted when paid");
+    subs.invoice_paid(acme, invoice.id).unwrap();
+    assert_eq!(
+        s.available(acme),
+        credits(5_000),
+        "the 4,000 more of the new plan"
+    );
+    subs.invoice_paid(acme, invoice.id).unwrap();
+    assert_eq!(s.available(acme), credits(5_000));
+
+    // The next period bills the new plan, and carries the unused allowance
+    // of the period before (the upgrade's extra credits are not allowance).
+    s.set_time("2026-05-01T00:00:00Z");
+    assert_eq!(subs.renew_due().unwrap(), 1);
+    let second = s.invoice_of_period(subscription.id, 1);
+    let mut conn = s.tenants.database.get().unwrap();
+    let bill = invoices::get(&mut conn, acme, second).unwrap();
+    assert_eq!(bill.totals.subtotal_minor, 14_900);
+    subs.invoice_paid(acme, second).unwrap();
+    assert_eq!(s.available(acme), credits(6_000));
+
+    // A downgrade waits for the period's end.
+    let PlanChange::Scheduled(scheduled) = subs.change_plan(acme, "starter").unwrap() else {
+        panic!("a cheaper plan waits");
+    };
+    assert_eq!(
+        (scheduled.plan.as_str(), scheduled.next_plan.as_deref()),
+        ("professional", Some("starter"))
+    );
+    assert!(matches!(
+        subs.change_plan(acme, "professional"),
+        Err(SubscriptionError::SamePlan(plan)) if plan == "professional"
+    ));
+    s.set_time("2026-06-01T00:00:00Z");
+    assert_eq!(subs.renew_due().unwrap(), 1);
+    let june = subs.current(acme).unwrap().unwrap();
+    assert_eq!((june.plan.as_str(), june.next_plan), ("starter", None));
+    let third = s.invoice_of_period(subscription.id, 2);
+    assert_eq!(
+        invoices::get(&mut conn, acme, third)
+            .unwrap()
+            .totals
+            .subtotal_minor,
+        4_900
+    );
+
+    assert!(matches!(
+        subs.change_plan(acme, "platinum"),
+        Err(SubscriptionError::UnknownPlan(_))
+    ));
+    assert!(matches!(
+        subs.change_plan(s.tenants.globex, "professional"),
+        Err(SubscriptionError::NotSubscribed)
+    ));
 }
