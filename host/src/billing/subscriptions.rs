@@ -164,7 +164,7 @@ pub enum PlanChange {
     /// the rest of the period.
     Upgraded {
         subscription: Subscription,
-        invoice: invoices::Document,
+        invoice: Box<invoices::Document>,
         proration: periods::Proration,
     },
     /// A downgrade: the new plan starts with the next period.
@@ -363,7 +363,7 @@ impl Subscriptions {
                 .execute(conn)?;
             Ok(PlanChange::Upgraded {
                 subscription: get_row(conn, live.id)?,
-                invoice,
+                invoice: Box::new(invoice),
                 proration,
             })
         })
