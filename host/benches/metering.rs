@@ -237,6 +237,15 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
             &Default::default(),
         )),
+        subscriptions: Arc::new(tollgate::billing::subscriptions::Subscriptions {
+            database: database.clone(),
+            ledger: ledger_stats.clone(),
+            plans: Arc::new(Vec::new()),
+            issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+                &Default::default(),
+            )),
+            clock: Arc::new(SystemClock),
+        }),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

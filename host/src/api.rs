@@ -39,6 +39,8 @@ pub struct AppState {
     pub keys: std::sync::Arc<crate::auth::KeyCache>,
     /// Who issues invoices, as `[billing]` says.
     pub issuer: std::sync::Arc<crate::billing::invoices::Issuer>,
+    /// Plans and subscriptions.
+    pub subscriptions: std::sync::Arc<crate::billing::subscriptions::Subscriptions>,
 }
 
 impl AppState {

@@ -445,7 +445,7 @@ fn serve(
         let sweeper = tokio::spawn(scheduler::run(
             ledger.clone(),
             Some(meter.clone()),
-            Some(subscriptions),
+            Some(subscriptions.clone()),
             sweep,
             {
                 let mut stopped = stopped.clone();
@@ -461,6 +461,7 @@ fn serve(
             secrets,
             keys: Default::default(),
             issuer,
+            subscriptions,
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

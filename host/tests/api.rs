@@ -195,6 +195,19 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         secrets,
         keys: Default::default(),
         issuer: Arc::new(issuer()),
+        subscriptions: Arc::new(tollgate::billing::subscriptions::Subscriptions {
+            database: database.clone(),
+            ledger: ledger.clone(),
+            plans: Arc::new(
+                tollgate::config::parse_plans(
+                    std::path::Path::new("plans.toml"),
+                    include_str!("../../config/plans.toml"),
+                )
+                .unwrap(),
+            ),
+            issuer: Arc::new(issuer()),
+            clock: Arc::new(SystemClock),
+        }),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
@@ -1425,6 +1438,20 @@ fn no_write_of_one_tenant_reaches_another() {
                 Some(r#"{"manifest": "", "wasm_base64": ""}"#),
                 &[403],
             ),
+            "/billing/invoices/{id}/payments" => (
+                format!("/billing/invoices/{}/payments", server.acme_invoice),
+                Some(r#"{"tenant": 1}"#),
+                &[403],
+            ),
+            // Globex's own subscription: Acme has none, and keeps none.
+            "/billing/subscriptions" => (
+                path.into(),
+                (method == "post").then_some(r#"{"plan": "starter"}"#),
+                if method == "post" { &[201] } else { &[200] },
+            ),
+            "/billing/subscriptions/plan" => {
+                (path.into(), Some(r#"{"plan": "professional"}"#), &[200])
+            }
             // Globex's own enablement: Acme's stays as it was.
             "/plugins/{plugin}/enablement" => (
                 "/plugins/csv-leads/enablement".into(),
@@ -1643,4 +1670,133 @@ fn pdftotext(pdf: &[u8]) -> String {
     assert!(output.status.success(), "pdftotext refused the file");
     let text = String::from_utf8(output.stdout).unwrap();
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_tenant_admin_subscribes_changes_plan_and_cancels_and_the_operator_records_payments() {
+    let server = start();
+    let globex = server.globex.0;
+    let (status, plans) = server.get(&server.acme_key, "/billing/plans");
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = plans["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|plan| plan["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["starter", "professional", "enterprise"]);
+    assert_eq!(plans["plans"][0]["price"], "49.00");
+    assert_eq!(plans["plans"][0]["credits"], "1000");
+
+    let subscribe =
+        |key: &str, body: &str| server.call("POST", key, "/billing/subscriptions", Some(body), &[]);
+    // A member may not subscribe; an unknown plan or a bad body is refused.
+    let (status, _) = subscribe(&server.acme_key, r#"{"plan": "starter"}"#);
+    assert_eq!(status, 403);
+    for (body, code) in [
+        (r#"{"plan": "platinum"}"#, "unknown_plan"),
+        (r#"{"plan": 5}"#, "invalid_input"),
+        (r#"{"plan": "starter", "seats": 2}"#, "invalid_input"),
+    ] {
+        let (status, answer) = subscribe(&server.globex_key, body);
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, created) = subscribe(&server.globex_key, r#"{"plan": "starter"}"#);
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["subscription"]["state"], "incomplete");
+    assert_eq!(created["invoice"]["state"], "open");
+    assert_eq!(created["invoice"]["total"], "58.80");
+    let invoice = created["invoice"]["id"].as_i64().unwrap();
+    let (status, again) = subscribe(&server.globex_key, r#"{"plan": "starter"}"#);
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("already_subscribed"))
+    );
+    let available =
+        || server.get(&server.globex_key, "/billing/credits").1["balance"]["available"].clone();
+    assert_eq!(available(), "0", "nothing before the invoice is paid");
+
+    // The operator records the payment (a bank transfer arrived): the
+    // allowance is granted, once.
+    let pay = |key: &str, invoice: i64, tenant: i64| {
+        server.call(
+            "POST",
+            key,
+            &format!("/billing/invoices/{invoice}/payments"),
+            Some(&format!(r#"{{"tenant": {tenant}}}"#)),
+            &[],
+        )
+    };
+    assert_eq!(pay(&server.globex_key, invoice, globex).0, 403);
+    let (status, body) = pay(&server.operator_key, invoice, server.acme.0);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, paid) = pay(&server.operator_key, invoice, globex);
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["subscription"]["state"], "active");
+    assert_eq!(available(), "1000");
+    assert_eq!(pay(&server.operator_key, invoice, globex).0, 200);
+    assert_eq!(available(), "1000");
+    let (_, current) = server.get(&server.globex_key, "/billing/subscriptions");
+    assert_eq!(current["subscription"]["plan"], "starter");
+
+    let change = |plan: &str| {
+        server.call(
+            "PUT",
+            &server.globex_key,
+            "/billing/subscriptions/plan",
+            Some(&format!(r#"{{"plan": "{plan}"}}"#)),
+            &[],
+        )
+    };
+    let (status, same) = change("starter");
+    assert_eq!(
+        (status, same["error"]["code"].as_str()),
+        (409, Some("same_plan"))
+    );
+    let (status, upgraded) = change("professional");
+    assert_eq!(status, 200, "{upgraded}");
+    assert_eq!(upgraded["change"], "upgraded");
+    assert_eq!(upgraded["subscription"]["plan"], "professional");
+    assert_eq!(upgraded["invoice"]["lines"].as_array().unwrap().len(), 2);
+    let (status, downgrade) = change("starter");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            downgrade["change"].as_str(),
+            downgrade["subscription"]["next_plan"].as_str()
+        ),
+        (Some("scheduled"), Some("starter"))
+    );
+
+    let (status, canceled) = server.call(
+        "DELETE",
+        &server.globex_key,
+        "/billing/subscriptions",
+        None,
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(canceled["subscription"]["cancel_at_period_end"], true);
+    // Acme has no subscription to cancel.
+    let acme_admin = {
+        let mut conn = server.database.get().unwrap();
+        auth::create_key(&mut conn, Some(server.acme), Role::Admin, "admin", NOW)
+            .unwrap()
+            .1
+    };
+    let (status, none) = server.call("DELETE", &acme_admin, "/billing/subscriptions", None, &[]);
+    assert_eq!(
+        (status, none["error"]["code"].as_str()),
+        (404, Some("not_subscribed"))
+    );
+    let (_, acme_current) = server.get(&server.acme_key, "/billing/subscriptions");
+    assert_eq!(acme_current["subscription"], serde_json::Value::Null);
 }

@@ -50,7 +50,7 @@ fn tenant_not_found(tenant: TenantId) -> ApiError {
 
 /// Parses a JSON body, answering 400 `invalid_input` with the field at
 /// fault.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let reason = match error.path().to_string().as_str() {

@@ -1,5 +1,7 @@
-//! `/api/v1/billing/invoices` and `/billing/credit-notes`: a tenant's
-//! documents as JSON, and each as HTML or PDF (`/billing/invoices/12.pdf`).
+//! `/api/v1/billing/...`: plans and the tenant's subscription; its
+//! invoices and credit notes as JSON, and each as HTML or PDF
+//! (`/billing/invoices/12.pdf`); the operator's record of a payment
+//! received.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +12,13 @@ use axum::http::header;
 use axum::response::{IntoResponse as _, Response};
 
 use super::AppState;
+use super::admin::json_body;
 use super::error::ApiError;
-use super::v1::{Caller, limit_param, params};
+use super::v1::{Caller, limit_param, params, read_body};
 use crate::billing::invoices::{self, Document, InvoiceError, Kind};
 use crate::billing::render::{self, Parties, Sheet};
+use crate::billing::subscriptions::{PlanChange, Subscription, SubscriptionError};
+use crate::ids::TenantId;
 use crate::units::Currency;
 
 /// Documents per page at most.
@@ -212,4 +217,207 @@ fn document_json(document: &Document) -> serde_json::Value {
         "closed_at": document.closed_at.map(|at| at.to_string()),
         "pdf": format!("/api/v1/billing/{path}/{}.pdf", document.id),
     })
+}
+
+/// `GET /billing/plans`: the plans a tenant may subscribe to.
+pub(super) async fn plans(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<serde_json::Value> {
+    let plans: Vec<serde_json::Value> = state
+        .subscriptions
+        .plans
+        .iter()
+        .map(|plan| {
+            serde_json::json!({
+                "id": plan.id,
+                "name": plan.name,
+                "price": plan.price.to_decimal().to_string(),
+                "currency": plan.price.currency.to_string(),
+                "interval": match plan.interval {
+                    crate::config::Interval::Month => "month",
+                    crate::config::Interval::Year => "year",
+                },
+                "credits": plan.credits.to_string(),
+                "carryover": {
+                    "credits_max": plan.carryover.credits_max.to_string(),
+                    "expires_after_periods": plan.carryover.expires_after_periods,
+                },
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "plans": plans }))
+}
+
+fn subscription_json(subscription: &Subscription) -> serde_json::Value {
+    serde_json::json!({
+        "id": subscription.id,
+        "plan": subscription.plan,
+        "next_plan": subscription.next_plan,
+        "state": subscription.state.as_str(),
+        "period": subscription.period,
+        "period_start": subscription.period_start.to_string(),
+        "period_end": subscription.period_end.to_string(),
+        "cancel_at_period_end": subscription.cancel_at_period_end,
+        "canceled_at": subscription.canceled_at.map(|at| at.to_string()),
+    })
+}
+
+fn subscription_error(error: SubscriptionError) -> ApiError {
+    use axum::http::StatusCode;
+    match error {
+        SubscriptionError::UnknownPlan(_) => {
+            ApiError::bad_request("unknown_plan", error.to_string())
+        }
+        SubscriptionError::AlreadySubscribed(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_subscribed",
+            error.to_string(),
+        ),
+        SubscriptionError::SamePlan(_) => {
+            ApiError::new(StatusCode::CONFLICT, "same_plan", error.to_string())
+        }
+        SubscriptionError::CurrencyChange { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "currency_change", error.to_string())
+        }
+        SubscriptionError::NotSubscribed => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_subscribed", error.to_string())
+        }
+        SubscriptionError::NotASubscriptionInvoice(_)
+        | SubscriptionError::Invoice(InvoiceError::NotFound(_)) => {
+            ApiError::not_found(error.to_string())
+        }
+        SubscriptionError::Invoice(InvoiceError::WrongState { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "invoice_state", error.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// Runs blocking subscription work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SubscriptionError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(subscription_error)
+}
+
+/// `GET /billing/subscriptions`: the tenant's live subscription, or null.
+pub(super) async fn current_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    let subscriptions = state.subscriptions.clone();
+    let current = blocking(move || subscriptions.current(tenant)).await?;
+    Ok(Json(serde_json::json!({
+        "subscription": current.as_ref().map(subscription_json),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanChoice {
+    plan: String,
+}
+
+/// `POST /billing/subscriptions` `{"plan": "starter"}` (a tenant admin):
+/// subscribes, issuing the first period's invoice; the period's credits
+/// are granted when it is paid.
+pub(super) async fn subscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let choice: PlanChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let subscriptions = state.subscriptions.clone();
+    let (subscription, invoice) =
+        blocking(move || subscriptions.subscribe(tenant, &choice.plan)).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({
+            "subscription": subscription_json(&subscription),
+            "invoice": document_json(&invoice),
+        })),
+    )
+        .into_response())
+}
+
+/// `PUT /billing/subscriptions/plan` `{"plan": "professional"}` (a tenant
+/// admin): an upgrade at once, with its prorated invoice; a downgrade at
+/// the period's end.
+pub(super) async fn change_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let choice: PlanChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let subscriptions = state.subscriptions.clone();
+    let change = blocking(move || subscriptions.change_plan(tenant, &choice.plan)).await?;
+    Ok(Json(match change {
+        PlanChange::Upgraded {
+            subscription,
+            invoice,
+            proration,
+        } => serde_json::json!({
+            "change": "upgraded",
+            "subscription": subscription_json(&subscription),
+            "invoice": document_json(&invoice),
+            "proration": {
+                "credited": money(proration.credit_minor, &invoice.currency),
+                "charged": money(proration.charge_minor, &invoice.currency),
+            },
+        }),
+        PlanChange::Scheduled(subscription) => serde_json::json!({
+            "change": "scheduled",
+            "subscription": subscription_json(&subscription),
+        }),
+    }))
+}
+
+/// `DELETE /billing/subscriptions` (a tenant admin): cancels at the end of
+/// the period.
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let subscriptions = state.subscriptions.clone();
+    let subscription = blocking(move || subscriptions.cancel_at_period_end(tenant)).await?;
+    Ok(Json(serde_json::json!({
+        "subscription": subscription_json(&subscription),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentReceived {
+    tenant: i64,
+}
+
+/// `POST /billing/invoices/{id}/payments` `{"tenant": 1}` (the operator):
+/// records that a subscription invoice was paid outside the platform (a
+/// bank transfer arrived), granting what it bought. A second record of
+/// the same payment grants nothing more.
+pub(super) async fn payment_received(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.operator()?;
+    let payment: PaymentReceived = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let invoice: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no invoice {id:?}")))?;
+    let subscriptions = state.subscriptions.clone();
+    let subscription =
+        blocking(move || subscriptions.invoice_paid(TenantId(payment.tenant), invoice)).await?;
+    Ok(Json(serde_json::json!({
+        "subscription": subscription_json(&subscription),
+    })))
 }

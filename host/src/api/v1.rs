@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::error::ApiError;
@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 23] = [
+pub const OPERATIONS: [(&str, &str); 29] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -44,6 +44,12 @@ pub const OPERATIONS: [(&str, &str); 23] = [
     ("get", "/billing/invoices/{id}"),
     ("get", "/billing/credit-notes"),
     ("get", "/billing/credit-notes/{id}"),
+    ("post", "/billing/invoices/{id}/payments"),
+    ("get", "/billing/plans"),
+    ("get", "/billing/subscriptions"),
+    ("post", "/billing/subscriptions"),
+    ("delete", "/billing/subscriptions"),
+    ("put", "/billing/subscriptions/plan"),
     ("get", "/usage"),
     ("get", "/usage/records"),
     ("get", "/tenants"),
@@ -81,6 +87,18 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/billing/invoices/{id}", get(billing::get_invoice))
         .route("/billing/credit-notes", get(billing::list_credit_notes))
         .route("/billing/credit-notes/{id}", get(billing::get_credit_note))
+        .route(
+            "/billing/invoices/{id}/payments",
+            post(billing::payment_received),
+        )
+        .route("/billing/plans", get(billing::plans))
+        .route(
+            "/billing/subscriptions",
+            get(billing::current_subscription)
+                .post(billing::subscribe)
+                .delete(billing::cancel),
+        )
+        .route("/billing/subscriptions/plan", put(billing::change_plan))
         .route(
             "/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
