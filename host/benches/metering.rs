@@ -246,6 +246,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
             )),
             clock: Arc::new(SystemClock),
         }),
+        packages: Arc::new(Vec::new()),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

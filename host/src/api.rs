@@ -41,6 +41,8 @@ pub struct AppState {
     pub issuer: std::sync::Arc<crate::billing::invoices::Issuer>,
     /// Plans and subscriptions.
     pub subscriptions: std::sync::Arc<crate::billing::subscriptions::Subscriptions>,
+    /// The credit packages on sale.
+    pub packages: std::sync::Arc<Vec<crate::config::CreditPackage>>,
 }
 
 impl AppState {

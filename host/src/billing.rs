@@ -4,5 +4,6 @@
 
 pub mod invoices;
 pub mod periods;
+pub mod purchases;
 pub mod render;
 pub mod subscriptions;

@@ -462,6 +462,7 @@ fn serve(
             keys: Default::default(),
             issuer,
             subscriptions,
+            packages: Arc::new(config.pricing.packages.clone()),
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

@@ -208,6 +208,14 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
             issuer: Arc::new(issuer()),
             clock: Arc::new(SystemClock),
         }),
+        packages: Arc::new(
+            tollgate::config::parse_pricing(
+                std::path::Path::new("pricing.toml"),
+                include_str!("../../config/pricing.toml"),
+            )
+            .unwrap()
+            .packages,
+        ),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
@@ -1449,6 +1457,8 @@ fn no_write_of_one_tenant_reaches_another() {
                 (method == "post").then_some(r#"{"plan": "starter"}"#),
                 if method == "post" { &[201] } else { &[200] },
             ),
+            // Globex's own purchase.
+            "/billing/purchases" => (path.into(), Some(r#"{"package": "pack-500"}"#), &[201]),
             "/billing/subscriptions/plan" => {
                 (path.into(), Some(r#"{"plan": "professional"}"#), &[200])
             }
@@ -1799,4 +1809,65 @@ fn a_tenant_admin_subscribes_changes_plan_and_cancels_and_the_operator_records_p
     );
     let (_, acme_current) = server.get(&server.acme_key, "/billing/subscriptions");
     assert_eq!(acme_current["subscription"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_package_bought_by_bank_transfer_grants_its_credits_once_the_operator_confirms_it() {
+    let server = start();
+    let globex = server.globex.0;
+    let (status, packages) = server.get(&server.acme_key, "/billing/packages");
+    assert_eq!(status, 200);
+    assert_eq!(
+        packages["packages"][1],
+        serde_json::json!({
+            "id": "pack-1000",
+            "credits": "1000",
+            "discount_percent": "5",
+            "price": "9.50",
+            "currency": "USD",
+        })
+    );
+    let buy =
+        |key: &str, body: &str| server.call("POST", key, "/billing/purchases", Some(body), &[]);
+    assert_eq!(
+        buy(&server.acme_key, r#"{"package": "pack-1000"}"#).0,
+        403,
+        "members may not buy"
+    );
+    let (status, unknown) = buy(&server.globex_key, r#"{"package": "pack-7"}"#);
+    assert_eq!(
+        (status, unknown["error"]["code"].as_str()),
+        (400, Some("unknown_package"))
+    );
+    let (status, bought) = buy(&server.globex_key, r#"{"package": "pack-1000"}"#);
+    assert_eq!(status, 201, "{bought}");
+    assert_eq!(bought["purchase"]["granted"], false);
+    // $9.50 and 20% VAT.
+    assert_eq!(bought["invoice"]["total"], "11.40");
+    assert_eq!(
+        bought["invoice"]["lines"][0]["description"],
+        "1000 credits (package pack-1000, 5% off)"
+    );
+    let available =
+        || server.get(&server.globex_key, "/billing/credits").1["balance"]["available"].clone();
+    assert_eq!(available(), "0", "a bank transfer waits for the operator");
+
+    let invoice = bought["invoice"]["id"].as_i64().unwrap();
+    let record = || {
+        server.call(
+            "POST",
+            &server.operator_key,
+            &format!("/billing/invoices/{invoice}/payments"),
+            Some(&format!(r#"{{"tenant": {globex}}}"#)),
+            &[],
+        )
+    };
+    let (status, paid) = record();
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["purchase"]["granted"], true);
+    assert_eq!(available(), "1000");
+    assert_eq!(record().0, 200);
+    assert_eq!(available(), "1000", "a second record grants nothing");
+    let (_, invoices) = server.get(&server.globex_key, "/billing/invoices");
+    assert_eq!(invoices["invoices"][0]["state"], "paid");
 }

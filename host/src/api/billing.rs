@@ -16,6 +16,7 @@ use super::admin::json_body;
 use super::error::ApiError;
 use super::v1::{Caller, limit_param, params, read_body};
 use crate::billing::invoices::{self, Document, InvoiceError, Kind};
+use crate::billing::purchases;
 use crate::billing::render::{self, Parties, Sheet};
 use crate::billing::subscriptions::{PlanChange, Subscription, SubscriptionError};
 use crate::ids::TenantId;
@@ -399,10 +400,95 @@ struct PaymentReceived {
     tenant: i64,
 }
 
+/// `GET /billing/packages`: the credit packages on sale.
+pub(super) async fn packages(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Json<serde_json::Value> {
+    let packages: Vec<serde_json::Value> = state
+        .packages
+        .iter()
+        .map(|package| {
+            serde_json::json!({
+                "id": package.id,
+                "credits": package.credits.to_string(),
+                "discount_percent": package.discount_percent.normalize().to_string(),
+                "price": package.price.to_decimal().to_string(),
+                "currency": package.price.currency.to_string(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "packages": packages }))
+}
+
+fn purchase_json(purchase: &purchases::Purchase) -> serde_json::Value {
+    serde_json::json!({
+        "id": purchase.id,
+        "package": purchase.package,
+        "credits": purchase.credits.to_string(),
+        "invoice": purchase.invoice,
+        "granted": purchase.granted,
+    })
+}
+
+fn purchase_error(error: purchases::PurchaseError) -> ApiError {
+    use axum::http::StatusCode;
+    match error {
+        purchases::PurchaseError::UnknownPackage(_) => {
+            ApiError::bad_request("unknown_package", error.to_string())
+        }
+        purchases::PurchaseError::Invoice(InvoiceError::WrongState { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "invoice_state", error.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackageChoice {
+    package: String,
+}
+
+/// `POST /billing/purchases` `{"package": "pack-1000"}` (a tenant admin):
+/// issues the package's invoice; its credits are granted when it is paid.
+pub(super) async fn purchase(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
+    let (purchase, invoice) = tokio::task::spawn_blocking(move || {
+        let mut conn = state.database.get().map_err(ApiError::internal)?;
+        purchases::buy(
+            &mut conn,
+            &issuer,
+            &packages,
+            tenant,
+            &choice.package,
+            crate::units::Clock::now(&crate::units::SystemClock),
+        )
+        .map_err(purchase_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({
+            "purchase": purchase_json(&purchase),
+            "invoice": document_json(&invoice),
+        })),
+    )
+        .into_response())
+}
+
 /// `POST /billing/invoices/{id}/payments` `{"tenant": 1}` (the operator):
-/// records that a subscription invoice was paid outside the platform (a
-/// bank transfer arrived), granting what it bought. A second record of
-/// the same payment grants nothing more.
+/// records that an invoice for a subscription, an upgrade or a credit
+/// package was paid outside the platform (a bank transfer arrived),
+/// granting what it bought. A second record of the same payment grants
+/// nothing more.
 pub(super) async fn payment_received(
     State(state): State<AppState>,
     caller: Caller,
@@ -414,9 +500,27 @@ pub(super) async fn payment_received(
     let invoice: i64 = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("no invoice {id:?}")))?;
+    let tenant = TenantId(payment.tenant);
+    let (database, ledger) = (state.database.clone(), state.ledger.clone());
+    let bought = tokio::task::spawn_blocking(move || {
+        let mut conn = database.get().map_err(ApiError::internal)?;
+        let now = crate::units::Clock::now(&crate::units::SystemClock);
+        match purchases::of_invoice(&mut conn, tenant, invoice).map_err(purchase_error)? {
+            Some(purchase) => purchases::paid(&mut conn, &ledger, &purchase, now)
+                .map(Some)
+                .map_err(purchase_error),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if let Some(purchase) = bought {
+        return Ok(Json(
+            serde_json::json!({ "purchase": purchase_json(&purchase) }),
+        ));
+    }
     let subscriptions = state.subscriptions.clone();
-    let subscription =
-        blocking(move || subscriptions.invoice_paid(TenantId(payment.tenant), invoice)).await?;
+    let subscription = blocking(move || subscriptions.invoice_paid(tenant, invoice)).await?;
     Ok(Json(serde_json::json!({
         "subscription": subscription_json(&subscription),
     })))

@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 29] = [
+pub const OPERATIONS: [(&str, &str); 31] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -46,6 +46,8 @@ pub const OPERATIONS: [(&str, &str); 29] = [
     ("get", "/billing/credit-notes/{id}"),
     ("post", "/billing/invoices/{id}/payments"),
     ("get", "/billing/plans"),
+    ("get", "/billing/packages"),
+    ("post", "/billing/purchases"),
     ("get", "/billing/subscriptions"),
     ("post", "/billing/subscriptions"),
     ("delete", "/billing/subscriptions"),
@@ -92,6 +94,8 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             post(billing::payment_received),
         )
         .route("/billing/plans", get(billing::plans))
+        .route("/billing/packages", get(billing::packages))
+        .route("/billing/purchases", post(billing::purchase))
         .route(
             "/billing/subscriptions",
             get(billing::current_subscription)

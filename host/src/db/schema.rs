@@ -279,6 +279,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    purchases (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        package -> Text,
+        credits -> BigInt,
+        invoice_id -> BigInt,
+        granted -> Bool,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(subscription_periods -> subscriptions (subscription_id));
 diesel::joinable!(subscription_changes -> subscriptions (subscription_id));
 diesel::allow_tables_to_appear_in_same_query!(
