@@ -330,6 +330,18 @@ impl Server {
         )
     }
 
+    /// An operation's path with its parameters filled in: `tenant`'s id,
+    /// csv-leads, and Acme's invoice and credit note.
+    fn concrete(&self, path: &str, tenant: TenantId) -> String {
+        path.replace("{tenant}", &tenant.0.to_string())
+            .replace("{plugin}", "csv-leads")
+            .replace("invoices/{id}", &format!("invoices/{}", self.acme_invoice))
+            .replace(
+                "credit-notes/{id}",
+                &format!("credit-notes/{}", self.acme_credit_note),
+            )
+    }
+
     /// A GET's status, content type and body bytes.
     fn raw(&self, key: &str, path: &str) -> (u16, String, Vec<u8>) {
         let mut response = self
@@ -1295,24 +1307,13 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     acme_marks.push("lead1@example.com".to_owned());
     acme_marks.push("Starter plan, November".to_owned());
     // Every read Globex may make, over every GET operation of the API.
-    let globex_id = server.globex.0;
     let mut read = 0;
     for (method, path) in api::v1::OPERATIONS {
         if method != "get" {
             continue;
         }
         // A document path names Acme's document, which Globex cannot see.
-        let path = path
-            .replace("{tenant}", &globex_id.to_string())
-            .replace("{plugin}", "csv-leads")
-            .replace(
-                "invoices/{id}",
-                &format!("invoices/{}", server.acme_invoice),
-            )
-            .replace(
-                "credit-notes/{id}",
-                &format!("credit-notes/{}", server.acme_credit_note),
-            );
+        let path = server.concrete(path, server.globex);
         let (status, body) = server.call("GET", &server.globex_key, &path, None, &[]);
         // The operator's lists are refused; everything else answers.
         let expected = match path.as_str() {
@@ -1355,17 +1356,7 @@ fn no_write_of_one_tenant_reaches_another() {
             .iter()
             .filter(|(method, path)| *method == "get" && *path != "/tenants")
             .map(|(_, path)| {
-                let path = path
-                    .replace("{tenant}", &acme.to_string())
-                    .replace("{plugin}", "csv-leads")
-                    .replace(
-                        "invoices/{id}",
-                        &format!("invoices/{}", server.acme_invoice),
-                    )
-                    .replace(
-                        "credit-notes/{id}",
-                        &format!("credit-notes/{}", server.acme_credit_note),
-                    );
+                let path = server.concrete(path, server.acme);
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
                 let allowed = if path.ends_with("/keys") { 403 } else { 200 };
                 assert_eq!(status, allowed, "GET {path}: {body}");

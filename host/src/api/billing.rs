@@ -460,17 +460,11 @@ pub(super) async fn purchase(
     let tenant = caller.tenant_admin()?;
     let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
     let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
+    let now = state.subscriptions.clock.now();
     let (purchase, invoice) = tokio::task::spawn_blocking(move || {
         let mut conn = state.database.get().map_err(ApiError::internal)?;
-        purchases::buy(
-            &mut conn,
-            &issuer,
-            &packages,
-            tenant,
-            &choice.package,
-            crate::units::Clock::now(&crate::units::SystemClock),
-        )
-        .map_err(purchase_error)
+        purchases::buy(&mut conn, &issuer, &packages, tenant, &choice.package, now)
+            .map_err(purchase_error)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -502,9 +496,10 @@ pub(super) async fn payment_received(
         .map_err(|_| ApiError::not_found(format!("no invoice {id:?}")))?;
     let tenant = TenantId(payment.tenant);
     let (database, ledger) = (state.database.clone(), state.ledger.clone());
+    // The billing clock, one for every billing write (injectable in tests).
+    let now = state.subscriptions.clock.now();
     let bought = tokio::task::spawn_blocking(move || {
         let mut conn = database.get().map_err(ApiError::internal)?;
-        let now = crate::units::Clock::now(&crate::units::SystemClock);
         match purchases::of_invoice(&mut conn, tenant, invoice).map_err(purchase_error)? {
             Some(purchase) => purchases::paid(&mut conn, &ledger, &purchase, now)
                 .map(Some)
