@@ -228,25 +228,31 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     );
 
     let ledger_stats = ledger.clone();
+    let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
+        database: database.clone(),
+        ledger: ledger_stats.clone(),
+        plans: Arc::new(Vec::new()),
+        issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+            &Default::default(),
+        )),
+        clock: Arc::new(SystemClock),
+    });
     let state = AppState {
         database: database.clone(),
         ledger,
-        meter,
+        meter: meter.clone(),
         secrets,
         keys: Default::default(),
         issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
             &Default::default(),
         )),
-        subscriptions: Arc::new(tollgate::billing::subscriptions::Subscriptions {
-            database: database.clone(),
-            ledger: ledger_stats.clone(),
-            plans: Arc::new(Vec::new()),
-            issuer: Arc::new(tollgate::billing::invoices::Issuer::from_settings(
-                &Default::default(),
-            )),
-            clock: Arc::new(SystemClock),
-        }),
+        subscriptions: subscriptions.clone(),
         packages: Arc::new(Vec::new()),
+        payments: Arc::new(tollgate::billing::payments::Payments::new(
+            meter,
+            subscriptions,
+            &Default::default(),
+        )),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

@@ -43,6 +43,8 @@ pub struct AppState {
     pub subscriptions: std::sync::Arc<crate::billing::subscriptions::Subscriptions>,
     /// The credit packages on sale.
     pub packages: std::sync::Arc<Vec<crate::config::CreditPackage>>,
+    /// Payment methods, payments and providers' notifications.
+    pub payments: std::sync::Arc<crate::billing::payments::Payments>,
 }
 
 impl AppState {

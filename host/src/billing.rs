@@ -3,6 +3,7 @@
 //! credit packages and payments build on them.
 
 pub mod invoices;
+pub mod payments;
 pub mod periods;
 pub mod purchases;
 pub mod render;

@@ -51,6 +51,7 @@ pub struct Settings {
     /// Paths of the other two files, relative to `tollgate.toml`'s folder.
     pub files: FileSettings,
     pub billing: BillingSettings,
+    pub payments: PaymentSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +132,27 @@ pub struct BillingSettings {
     pub tax_name: String,
 }
 
+/// How the platform takes payments: the merchant's settings for each
+/// payment-provider plugin, and the dunning schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// After a renewal's payment fails, try again this many days after the
+    /// previous attempt, once per entry; when the last retry fails the
+    /// invoice is uncollectible and the subscription is canceled.
+    pub dunning_retry_days: Vec<u32>,
+    /// The platform's own settings (it is the merchant) for each
+    /// payment-provider plugin, by plugin name: `[payments.providers.card]
+    /// secret_key = "..."`. A provider without a table here takes no
+    /// payments. Secret values are best given in the environment:
+    /// `TOLLGATE__PAYMENTS__PROVIDERS__CARD__SECRET_KEY`.
+    pub providers: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Retries of a failed renewal at most: the schedule is the operator's,
+/// but a tenant should not be dunned forever.
+pub const DUNNING_RETRIES_MAX: usize = 12;
+
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
@@ -164,6 +186,10 @@ impl Default for Settings {
                 tax_rate: Decimal::ZERO,
                 tax_name: "Tax".to_owned(),
             },
+            payments: PaymentSettings {
+                dunning_retry_days: vec![1, 1, 8],
+                providers: BTreeMap::new(),
+            },
         }
     }
 }
@@ -183,7 +209,8 @@ default_from_settings!(
     LedgerSettings.ledger,
     LimitSettings.limits,
     FileSettings.files,
-    BillingSettings.billing
+    BillingSettings.billing,
+    PaymentSettings.payments
 );
 
 /// A subscription plan.
@@ -316,7 +343,8 @@ pub fn parse_settings(
             continue;
         };
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        if !known.contains(&key) {
+        // Provider settings are named by the plugin, not by Tollgate.
+        if !known.contains(&key) && !key.starts_with("payments.providers.") {
             tracing::warn!(variable = %name, "environment variable does not name a setting; ignored");
             continue;
         }
@@ -338,6 +366,13 @@ pub fn parse_settings(
             "{}: billing.tax_rate: {} is not a fraction from 0 up to 1 (write 0.2 for 20%)",
             source("billing.tax_rate"),
             billing.tax_rate
+        );
+    }
+    let retries = &settings.payments.dunning_retry_days;
+    if retries.len() > DUNNING_RETRIES_MAX || retries.contains(&0) {
+        anyhow::bail!(
+            "{}: payments.dunning_retry_days: give at most {DUNNING_RETRIES_MAX} retries, each at least 1 day after the previous attempt",
+            source("payments.dunning_retry_days")
         );
     }
     if billing.issuer.trim().is_empty() {

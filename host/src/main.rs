@@ -442,10 +442,15 @@ fn serve(
             issuer: issuer.clone(),
             clock: Arc::new(SystemClock),
         });
+        let payments = Arc::new(tollgate::billing::payments::Payments::new(
+            meter.clone(),
+            subscriptions.clone(),
+            &config.settings.payments,
+        ));
         let sweeper = tokio::spawn(scheduler::run(
             ledger.clone(),
             Some(meter.clone()),
-            Some(subscriptions.clone()),
+            Some(payments.clone()),
             sweep,
             {
                 let mut stopped = stopped.clone();
@@ -463,6 +468,7 @@ fn serve(
             issuer,
             subscriptions,
             packages: Arc::new(config.pricing.packages.clone()),
+            payments,
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

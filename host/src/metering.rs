@@ -127,7 +127,7 @@ pub struct Meter {
     settings: moka::sync::Cache<(i64, String, String), Option<Arc<Settings>>>,
 }
 
-type Settings = std::collections::BTreeMap<String, String>;
+pub type Settings = std::collections::BTreeMap<String, String>;
 
 /// How long a host trusts what it cached of the database: the active
 /// version of a plugin, a tenant's settings for it, an API key. Changes
@@ -260,15 +260,86 @@ impl Meter {
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
     /// it on a blocking thread.
     pub fn invoke(&self, request: Request) -> Result<Metered, MeterError> {
-        self.metered(request, true)
+        self.metered(request, true, None)
+    }
+
+    /// Like [`Meter::invoke`], for a call the platform makes on the tenant's
+    /// behalf with the merchant's settings instead of the tenant's: a
+    /// payment provider taking the tenant's money for the platform. The
+    /// tenant need not have enabled the plugin; the call is priced, held,
+    /// charged and recorded like any other.
+    pub fn invoke_as_merchant(
+        &self,
+        request: Request,
+        settings: Arc<Settings>,
+    ) -> Result<Metered, MeterError> {
+        self.metered(request, true, Some(settings))
+    }
+
+    /// Runs a call for the platform itself, with `settings`, in the same
+    /// sandbox and limits as any call, but charged to no tenant and
+    /// recorded only in the log and metrics: a payment provider's
+    /// notification, which names its tenant only once parsed.
+    pub fn invoke_for_platform(
+        &self,
+        plugin: &str,
+        call: Call,
+        settings: &Settings,
+    ) -> Result<Result<Reply, CallError>, MeterError> {
+        let active = self.plugin(plugin)?;
+        let function = call.function();
+        if call.kind() != active.kind {
+            return Err(MeterError::WrongFunction {
+                plugin: plugin.to_owned(),
+                kind: active.kind,
+                function,
+            });
+        }
+        let mut http = self.http.clone();
+        http.allowed_hosts = active.manifest.http_hosts.clone();
+        let context = CallContext {
+            settings: settings.clone(),
+            kv: Arc::new(crate::runtime::MemoryKv::default()),
+            http,
+            ..CallContext::new("platform".to_owned())
+        };
+        let invocation = self.registry.runtime().invoke(&active, context, call);
+        let outcome = match &invocation.result {
+            Ok(_) => OUTCOME_OK,
+            Err(CallError::Plugin { .. }) => OUTCOME_PLUGIN_ERROR,
+            Err(_) => OUTCOME_PLATFORM_ERROR,
+        };
+        crate::metrics::global()
+            .calls
+            .get_or_create(&crate::metrics::CallLabels {
+                plugin: plugin.to_owned(),
+                function: function.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        tracing::info!(
+            plugin,
+            function,
+            outcome,
+            fuel = invocation.fuel_consumed,
+            "platform call"
+        );
+        Ok(invocation.result)
     }
 
     /// A metered call; `rules` says whether a pricing rule bound to the
-    /// tenant adjusts its price (never for the rule's own calls).
-    fn metered(&self, request: Request, rules: bool) -> Result<Metered, MeterError> {
+    /// tenant adjusts its price (never for the rule's own calls);
+    /// `merchant` gives the settings of a call made with the merchant's
+    /// settings rather than the tenant's.
+    fn metered(
+        &self,
+        request: Request,
+        rules: bool,
+        merchant: Option<Arc<Settings>>,
+    ) -> Result<Metered, MeterError> {
         let metrics = crate::metrics::global();
         let plugin = request.plugin.clone();
-        let result = self.invoke_inner(request, rules);
+        let result = self.invoke_inner(request, rules, merchant);
         match &result {
             Ok(metered) => {
                 let (outcome, error_kind) = match &metered.result {
@@ -325,7 +396,12 @@ impl Meter {
         result
     }
 
-    fn invoke_inner(&self, request: Request, rules: bool) -> Result<Metered, MeterError> {
+    fn invoke_inner(
+        &self,
+        request: Request,
+        rules: bool,
+        merchant: Option<Arc<Settings>>,
+    ) -> Result<Metered, MeterError> {
         let Request {
             tenant,
             plugin: name,
@@ -342,9 +418,12 @@ impl Meter {
                 function,
             });
         }
-        let settings = self
-            .settings(tenant, &plugin)?
-            .ok_or_else(|| MeterError::NotEnabled(name.clone()))?;
+        let settings = match merchant {
+            Some(settings) => settings,
+            None => self
+                .settings(tenant, &plugin)?
+                .ok_or_else(|| MeterError::NotEnabled(name.clone()))?,
+        };
         let price = self.book.price(tenant, &name, function, now)?;
         let period = period_of(now);
         let period_units = match price.uses_period() {
@@ -537,7 +616,7 @@ impl Meter {
             reason,
         };
         let metered = self
-            .metered(request, false)
+            .metered(request, false, None)
             .map_err(|error| failed(error.to_string()))?;
         match metered.result {
             Ok(Reply::Price(price)) => Ok(Credits::from_micros(

@@ -1,6 +1,7 @@
 //! Repeating jobs that keep the platform's state moving without a request:
 //! expiring due grants and timing out forgotten holds, ending calls a
-//! stopped host left running, and renewing subscriptions whose period ended.
+//! stopped host left running, renewing subscriptions whose period ended and
+//! collecting their invoices.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ const EXPIRIES_PER_SWEEP_MAX: usize = 1_000;
 pub async fn run(
     ledger: Ledger,
     meter: Option<std::sync::Arc<crate::metering::Meter>>,
-    subscriptions: Option<std::sync::Arc<crate::billing::subscriptions::Subscriptions>>,
+    payments: Option<std::sync::Arc<crate::billing::payments::Payments>>,
     period: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -48,8 +49,8 @@ pub async fn run(
         }
         // One period per subscription per sweep: a host that was down
         // catches up over a few sweeps.
-        if let Some(subscriptions) = &subscriptions {
-            let subscriptions = subscriptions.clone();
+        if let Some(payments) = &payments {
+            let subscriptions = payments.subscriptions.clone();
             match tokio::task::spawn_blocking(move || subscriptions.renew_due()).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(renewed)) => {
@@ -59,6 +60,15 @@ pub async fn run(
                     tracing::warn!(%error, "renewing subscriptions failed; will retry")
                 }
                 Err(error) => tracing::warn!(%error, "renewing subscriptions failed; will retry"),
+            }
+            // Renewals' invoices charged to the saved payment methods, and
+            // the dunning schedule's retries.
+            let payments = payments.clone();
+            match tokio::task::spawn_blocking(move || payments.collect_due()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(attempts)) => tracing::info!(attempts, "collected renewals"),
+                Ok(Err(error)) => tracing::warn!(%error, "collecting renewals failed; will retry"),
+                Err(error) => tracing::warn!(%error, "collecting renewals failed; will retry"),
             }
         }
     }

@@ -35,6 +35,8 @@ struct Server {
     /// Acme's paid invoice and the credit note against it.
     acme_invoice: i64,
     acme_credit_note: i64,
+    /// Acme's saved payment method (a bank transfer).
+    acme_method: i64,
     http: ureq::Agent,
     _runtime: tokio::runtime::Runtime,
     _db: TestDatabase,
@@ -114,7 +116,7 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
     let secrets = Arc::new(SecretBox::new([9; 32]));
     let mut conn = database.get().unwrap();
     for (name, manifest, wasm) in tollgate::runtime::artifacts::FIRST_PARTY {
-        if ["csv-leads", "http-leads"].contains(name) {
+        if ["csv-leads", "http-leads", "bank-transfer"].contains(name) {
             let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
             plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, NOW).unwrap();
         }
@@ -181,33 +183,81 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         Arc::new(Registry::new(runtime)),
         secrets.clone(),
         Arc::new(PriceBook {
-            prices: vec![search],
+            // Payments are metered at the configured price (none).
+            prices: std::iter::once(search)
+                .chain(
+                    tollgate::config::parse_pricing(
+                        std::path::Path::new("pricing.toml"),
+                        include_str!("../../config/pricing.toml"),
+                    )
+                    .unwrap()
+                    .book
+                    .prices
+                    .into_iter()
+                    .filter(|price| price.plugin == "bank-transfer"),
+                )
+                .collect(),
             rules: Vec::new(),
         }),
         Arc::new(SystemClock),
         HttpPolicy::default(),
         Duration::from_secs(300),
     ));
+    let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
+        database: database.clone(),
+        ledger: ledger.clone(),
+        plans: Arc::new(
+            tollgate::config::parse_plans(
+                std::path::Path::new("plans.toml"),
+                include_str!("../../config/plans.toml"),
+            )
+            .unwrap(),
+        ),
+        issuer: Arc::new(issuer()),
+        clock: Arc::new(SystemClock),
+    });
+    let payments = Arc::new(tollgate::billing::payments::Payments::new(
+        meter.clone(),
+        subscriptions.clone(),
+        &tollgate::config::PaymentSettings {
+            providers: [(
+                "bank-transfer".to_owned(),
+                [
+                    ("account_name", "Tollgate Ltd"),
+                    ("iban", "GB33BUKB20201555555555"),
+                    ("bic", "BUKBGB22"),
+                    ("callback_secret", "bank-secret"),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            )]
+            .into(),
+            ..Default::default()
+        },
+    ));
+    let acme_method = payments
+        .add_method(
+            acme.id,
+            &tollgate::billing::payments::NewMethod {
+                provider: "bank-transfer".into(),
+                method: tollgate::billing::payments::MethodKind::BankTransfer,
+                token: String::new(),
+                label: None,
+                make_default: true,
+            },
+        )
+        .unwrap()
+        .id;
     let state = AppState {
         database: database.clone(),
         ledger: ledger.clone(),
-        meter,
+        meter: meter.clone(),
         secrets,
         keys: Default::default(),
         issuer: Arc::new(issuer()),
-        subscriptions: Arc::new(tollgate::billing::subscriptions::Subscriptions {
-            database: database.clone(),
-            ledger: ledger.clone(),
-            plans: Arc::new(
-                tollgate::config::parse_plans(
-                    std::path::Path::new("plans.toml"),
-                    include_str!("../../config/plans.toml"),
-                )
-                .unwrap(),
-            ),
-            issuer: Arc::new(issuer()),
-            clock: Arc::new(SystemClock),
-        }),
+        subscriptions: subscriptions.clone(),
+        payments: payments.clone(),
         packages: Arc::new(
             tollgate::config::parse_pricing(
                 std::path::Path::new("pricing.toml"),
@@ -240,6 +290,7 @@ fn start_with_rate_limits(quota: governor::Quota) -> Server {
         operator_key,
         acme_invoice,
         acme_credit_note,
+        acme_method,
         http: ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -889,6 +940,7 @@ fn tenants_keys_plugins_and_grants_keep_to_their_roles_and_tenants() {
     assert_eq!(
         enabled,
         BTreeMap::from([
+            ("bank-transfer".to_owned(), false),
             ("csv-leads".to_owned(), true),
             ("http-leads".to_owned(), false)
         ])
@@ -1135,7 +1187,8 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
             .replace("{function}", "search")
             .replace("{tenant}", "1")
             .replace("{key}", "1")
-            .replace("{id}", "1");
+            .replace("{id}", "1")
+            .replace("{provider}", "bank-transfer");
         let request = ureq::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(format!("{}{path}", server.base))
@@ -1145,7 +1198,12 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap();
         assert_eq!(status, 401, "{method} {path}: {body}");
-        assert!(body.contains("\"unauthorized\""), "{method} {path}: {body}");
+        // Providers' notifications take no key: their signature is checked.
+        let code = match path.ends_with("/notifications") {
+            true => "\"invalid_signature\"",
+            false => "\"unauthorized\"",
+        };
+        assert!(body.contains(code), "{method} {path}: {body}");
     }
 }
 
@@ -1388,6 +1446,8 @@ fn no_write_of_one_tenant_reaches_another() {
     // a path names one.
     let acme_key_id = 1;
     let search = r#"{"limit": 2}"#;
+    let acme_method = server.acme_method;
+    let pay_with_acme_method = format!(r#"{{"payment_method": {acme_method}}}"#);
     let mut first_write = true;
     for (method, path) in api::v1::OPERATIONS {
         if method == "get" {
@@ -1447,6 +1507,29 @@ fn no_write_of_one_tenant_reaches_another() {
                 path.into(),
                 (method == "post").then_some(r#"{"plan": "starter"}"#),
                 if method == "post" { &[201] } else { &[200] },
+            ),
+            // Acme's invoice, with Acme's payment method.
+            "/billing/invoices/{id}/pay" => (
+                format!("/billing/invoices/{}/pay", server.acme_invoice),
+                Some(&pay_with_acme_method),
+                &[404],
+            ),
+            // Globex's own payment method.
+            "/billing/payment-methods" => (
+                path.into(),
+                Some(r#"{"provider": "bank-transfer", "method": "bank_transfer"}"#),
+                &[201],
+            ),
+            "/billing/payment-methods/{id}" => (
+                format!("/billing/payment-methods/{acme_method}"),
+                None,
+                &[404],
+            ),
+            // Unsigned: refused whoever sends it.
+            "/billing/providers/{provider}/notifications" => (
+                "/billing/providers/bank-transfer/notifications".into(),
+                Some("event_id=e1&reference=BT-1&status=succeeded"),
+                &[401],
             ),
             // Globex's own purchase.
             "/billing/purchases" => (path.into(), Some(r#"{"package": "pack-500"}"#), &[201]),
@@ -1861,4 +1944,208 @@ fn a_package_bought_by_bank_transfer_grants_its_credits_once_the_operator_confir
     assert_eq!(available(), "1000", "a second record grants nothing");
     let (_, invoices) = server.get(&server.globex_key, "/billing/invoices");
     assert_eq!(invoices["invoices"][0]["state"], "paid");
+}
+
+#[allow(dead_code)]
+mod support;
+
+/// A bank's confirmation, signed with `secret` as the bank-transfer plugin
+/// checks it.
+fn bank_confirmation(secret: &[u8], body: &str) -> (String, String) {
+    (
+        body.to_owned(),
+        support::hmac_sha256_hex(secret, body.as_bytes()),
+    )
+}
+
+#[test]
+fn a_package_paid_by_bank_transfer_is_granted_once_whatever_the_notifications_do() {
+    let server = start();
+    let key = &server.globex_key;
+    // Globex saves a bank transfer and buys 500 credits with it.
+    let (status, saved) = server.call(
+        "POST",
+        key,
+        "/billing/payment-methods",
+        Some(r#"{"provider": "bank-transfer", "method": "bank_transfer"}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["payment_method"]["default"], true);
+    let method = saved["payment_method"]["id"].as_i64().unwrap();
+    let (status, bought) = server.call(
+        "POST",
+        key,
+        "/billing/purchases",
+        Some(&format!(
+            r#"{{"package": "pack-500", "payment_method": {method}}}"#
+        )),
+        &[],
+    );
+    assert_eq!(status, 201, "{bought}");
+    let payment = &bought["payment"];
+    assert_eq!(payment["state"], "pending", "{bought}");
+    // $5.00 and 20% VAT.
+    assert_eq!(payment["amount"], "6.00");
+    let reference = payment["provider_reference"].as_str().unwrap().to_owned();
+    let instructions = payment["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("GB33BUKB20201555555555") && instructions.contains(&reference),
+        "{instructions}"
+    );
+    assert_eq!(bought["purchase"]["granted"], false);
+    let balance =
+        |server: &Server| server.get(key, "/billing/credits").1["balance"]["available"].clone();
+    assert_eq!(balance(&server), "0");
+
+    let notify = |body: &str, signature: &str| {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "{}/billing/providers/bank-transfer/notifications",
+                server.base
+            ))
+            .header("x-tollgate-signature", signature)
+            .header("connection", "close")
+            .body(body.to_owned())
+            .unwrap();
+        let mut response = server.http.run(request).unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body)
+    };
+    // Forged: signed with a guessed secret. Refused, nothing granted.
+    let succeeded = format!("event_id=evt-2&reference={reference}&status=succeeded");
+    let (body, forged) = bank_confirmation(b"guess", &succeeded);
+    let (status, answer) = notify(&body, &forged);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("invalid_signature")),
+        "{answer}"
+    );
+    assert_eq!(balance(&server), "0");
+
+    // The confirmation, then a failure the bank sent earlier that arrives
+    // late, then the confirmation replayed: 500 credits, once.
+    let (body, signature) = bank_confirmation(b"bank-secret", &succeeded);
+    let (status, answer) = notify(&body, &signature);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        serde_json::json!({"events": 1, "duplicates": 0, "applied": 1})
+    );
+    let failed = format!("event_id=evt-1&reference={reference}&status=failed&reason=late");
+    let (body, signature) = bank_confirmation(b"bank-secret", &failed);
+    let (status, answer) = notify(&body, &signature);
+    assert_eq!(
+        (status, answer),
+        (
+            200,
+            serde_json::json!({"events": 1, "duplicates": 0, "applied": 0})
+        )
+    );
+    let (body, signature) = bank_confirmation(b"bank-secret", &succeeded);
+    let (status, answer) = notify(&body, &signature);
+    assert_eq!(
+        (status, answer),
+        (
+            200,
+            serde_json::json!({"events": 1, "duplicates": 1, "applied": 0})
+        )
+    );
+    assert_eq!(balance(&server), "500");
+    let (_, payments) = server.get(key, "/billing/payments");
+    let listed = payments["payments"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{payments}");
+    assert_eq!(
+        (&listed[0]["state"], &listed[0]["failure_reason"]),
+        (&serde_json::json!("succeeded"), &serde_json::Value::Null)
+    );
+    let invoice = bought["invoice"]["id"].as_i64().unwrap();
+    let (_, document) = server.get(key, &format!("/billing/invoices/{invoice}"));
+    assert_eq!(document["state"], "paid", "{document}");
+    // Paid, so it cannot be paid again; the operator's late record of the
+    // transfer grants nothing more.
+    let (status, again) = server.call(
+        "POST",
+        key,
+        &format!("/billing/invoices/{invoice}/pay"),
+        Some(&format!(r#"{{"payment_method": {method}}}"#)),
+        &[],
+    );
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("invoice_state")),
+        "{again}"
+    );
+    let globex = server.globex.0;
+    let (status, recorded) = server.call(
+        "POST",
+        &server.operator_key,
+        &format!("/billing/invoices/{invoice}/payments"),
+        Some(&format!(r#"{{"tenant": {globex}}}"#)),
+        &[],
+    );
+    assert_eq!(status, 200, "{recorded}");
+    assert_eq!(recorded["purchase"]["granted"], true);
+    assert_eq!(balance(&server), "500");
+}
+
+#[test]
+fn payment_methods_refuse_card_numbers_unknown_providers_and_other_tenants() {
+    let server = start();
+    let key = &server.globex_key;
+    for (body, code, words) in [
+        (
+            r#"{"provider": "card", "method": "card", "token": "pm_1"}"#,
+            "unknown_provider",
+            "no payment provider \"card\"",
+        ),
+        (
+            r#"{"provider": "bank-transfer", "method": "card", "token": "4242 4242 4242 4242"}"#,
+            "invalid_payment_method",
+            "looks like a card number",
+        ),
+        (
+            r#"{"provider": "bank-transfer", "method": "cash"}"#,
+            "invalid_payment_method",
+            "not card, paypal or bank_transfer",
+        ),
+        (
+            r#"{"provider": "bank-transfer", "method": "bank_transfer", "token": "x"}"#,
+            "invalid_payment_method",
+            "a bank transfer has none",
+        ),
+    ] {
+        let (status, answer) =
+            server.call("POST", key, "/billing/payment-methods", Some(body), &[]);
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{body}: {message}");
+    }
+    let (_, listed) = server.get(key, "/billing/payment-methods");
+    assert_eq!(listed["payment_methods"], serde_json::json!([]));
+    // Acme's method cannot pay Globex's invoice, and costs Globex nothing.
+    let (status, bought) = server.call(
+        "POST",
+        key,
+        "/billing/purchases",
+        Some(&format!(
+            r#"{{"package": "pack-500", "payment_method": {}}}"#,
+            server.acme_method
+        )),
+        &[],
+    );
+    assert_eq!(
+        (status, bought["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{bought}"
+    );
+    let (_, payments) = server.get(key, "/billing/payments");
+    assert_eq!(payments["payments"], serde_json::json!([]));
 }

@@ -16,6 +16,9 @@ use super::admin::json_body;
 use super::error::ApiError;
 use super::v1::{Caller, limit_param, params, read_body};
 use crate::billing::invoices::{self, Document, InvoiceError, Kind};
+use crate::billing::payments::{
+    MethodKind, NewMethod, Payment, PaymentError, PaymentMethod, Settled,
+};
 use crate::billing::purchases;
 use crate::billing::render::{self, Parties, Sheet};
 use crate::billing::subscriptions::{PlanChange, Subscription, SubscriptionError};
@@ -448,10 +451,14 @@ fn purchase_error(error: purchases::PurchaseError) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct PackageChoice {
     package: String,
+    /// Pay at once with this saved payment method.
+    payment_method: Option<i64>,
 }
 
-/// `POST /billing/purchases` `{"package": "pack-1000"}` (a tenant admin):
-/// issues the package's invoice; its credits are granted when it is paid.
+/// `POST /billing/purchases` `{"package": "pack-1000", "payment_method": 3}`
+/// (a tenant admin): issues the package's invoice, and pays it at once
+/// with the payment method when one is given; its credits are granted
+/// when it is paid.
 pub(super) async fn purchase(
     State(state): State<AppState>,
     caller: Caller,
@@ -459,30 +466,64 @@ pub(super) async fn purchase(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
     let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
-    let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
+    let (issuer, packages, database) = (
+        state.issuer.clone(),
+        state.packages.clone(),
+        state.database.clone(),
+    );
     let now = state.subscriptions.clock.now();
-    let (purchase, invoice) = tokio::task::spawn_blocking(move || {
-        let mut conn = state.database.get().map_err(ApiError::internal)?;
-        purchases::buy(&mut conn, &issuer, &packages, tenant, &choice.package, now)
-            .map_err(purchase_error)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(serde_json::json!({
-            "purchase": purchase_json(&purchase),
-            "invoice": document_json(&invoice),
-        })),
+    let (purchase, invoice) = run(
+        move || {
+            let mut conn = database.get()?;
+            purchases::buy(&mut conn, &issuer, &packages, tenant, &choice.package, now)
+                .map_err(PaymentError::from)
+        },
+        payment_error,
     )
-        .into_response())
+    .await?;
+    let mut answer = serde_json::json!({
+        "purchase": purchase_json(&purchase),
+        "invoice": document_json(&invoice),
+    });
+    if let Some(method) = choice.payment_method {
+        let payments = state.payments.clone();
+        let invoice_id = invoice.id;
+        let payment = run(
+            move || payments.pay(tenant, invoice_id, method),
+            payment_error,
+        )
+        .await?;
+        answer["payment"] = payment_json(&payment);
+        let payments = state.payments.clone();
+        let purchase = run(
+            move || {
+                let mut conn = payments.database.get()?;
+                Ok(purchases::of_invoice(&mut conn, tenant, invoice_id)?)
+            },
+            payment_error,
+        )
+        .await?;
+        if let Some(purchase) = purchase {
+            answer["purchase"] = purchase_json(&purchase);
+        }
+    }
+    Ok((axum::http::StatusCode::CREATED, Json(answer)).into_response())
+}
+
+fn settled_json(settled: &Settled) -> serde_json::Value {
+    match settled {
+        Settled::Purchase(purchase) => serde_json::json!({ "purchase": purchase_json(purchase) }),
+        Settled::Subscription(subscription) => {
+            serde_json::json!({ "subscription": subscription_json(subscription) })
+        }
+    }
 }
 
 /// `POST /billing/invoices/{id}/payments` `{"tenant": 1}` (the operator):
 /// records that an invoice for a subscription, an upgrade or a credit
-/// package was paid outside the platform (a bank transfer arrived),
-/// granting what it bought. A second record of the same payment grants
-/// nothing more.
+/// package was paid outside the platform (a bank transfer arrived): its
+/// pending payment succeeds, and what it bought is granted. A second
+/// record of the same payment grants nothing more.
 pub(super) async fn payment_received(
     State(state): State<AppState>,
     caller: Caller,
@@ -491,32 +532,255 @@ pub(super) async fn payment_received(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.operator()?;
     let payment: PaymentReceived = json_body(&read_body(body, state.body_bytes_max).await?)?;
-    let invoice: i64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no invoice {id:?}")))?;
+    let invoice = invoice_id(&id)?;
     let tenant = TenantId(payment.tenant);
-    let (database, ledger) = (state.database.clone(), state.ledger.clone());
-    // The billing clock, one for every billing write (injectable in tests).
-    let now = state.subscriptions.clock.now();
-    let bought = tokio::task::spawn_blocking(move || {
-        let mut conn = database.get().map_err(ApiError::internal)?;
-        match purchases::of_invoice(&mut conn, tenant, invoice).map_err(purchase_error)? {
-            Some(purchase) => purchases::paid(&mut conn, &ledger, &purchase, now)
-                .map(Some)
-                .map_err(purchase_error),
-            None => Ok(None),
+    let payments = state.payments.clone();
+    let settled = run(
+        move || payments.record_received(tenant, invoice),
+        payment_error,
+    )
+    .await?;
+    Ok(Json(settled_json(&settled)))
+}
+
+fn invoice_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("no invoice {id:?}")))
+}
+
+/// Runs blocking billing work off the async threads.
+async fn run<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    error: fn(E) -> ApiError,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(error)
+}
+
+fn payment_error(error: PaymentError) -> ApiError {
+    use axum::http::StatusCode;
+    match error {
+        PaymentError::UnknownProvider(_) => {
+            ApiError::bad_request("unknown_provider", error.to_string())
         }
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    if let Some(purchase) = bought {
-        return Ok(Json(
-            serde_json::json!({ "purchase": purchase_json(&purchase) }),
-        ));
+        PaymentError::InvalidMethod(_) => {
+            ApiError::bad_request("invalid_payment_method", error.to_string())
+        }
+        PaymentError::MethodNotFound(_) => ApiError::not_found(error.to_string()),
+        PaymentError::TooManyMethods => ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_payment_methods",
+            error.to_string(),
+        ),
+        PaymentError::NotPayable { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "invoice_state", error.to_string())
+        }
+        PaymentError::AlreadyPaying { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "payment_under_way", error.to_string())
+        }
+        PaymentError::Forged(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            error.to_string(),
+        ),
+        PaymentError::BadNotification(_) => {
+            ApiError::bad_request("invalid_notification", error.to_string())
+        }
+        PaymentError::Meter(meter) => {
+            let plugin = match &meter {
+                crate::metering::MeterError::Plugin(crate::plugins::PluginError::NotInstalled(
+                    name,
+                )) => name.clone(),
+                _ => String::new(),
+            };
+            super::v1::meter_error(&plugin, meter)
+        }
+        PaymentError::Purchase(purchase) => purchase_error(purchase),
+        PaymentError::Subscription(subscription) => subscription_error(subscription),
+        PaymentError::Invoice(InvoiceError::NotFound(_)) => ApiError::not_found(error.to_string()),
+        PaymentError::Invoice(InvoiceError::WrongState { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "invoice_state", error.to_string())
+        }
+        other => ApiError::internal(other),
     }
-    let subscriptions = state.subscriptions.clone();
-    let subscription = blocking(move || subscriptions.invoice_paid(tenant, invoice)).await?;
+}
+
+fn method_json(method: &PaymentMethod) -> serde_json::Value {
+    serde_json::json!({
+        "id": method.id,
+        "provider": method.provider,
+        "method": method.method.as_str(),
+        "label": method.label,
+        "default": method.is_default,
+        "created_at": method.created_at.to_string(),
+    })
+}
+
+fn payment_json(payment: &Payment) -> serde_json::Value {
+    serde_json::json!({
+        "id": payment.id,
+        "invoice": payment.invoice,
+        "payment_method": payment.payment_method,
+        "provider": payment.provider,
+        "amount": money(payment.amount_minor, &payment.currency),
+        "currency": payment.currency,
+        "state": payment.state.as_str(),
+        "provider_reference": payment.provider_reference,
+        "failure_reason": payment.failure_reason,
+        "instructions": payment.instructions,
+        "created_at": payment.created_at.to_string(),
+        "settled_at": payment.settled_at.map(|at| at.to_string()),
+    })
+}
+
+/// `GET /billing/payment-methods`: the tenant's saved payment methods.
+pub(super) async fn list_methods(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    let payments = state.payments.clone();
+    let methods = run(move || payments.methods(tenant), payment_error).await?;
     Ok(Json(serde_json::json!({
-        "subscription": subscription_json(&subscription),
+        "payment_methods": methods.iter().map(method_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MethodBody {
+    provider: String,
+    method: String,
+    #[serde(default)]
+    token: String,
+    label: Option<String>,
+    #[serde(default)]
+    default: bool,
+}
+
+/// `POST /billing/payment-methods` `{"provider": "card", "method": "card",
+/// "token": "pm_..."}` (a tenant admin): saves the provider's token for a
+/// way to pay; never a card number.
+pub(super) async fn add_method(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let body: MethodBody = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let method = MethodKind::parse(&body.method).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_payment_method",
+            format!(
+                "method: {:?} is not card, paypal or bank_transfer",
+                body.method
+            ),
+        )
+    })?;
+    let new = NewMethod {
+        provider: body.provider,
+        method,
+        token: body.token,
+        label: body.label,
+        make_default: body.default,
+    };
+    let payments = state.payments.clone();
+    let saved = run(move || payments.add_method(tenant, &new), payment_error).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({ "payment_method": method_json(&saved) })),
+    )
+        .into_response())
+}
+
+/// `DELETE /billing/payment-methods/{id}` (a tenant admin).
+pub(super) async fn remove_method(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no payment method {id:?}")))?;
+    let payments = state.payments.clone();
+    run(move || payments.remove_method(tenant, id), payment_error).await?;
+    Ok(Json(serde_json::json!({ "removed": id })))
+}
+
+/// `GET /billing/payments`: the tenant's payments, newest first.
+pub(super) async fn list_payments(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    let payments = state.payments.clone();
+    let list = run(move || payments.list(tenant), payment_error).await?;
+    Ok(Json(serde_json::json!({
+        "payments": list.iter().map(payment_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    payment_method: i64,
+}
+
+/// `POST /billing/invoices/{id}/pay` `{"payment_method": 3}` (a tenant
+/// admin): pays an open invoice through the method's provider.
+pub(super) async fn pay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let body: PayBody = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let invoice = invoice_id(&id)?;
+    let payments = state.payments.clone();
+    let payment = run(
+        move || payments.pay(tenant, invoice, body.payment_method),
+        payment_error,
+    )
+    .await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({ "payment": payment_json(&payment) })),
+    )
+        .into_response())
+}
+
+/// `POST /billing/providers/{provider}/notifications`: where a payment
+/// provider sends its notifications. No API key: the provider plugin
+/// verifies the signature, and a forged one is refused with 401.
+pub(super) async fn notification(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = read_body(body, state.body_bytes_max).await?;
+    let headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(crate::runtime::Field {
+                name: name.as_str().to_owned(),
+                value: value.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect();
+    let callback = crate::runtime::Callback {
+        headers,
+        body: body.to_vec(),
+    };
+    let payments = state.payments.clone();
+    let notified = run(move || payments.notify(&provider, callback), payment_error).await?;
+    Ok(Json(serde_json::json!({
+        "events": notified.events,
+        "duplicates": notified.duplicates,
+        "applied": notified.applied,
     })))
 }

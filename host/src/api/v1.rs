@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 31] = [
+pub const OPERATIONS: [(&str, &str); 37] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -45,6 +45,12 @@ pub const OPERATIONS: [(&str, &str); 31] = [
     ("get", "/billing/credit-notes"),
     ("get", "/billing/credit-notes/{id}"),
     ("post", "/billing/invoices/{id}/payments"),
+    ("post", "/billing/invoices/{id}/pay"),
+    ("get", "/billing/payment-methods"),
+    ("post", "/billing/payment-methods"),
+    ("delete", "/billing/payment-methods/{id}"),
+    ("get", "/billing/payments"),
+    ("post", "/billing/providers/{provider}/notifications"),
     ("get", "/billing/plans"),
     ("get", "/billing/packages"),
     ("post", "/billing/purchases"),
@@ -92,6 +98,20 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route(
             "/billing/invoices/{id}/payments",
             post(billing::payment_received),
+        )
+        .route("/billing/invoices/{id}/pay", post(billing::pay))
+        .route(
+            "/billing/payment-methods",
+            get(billing::list_methods).post(billing::add_method),
+        )
+        .route(
+            "/billing/payment-methods/{id}",
+            axum::routing::delete(billing::remove_method),
+        )
+        .route("/billing/payments", get(billing::list_payments))
+        .route(
+            "/billing/providers/{provider}/notifications",
+            post(billing::notification),
         )
         .route("/billing/plans", get(billing::plans))
         .route("/billing/packages", get(billing::packages))
@@ -753,7 +773,7 @@ fn unknown_plugin(plugin: &str) -> ApiError {
 }
 
 /// Why a call was not made: nothing was charged.
-fn meter_error(plugin: &str, error: MeterError) -> ApiError {
+pub(super) fn meter_error(plugin: &str, error: MeterError) -> ApiError {
     match error {
         MeterError::Plugin(PluginError::NotInstalled(_)) => unknown_plugin(plugin),
         MeterError::NotEnabled(_) => ApiError::new(

@@ -19,8 +19,10 @@
 //!   that was to be canceled at the period's end. A host that was down
 //!   catches up period by period when it returns.
 //!
-//! Until payments are taken automatically, a renewed period is `past_due`
-//! from its start until its invoice is paid.
+//! A renewed period's invoice is collected from the tenant's saved payment
+//! method (`payments::Payments::collect_due`); the subscription is
+//! `past_due` while that fails and the dunning schedule runs, and is
+//! canceled when the last retry fails.
 //!
 //! Carryover: of the previous period's allowance, what expired unused at
 //! its end (the ledger's expire transfers of that grant), up to the plan's
@@ -551,6 +553,32 @@ impl Subscriptions {
         get_row(&mut conn, live.id)
     }
 
+    /// A renewal's payment failed: the subscription is past due (a tenant at
+    /// risk) until it is paid.
+    pub fn mark_past_due(&self, id: i64) -> Result<(), SubscriptionError> {
+        let mut conn = self.database.get()?;
+        diesel::update(subscriptions::table.find(id))
+            .filter(subscriptions::state.ne(State::Canceled.as_str()))
+            .set(subscriptions::state.eq(State::PastDue.as_str()))
+            .execute(&mut conn)?;
+        Ok(())
+    }
+
+    /// The last retry of a renewal's payment failed: the subscription ends
+    /// now.
+    pub fn end_unpaid(&self, id: i64) -> Result<(), SubscriptionError> {
+        let now = self.clock.now();
+        let mut conn = self.database.get()?;
+        diesel::update(subscriptions::table.find(id))
+            .filter(subscriptions::state.ne(State::Canceled.as_str()))
+            .set((
+                subscriptions::state.eq(State::Canceled.as_str()),
+                subscriptions::canceled_at.eq(now.micros()),
+            ))
+            .execute(&mut conn)?;
+        Ok(())
+    }
+
     /// The tenant's live subscription, if any.
     pub fn current(&self, tenant: TenantId) -> Result<Option<Subscription>, SubscriptionError> {
         live(&mut *self.database.get()?, tenant)
@@ -582,26 +610,44 @@ impl Subscriptions {
                 if row.period as i32 != period || row.state == State::Canceled {
                     return Ok(false);
                 }
+                // Claimed by one conditional update, which also locks the
+                // row on PostgreSQL: of two hosts that both read the old
+                // period, one moves it on and the other changes nothing.
+                let claim = diesel::update(
+                    subscriptions::table
+                        .find(id)
+                        .filter(subscriptions::current_period.eq(period))
+                        .filter(subscriptions::state.ne(State::Canceled.as_str())),
+                );
                 if row.cancel_at_period_end {
-                    diesel::update(subscriptions::table.find(id))
+                    let ended = claim
                         .set((
                             subscriptions::state.eq(State::Canceled.as_str()),
                             subscriptions::canceled_at.eq(row.period_end.micros()),
                         ))
                         .execute(conn)?;
-                    return Ok(true);
+                    return Ok(ended == 1);
+                }
+                if claim
+                    .set(subscriptions::current_period.eq(period + 1))
+                    .execute(conn)?
+                    == 0
+                {
+                    return Ok(false);
                 }
                 let plan = self
                     .plan(row.next_plan.as_deref().unwrap_or(&row.plan))?
                     .clone();
-                self.open_period(conn, row.tenant, id, row.anchor, row.period + 1, &plan, now)?;
-                // Until the new invoice is paid the tenant is past due.
+                let invoice =
+                    self.open_period(conn, row.tenant, id, row.anchor, row.period + 1, &plan, now)?;
+                // The saved payment method is charged for it by
+                // `Payments::collect_due`; the state changes when that
+                // succeeds or fails.
+                super::payments::schedule_collection(conn, row.tenant, id, invoice.id, now)?;
                 diesel::update(subscriptions::table.find(id))
                     .set((
-                        subscriptions::current_period.eq(period + 1),
                         subscriptions::plan.eq(&plan.id),
                         subscriptions::next_plan.eq(None::<String>),
-                        subscriptions::state.eq(State::PastDue.as_str()),
                     ))
                     .execute(conn)?;
                 Ok::<_, SubscriptionError>(true)

@@ -298,3 +298,60 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscription_periods,
     subscription_changes
 );
+
+diesel::table! {
+    payment_methods (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        provider -> Text,
+        method -> Text,
+        token -> Text,
+        label -> Text,
+        is_default -> Bool,
+        created_at -> BigInt,
+        removed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        invoice_id -> BigInt,
+        payment_method_id -> BigInt,
+        provider -> Text,
+        amount_minor -> BigInt,
+        currency -> Text,
+        state -> Text,
+        provider_reference -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        instructions -> Nullable<Text>,
+        created_at -> BigInt,
+        settled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    payment_events (provider, event_id) {
+        provider -> Text,
+        event_id -> Text,
+        kind -> Text,
+        provider_reference -> Text,
+        payment_id -> Nullable<BigInt>,
+        received_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    collections (invoice_id) {
+        invoice_id -> BigInt,
+        tenant_id -> BigInt,
+        subscription_id -> BigInt,
+        failures -> Integer,
+        next_attempt_at -> Nullable<BigInt>,
+        state -> Text,
+    }
+}
+
+diesel::joinable!(payments -> payment_methods (payment_method_id));
+diesel::allow_tables_to_appear_in_same_query!(payments, payment_methods);
