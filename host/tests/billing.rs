@@ -71,6 +71,10 @@ impl World {
         let mut conn = database.get().unwrap();
         let gateway_host = gateway.addr.to_string();
         for (name, manifest, wasm) in tollgate::runtime::artifacts::FIRST_PARTY {
+            if *name == "bank-transfer" {
+                let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
+                plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, clock.now()).unwrap();
+            }
             if *name == "card" {
                 // The gateway is the fake one, approved for the plugin.
                 let manifest = manifest.replace("api.stripe.com", &gateway_host);
@@ -102,14 +106,25 @@ impl World {
         );
         let settings = PaymentSettings {
             dunning_retry_days: vec![1, 1, 8],
-            providers: BTreeMap::from([(
-                "card".to_owned(),
-                BTreeMap::from([
-                    ("secret_key".to_owned(), "sk_test_1".to_owned()),
-                    ("webhook_secret".to_owned(), "whsec_1".to_owned()),
-                    ("api_base_url".to_owned(), gateway.base_url()),
-                ]),
-            )]),
+            providers: BTreeMap::from([
+                (
+                    "bank-transfer".to_owned(),
+                    BTreeMap::from([
+                        ("account_name".to_owned(), "Tollgate Ltd".to_owned()),
+                        ("iban".to_owned(), "GB33BUKB20201555555555".to_owned()),
+                        ("bic".to_owned(), "BUKBGB22".to_owned()),
+                        ("callback_secret".to_owned(), "bank-secret".to_owned()),
+                    ]),
+                ),
+                (
+                    "card".to_owned(),
+                    BTreeMap::from([
+                        ("secret_key".to_owned(), "sk_test_1".to_owned()),
+                        ("webhook_secret".to_owned(), "whsec_1".to_owned()),
+                        ("api_base_url".to_owned(), gateway.base_url()),
+                    ]),
+                ),
+            ]),
         };
         let hosts: Vec<Host> = (0..n_hosts)
             .map(|_| {
@@ -405,4 +420,271 @@ fn two_hosts_renew_and_charge_each_period_once() {
         .filter(|payment| payment.state == PaymentState::Succeeded)
         .count();
     assert_eq!(succeeded, 2);
+}
+
+impl World {
+    fn set_time(&self, text: &str) {
+        let to = at(text).micros();
+        assert!(to >= self.clock.now().micros(), "time runs forward");
+        self.clock.advance_micros(to - self.clock.now().micros());
+    }
+
+    /// Spends `whole` credits of Acme's (a call's charge, in short).
+    fn spend(&self, id: &str, whole: i64) {
+        let mut conn = self.database.get().unwrap();
+        let wallet = queries::wallet_of(&mut conn, self.acme).unwrap();
+        self.subscriptions()
+            .ledger
+            .submit_blocking(tollgate::ledger::Command::Transfer {
+                id: tollgate::ledger::TransferId::new(id).unwrap(),
+                debit: wallet,
+                credit: tollgate::ledger::PlatformAccount::Revenue.id(),
+                amount: credits(whole),
+                memo: String::new(),
+            })
+            .unwrap();
+    }
+
+    /// Renews what is due and collects it, as the scheduler does.
+    fn sweep(&self) -> (usize, usize) {
+        (
+            self.subscriptions().renew_due().unwrap(),
+            self.payments().collect_due().unwrap(),
+        )
+    }
+
+    /// The sum of Acme's wallet's transfers of `kind`.
+    fn total(&self, kind: tollgate::ledger::TransferKind) -> Credits {
+        let mut conn = self.database.get().unwrap();
+        let wallet = queries::wallet_of(&mut conn, self.acme).unwrap();
+        let filter = queries::HistoryFilter {
+            kinds: vec![kind],
+            ..Default::default()
+        };
+        let (mut sum, mut before) = (Credits::ZERO, None);
+        loop {
+            let page =
+                queries::history_filtered(&mut conn, wallet, &filter, before, 1_000).unwrap();
+            for (_, transfer) in &page.entries {
+                sum = sum.checked_add(transfer.amount).unwrap();
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return sum,
+            }
+        }
+    }
+}
+
+/// A year of billing for one tenant under a controlled clock: Starter, spent
+/// each month, twelve renewals with carryover and expiry, an upgrade in the
+/// middle of a period, a downgrade, a declined card that goes through
+/// dunning and recovers, and a package bought by bank transfer and
+/// confirmed. Then invoices, payments, grants and the ledger reconcile.
+#[test]
+fn a_simulated_year_reconciles_to_the_cent() {
+    // The card gateway's answers, in the order the year asks: period 0,
+    // renewals 1 to 3, the upgrade, renewals 4 to 7, renewal 8 declined
+    // twice then approved, renewals 9 to 12.
+    let mut answers = Vec::new();
+    for n in 1..=16 {
+        answers.push(match n {
+            10 | 11 => declined(n),
+            _ => approved(n),
+        });
+    }
+    let world = World::new(answers, 1);
+    let payments = world.payments();
+    let subscriptions = world.subscriptions();
+    let acme = world.acme;
+
+    // Period 0, from 15 January: 1,000 credits; 300 spent, 700 unused.
+    world.subscribe();
+    world.spend("jan", 300);
+    // Each renewal: carried = the unused allowance, at most the plan's
+    // credits_max (Starter 500, Professional 5,000), spent first.
+    let mut expect = |when: &str, period: u32, plan: &str, available: i64| {
+        world.set_time(when);
+        assert_eq!(world.sweep(), (1, 1), "{when}");
+        let current = subscriptions.current(acme).unwrap().unwrap();
+        assert_eq!(
+            (current.period, current.plan.as_str(), current.state),
+            (period, plan, State::Active),
+            "{when}"
+        );
+        assert_eq!(world.available(), credits(available), "{when}");
+    };
+    expect("2026-02-15T00:00:00Z", 1, "starter", 500 + 1_000);
+    world.spend("feb", 800); // 500 carried, 300 of the allowance: 700 unused
+    expect("2026-03-15T00:00:00Z", 2, "starter", 500 + 1_000);
+    world.spend("mar", 200); // carried credits only: 1,000 unused
+    expect("2026-04-15T00:00:00Z", 3, "starter", 500 + 1_000);
+
+    // Half-way through the 30 days of period 3, an upgrade to Professional:
+    // $24.50 of Starter credited, $74.50 of Professional charged, $50.00
+    // paid by card; 4,000 more credits until the period ends.
+    world.set_time("2026-04-30T00:00:00Z");
+    let tollgate::billing::subscriptions::PlanChange::Upgraded {
+        invoice, proration, ..
+    } = subscriptions.change_plan(acme, "professional").unwrap()
+    else {
+        panic!("an upgrade")
+    };
+    assert_eq!(
+        (
+            proration.credit_minor,
+            proration.charge_minor,
+            invoice.totals.total_minor
+        ),
+        (2_450, 7_450, 5_000)
+    );
+    let paid = payments.pay(acme, invoice.id, world.card).unwrap();
+    assert_eq!(paid.state, PaymentState::Succeeded);
+    assert_eq!(world.available(), credits(500 + 1_000 + 4_000));
+    world.spend("apr", 3_000); // carried 500, allowance 1,000, upgrade 1,500
+    expect("2026-05-15T00:00:00Z", 4, "professional", 5_000);
+    world.spend("may", 1_000); // 4,000 unused
+    expect("2026-06-15T00:00:00Z", 5, "professional", 4_000 + 5_000);
+    // A downgrade waits for the period's end.
+    let scheduled = subscriptions.change_plan(acme, "starter").unwrap();
+    assert!(matches!(
+        scheduled,
+        tollgate::billing::subscriptions::PlanChange::Scheduled(_)
+    ));
+    world.spend("jun", 4_500); // carried 4,000, allowance 500: 4,500 unused
+    expect("2026-07-15T00:00:00Z", 6, "starter", 500 + 1_000);
+    expect("2026-08-15T00:00:00Z", 7, "starter", 500 + 1_000);
+    world.spend("aug", 500); // carried only: 1,000 unused
+
+    // Renewal 8: the card is declined twice; past due, nothing granted,
+    // until the second retry goes through two days later.
+    world.set_time("2026-09-15T00:00:00Z");
+    assert_eq!(world.sweep(), (1, 1));
+    assert_eq!(world.state(), State::PastDue);
+    assert_eq!(world.available(), Credits::ZERO);
+    world.set_time("2026-09-16T00:00:00Z");
+    assert_eq!(world.sweep(), (0, 1));
+    assert_eq!(world.state(), State::PastDue);
+    world.set_time("2026-09-17T00:00:00Z");
+    assert_eq!(world.sweep(), (0, 1));
+    assert_eq!(world.state(), State::Active);
+    assert_eq!(world.available(), credits(500 + 1_000));
+    world.spend("sep", 1_200); // carried 500, allowance 700: 300 unused
+    expect("2026-10-15T00:00:00Z", 9, "starter", 300 + 1_000);
+
+    // A package of 1,000 credits by bank transfer ($10.00 less 5%): pending,
+    // nothing granted, until the operator confirms the transfer arrived.
+    world.set_time("2026-10-20T00:00:00Z");
+    let bank = payments
+        .add_method(
+            acme,
+            &NewMethod {
+                provider: "bank-transfer".into(),
+                method: MethodKind::BankTransfer,
+                token: String::new(),
+                label: None,
+                make_default: false,
+            },
+        )
+        .unwrap();
+    let mut conn = world.database.get().unwrap();
+    let packages = tollgate::config::parse_pricing(
+        std::path::Path::new("pricing.toml"),
+        include_str!("../../config/pricing.toml"),
+    )
+    .unwrap()
+    .packages;
+    let (purchase, package_invoice) = tollgate::billing::purchases::buy(
+        &mut conn,
+        &subscriptions.issuer,
+        &packages,
+        acme,
+        "pack-1000",
+        world.clock.now(),
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(package_invoice.totals.total_minor, 950);
+    let pending = payments.pay(acme, package_invoice.id, bank.id).unwrap();
+    assert_eq!(pending.state, PaymentState::Pending);
+    assert_eq!(world.available(), credits(1_300));
+    world.set_time("2026-10-22T00:00:00Z");
+    payments.record_received(acme, package_invoice.id).unwrap();
+    assert_eq!(world.available(), credits(2_300));
+    world.spend("oct", 1_500); // carried 300, allowance 1,000, package 200
+    expect("2026-11-15T00:00:00Z", 10, "starter", 1_000 + 800);
+    world.spend("nov", 100); // 900 unused
+    expect("2026-12-15T00:00:00Z", 11, "starter", 500 + 1_000 + 800);
+    expect("2027-01-15T00:00:00Z", 12, "starter", 500 + 1_000 + 800);
+    drop(expect);
+    world.set_time("2027-01-20T00:00:00Z");
+    assert_eq!(world.sweep(), (0, 0), "twelve renewals, no more");
+
+    // Invoices: thirteen periods, the upgrade and the package, all paid,
+    // numbered without gaps.
+    let mut conn = world.database.get().unwrap();
+    let billed = invoices::list(&mut conn, acme, invoices::Kind::Invoice, None, 100).unwrap();
+    let numbers: Vec<String> = billed
+        .iter()
+        .map(|document| document.display_number().unwrap())
+        .collect();
+    let expected_numbers: Vec<String> = (1..=15).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected_numbers);
+    assert!(
+        billed
+            .iter()
+            .all(|document| document.state == invoices::State::Paid)
+    );
+    let invoiced: i64 = billed
+        .iter()
+        .map(|document| document.totals.total_minor)
+        .sum();
+    // Starter 11 × $49.00, Professional 2 × $149.00, the upgrade $50.00,
+    // the package $9.50.
+    assert_eq!(invoiced, 11 * 4_900 + 2 * 14_900 + 5_000 + 950);
+    drop(conn);
+
+    // Payments: one succeeded for each invoice, and the two declines.
+    let all = payments.list(acme).unwrap();
+    let succeeded: i64 = all
+        .iter()
+        .filter(|payment| payment.state == PaymentState::Succeeded)
+        .map(|payment| payment.amount_minor)
+        .sum();
+    assert_eq!(succeeded, invoiced);
+    let states: Vec<(PaymentState, &str)> = all
+        .iter()
+        .map(|payment| (payment.state, payment.provider.as_str()))
+        .collect();
+    assert_eq!(states.len(), 17);
+    assert_eq!(
+        states
+            .iter()
+            .filter(|(state, _)| *state == PaymentState::Failed)
+            .count(),
+        2
+    );
+    assert_eq!(world.gateway.requests().len(), 16);
+    assert!(purchase.id > 0);
+
+    // The ledger: granted = allowances (13 periods) + carried + the upgrade's
+    // 4,000 + the package; all of it spent, expired or still available.
+    use tollgate::ledger::TransferKind;
+    let allowances = 11 * 1_000 + 2 * 5_000;
+    let carried = 500 + 500 + 500 + 0 + 4_000 + 500 + 500 + 500 + 300 + 0 + 500 + 500;
+    assert_eq!(
+        world.total(TransferKind::Grant),
+        credits(allowances + carried + 4_000 + 1_000)
+    );
+    let spent = 300 + 800 + 200 + 3_000 + 1_000 + 4_500 + 500 + 1_200 + 1_500 + 100;
+    assert_eq!(world.total(TransferKind::Transfer), credits(spent));
+    assert_eq!(world.available(), credits(2_300));
+    assert_eq!(
+        world.total(TransferKind::Expire),
+        credits(allowances + carried + 5_000 - spent - 2_300)
+    );
+    assert_eq!(world.total(TransferKind::Expire), credits(18_900));
+    let mut conn = world.database.get().unwrap();
+    let report = tollgate::ledger::audit::audit(&mut conn).unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }

@@ -26,7 +26,8 @@
 //!
 //! Carryover: of the previous period's allowance, what expired unused at
 //! its end (the ledger's expire transfers of that grant), up to the plan's
-//! `credits_max`, is granted again to expire after the policy's periods.
+//! `credits_max`, is granted again to expire after the policy's periods,
+//! and is spent before the new period's allowance.
 //! Credits a call still held at the period's end are not carried.
 
 use std::sync::Arc;
@@ -43,6 +44,13 @@ use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{Command, GrantSource, Ledger, LedgerError, TransferId, queries};
 use crate::units::{Clock, Credits, Timestamp};
+
+/// Carried credits are spent before the period's own allowance (one step
+/// ahead of the allowance's default priority), so what the tenant did not
+/// use of this period's allowance is what carries next time.
+fn carryover_priority() -> i32 {
+    GrantSource::Allowance.priority_default() - 1
+}
 
 /// Subscriptions whose period ended that one `renew_due` renews at most.
 const RENEWALS_PER_RUN_MAX: i64 = 1_000;
@@ -460,6 +468,7 @@ impl Subscriptions {
                     wallet,
                     difference,
                     end,
+                    None,
                     format!("{} plan: allowance added by the upgrade", to.name),
                 )?;
             }
@@ -507,6 +516,7 @@ impl Subscriptions {
                     wallet,
                     carried,
                     expires,
+                    Some(carryover_priority()),
                     format!("{} plan: unused allowance carried over", plan.name),
                 )?;
             }
@@ -516,6 +526,7 @@ impl Subscriptions {
             wallet,
             plan.credits,
             end,
+            None,
             format!("{} plan allowance", plan.name),
         )
     }
@@ -526,6 +537,7 @@ impl Subscriptions {
         wallet: crate::ledger::AccountId,
         amount: Credits,
         expires_at: Timestamp,
+        priority: Option<i32>,
         memo: String,
     ) -> Result<(), SubscriptionError> {
         self.ledger.submit_blocking(Command::Grant {
@@ -534,7 +546,7 @@ impl Subscriptions {
             source: GrantSource::Allowance,
             amount,
             expires_at: Some(expires_at),
-            priority: None,
+            priority,
             memo,
         })?;
         Ok(())
