@@ -218,10 +218,12 @@ pub enum TransferKind {
     Timeout,
     /// A grant's unspent credits moved to the expired account.
     Expire,
+    /// A grant's unspent credits taken back to its source (a refund).
+    Revoke,
 }
 
 impl TransferKind {
-    pub const ALL: [TransferKind; 7] = [
+    pub const ALL: [TransferKind; 8] = [
         TransferKind::Transfer,
         TransferKind::Grant,
         TransferKind::Hold,
@@ -229,6 +231,7 @@ impl TransferKind {
         TransferKind::Void,
         TransferKind::Timeout,
         TransferKind::Expire,
+        TransferKind::Revoke,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +243,7 @@ impl TransferKind {
             TransferKind::Void => "void",
             TransferKind::Timeout => "timeout",
             TransferKind::Expire => "expire",
+            TransferKind::Revoke => "revoke",
         }
     }
 
@@ -257,6 +261,7 @@ impl TransferKind {
                 | TransferKind::Grant
                 | TransferKind::Post
                 | TransferKind::Expire
+                | TransferKind::Revoke
         )
     }
 }
@@ -344,6 +349,17 @@ pub enum Command {
         hold: TransferId,
         memo: String,
     },
+    /// Takes `amount` of a grant's unspent credits back out of the wallet
+    /// to the grant's source (a refund of what bought them). Refused when
+    /// the grant has less than that free; credits a hold reserved or a
+    /// charge spent stay where they are.
+    Revoke {
+        id: TransferId,
+        account: AccountId,
+        grant: TransferId,
+        amount: Credits,
+        memo: String,
+    },
 }
 
 impl Command {
@@ -353,7 +369,8 @@ impl Command {
             | Command::Transfer { id, .. }
             | Command::Hold { id, .. }
             | Command::Post { id, .. }
-            | Command::Void { id, .. } => id,
+            | Command::Void { id, .. }
+            | Command::Revoke { id, .. } => id,
         }
     }
 
@@ -363,7 +380,8 @@ impl Command {
             | Command::Transfer { memo, .. }
             | Command::Hold { memo, .. }
             | Command::Post { memo, .. }
-            | Command::Void { memo, .. } => memo,
+            | Command::Void { memo, .. }
+            | Command::Revoke { memo, .. } => memo,
         }
     }
 }
@@ -438,6 +456,14 @@ pub enum LedgerError {
     TimeoutOutOfRange { timeout_us: i64, max_us: i64 },
     #[error("memo is {0} bytes; at most {MEMO_BYTES_MAX} are kept")]
     MemoTooLong(usize),
+    #[error("grant {0} does not exist in that wallet")]
+    UnknownGrant(TransferId),
+    #[error("grant {grant} has {free} credits free; cannot take back {amount}")]
+    GrantShort {
+        grant: TransferId,
+        free: Credits,
+        amount: Credits,
+    },
     #[error("hold {0} does not exist")]
     UnknownHold(TransferId),
     #[error("hold {hold} was already {state}; it can be resolved only once")]

@@ -223,6 +223,13 @@ impl Batch {
                 memo,
             } => self.resolve(id, hold, Resolution::Post(*amount), memo)?,
             Command::Void { id, hold, memo } => self.resolve(id, hold, Resolution::Void, memo)?,
+            Command::Revoke {
+                id,
+                account,
+                grant,
+                amount,
+                memo,
+            } => self.revoke(id, *account, grant, *amount, memo)?,
         };
         let transfer = row.to_transfer();
         self.existing
@@ -328,6 +335,52 @@ impl Batch {
         let position = grants.partition_point(|other| other.order_key() < grant.order_key());
         grants.insert(position, grant);
         self.repay_debt(*account, id);
+        Ok(row)
+    }
+
+    fn revoke(
+        &mut self,
+        id: &TransferId,
+        account: AccountId,
+        grant_id: &TransferId,
+        amount: Credits,
+        memo: &str,
+    ) -> Result<TransferRow, LedgerError> {
+        self.account(account)?;
+        // A grant due to expire has nothing left to take back.
+        self.expire_due_grants(account);
+        let grant = self
+            .grants
+            .get(&account.0)
+            .and_then(|grants| grants.iter().find(|grant| grant.id == grant_id.as_str()))
+            .ok_or_else(|| LedgerError::UnknownGrant(grant_id.clone()))?;
+        if grant.remaining < amount.micros() {
+            return Err(LedgerError::GrantShort {
+                grant: grant_id.clone(),
+                free: Credits::from_micros(grant.remaining),
+                amount,
+            });
+        }
+        let source = grant.source().account();
+        self.account(source)?;
+        let changes = [
+            (account, Field::DebitsPosted, amount.micros()),
+            (source, Field::CreditsPosted, amount.micros()),
+        ];
+        self.check_changes(&changes)?;
+        self.commit_changes(&changes);
+        self.grant_mut(account, grant_id.as_str()).remaining -= amount.micros();
+        self.mark_grant(grant_id.as_str());
+        let row = self.record(
+            TransferKind::Revoke,
+            id,
+            account,
+            source,
+            amount,
+            Some(grant_id.as_str()),
+            memo,
+        );
+        self.allocate(id.as_str(), grant_id.as_str(), amount.micros());
         Ok(row)
     }
 
@@ -832,7 +885,9 @@ fn check_shape(command: &Command, timeout_max_us: i64) -> Result<(), LedgerError
         return Err(LedgerError::MemoTooLong(memo.len()));
     }
     let amount = match command {
-        Command::Grant { amount, .. } | Command::Transfer { amount, .. } => Some(*amount),
+        Command::Grant { amount, .. }
+        | Command::Transfer { amount, .. }
+        | Command::Revoke { amount, .. } => Some(*amount),
         Command::Hold {
             amount, timeout_us, ..
         } => {

@@ -134,6 +134,8 @@ fn check_holds(
 ) -> QueryResult<()> {
     let resolutions: Vec<(Option<String>, i64)> = transfers::table
         .filter(transfers::pending_id.is_not_null())
+        // A revoke's pending_id names the grant it took back from.
+        .filter(transfers::kind.ne(TransferKind::Revoke.as_str()))
         .group_by(transfers::pending_id)
         .select((transfers::pending_id, diesel::dsl::count_star()))
         .load(conn)?;

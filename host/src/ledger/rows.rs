@@ -182,6 +182,13 @@ pub fn stored_command(
             hold: TransferId::stored(transfer.pending_id.clone()?),
             memo,
         },
+        TransferKind::Revoke => Command::Revoke {
+            id,
+            account: AccountId(transfer.debit_account_id),
+            grant: TransferId::stored(transfer.pending_id.clone()?),
+            amount,
+            memo,
+        },
         TransferKind::Timeout | TransferKind::Expire => return None,
     };
     Some(command)

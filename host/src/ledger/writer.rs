@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::apply::{Batch, Output, Write};
 use super::rows::{AccountRow, AllocationRow, GrantRow, HoldRow, TransferRow, WALLET_KIND};
 use super::{
-    COMMANDS_PER_CALL_MAX, Command, CommandResult, LedgerError, PlatformAccount, TransferKind,
+    COMMANDS_PER_CALL_MAX, Command, CommandResult, GrantSource, LedgerError, PlatformAccount,
+    TransferKind,
 };
 use crate::config::LedgerSettings;
 use crate::db::schema::{accounts, allocations, grants, holds, transfers};
@@ -399,7 +400,15 @@ impl WriterThread {
                 .load(conn)?;
             // Releases repay debt in the order they happen, so fix one.
             due_holds.sort();
-            let mut batch = load(conn, now, options, &[], &due_holds, due_accounts.clone())?;
+            let mut batch = load(
+                conn,
+                now,
+                options,
+                &[],
+                &due_holds,
+                due_accounts.clone(),
+                &[],
+            )?;
             let mut n_transfers = 0;
             for account in due_accounts {
                 n_transfers += batch.expire_due_grants(super::AccountId(account));
@@ -504,10 +513,27 @@ fn apply_commands(
                 [Some(debit.0), Some(credit.0)]
             }
             Command::Post { .. } | Command::Void { .. } => [None, None],
+            Command::Revoke { account, .. } => [Some(account.0), None],
         })
         .flatten()
+        .collect::<Vec<i64>>();
+    // A revoke's grant names its source account only once loaded: load
+    // every source.
+    let mut accounts = accounts;
+    if commands
+        .iter()
+        .any(|command| matches!(command, Command::Revoke { .. }))
+    {
+        accounts.extend(GrantSource::ALL.map(|source| source.account().0));
+    }
+    let revoked: Vec<String> = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Revoke { grant, .. } => Some(grant.as_str().to_owned()),
+            _ => None,
+        })
         .collect();
-    let mut batch = load(conn, now, options, &ids, &hold_ids, accounts)?;
+    let mut batch = load(conn, now, options, &ids, &hold_ids, accounts, &revoked)?;
     let results: Vec<CommandResult> = commands
         .iter()
         .map(|command| batch.apply(command))
@@ -542,6 +568,7 @@ fn load(
     transfer_ids: &[String],
     hold_ids: &[String],
     mut account_ids: Vec<i64>,
+    revoked_grants: &[String],
 ) -> Result<Batch, LedgerError> {
     let mut batch = Batch::new(now, options.hold_timeout_max_us);
     let mut held = load_holds(conn, hold_ids)?;
@@ -576,11 +603,24 @@ fn load(
     let mut open: HashMap<i64, Vec<GrantRow>> =
         wallets.iter().map(|id| (*id, Vec::new())).collect();
     for chunk in wallets.chunks(IN_LIST_MAX) {
-        let rows: Vec<GrantRow> = grants::table
+        let open_grants = grants::table
             .filter(grants::account_id.eq_any(chunk))
-            .filter(grants::remaining.gt(0).or(grants::reserved.gt(0)))
-            .select(GrantRow::as_select())
-            .load(conn)?;
+            .filter(grants::remaining.gt(0).or(grants::reserved.gt(0)));
+        let rows: Vec<GrantRow> = match revoked_grants.is_empty() {
+            true => open_grants.select(GrantRow::as_select()).load(conn)?,
+            // A revoke names a grant that may have nothing left: loaded
+            // too, so it is refused as short rather than unknown.
+            false => grants::table
+                .filter(grants::account_id.eq_any(chunk))
+                .filter(
+                    grants::remaining
+                        .gt(0)
+                        .or(grants::reserved.gt(0))
+                        .or(grants::id.eq_any(revoked_grants)),
+                )
+                .select(GrantRow::as_select())
+                .load(conn)?,
+        };
         for row in rows {
             open.entry(row.account_id).or_default().push(row);
         }

@@ -97,6 +97,8 @@ fn simulate(seed: u64) {
         "Hold Applied",
         "Post Applied",
         "Void Applied",
+        "Revoke Applied",
+        "Revoke Refused(\"short\")",
         "Transfer Refused(\"insufficient\")",
         "Hold Refused(\"insufficient\")",
         "Post Refused(\"resolved\")",
@@ -150,7 +152,37 @@ fn random_command(
             amount: amount(rng, 40),
             memo: String::new(),
         },
-        25..=41 => {
+        40..=43 => {
+            // A grant of the wallet's (spent, expired or not), taken back in
+            // part, in full, or beyond what it has free.
+            let index = model.wallet_index(wallet);
+            let grants = &model.wallets[index].grants;
+            match grants.is_empty() {
+                true => Command::Transfer {
+                    id: fresh_id("t"),
+                    debit: wallet,
+                    credit: PlatformAccount::Revenue.id(),
+                    amount: amount(rng, 5),
+                    memo: String::new(),
+                },
+                false => {
+                    let grant = &grants[rng.random_range(0..grants.len())];
+                    let amount = match rng.random_range(0..4) {
+                        0 if grant.remaining > 0 => grant.remaining,
+                        1 | 2 if grant.remaining > 1 => rng.random_range(1..grant.remaining),
+                        _ => grant.remaining + rng.random_range(1..2_000_000),
+                    };
+                    Command::Revoke {
+                        id: fresh_id("r"),
+                        account: wallet,
+                        grant: id(&grant.id),
+                        amount: Credits::from_micros(amount),
+                        memo: String::new(),
+                    }
+                }
+            }
+        }
+        25..=39 => {
             let source = GrantSource::ALL[rng.random_range(0..GrantSource::ALL.len())];
             let expires_at = rng
                 .random_bool(0.6)
@@ -166,7 +198,7 @@ fn random_command(
                 memo: String::new(),
             }
         }
-        42..=61 => hold(
+        44..=61 => hold(
             fresh_id("h").as_str(),
             wallet,
             amount(rng, 40),
@@ -292,6 +324,7 @@ fn error_name(error: &LedgerError) -> &'static str {
         LedgerError::HoldResolved { .. } => "resolved",
         LedgerError::HoldTimedOut(_) => "timed out",
         LedgerError::PostExceedsHold { .. } => "exceeds",
+        LedgerError::GrantShort { .. } => "short",
         _ => "other",
     }
 }
@@ -299,6 +332,7 @@ fn error_name(error: &LedgerError) -> &'static str {
 #[derive(Clone, Debug)]
 struct ModelGrant {
     id: String,
+    source: AccountId,
     priority: i32,
     expires_at: Option<i64>,
     created_at: i64,
@@ -422,6 +456,7 @@ impl Model {
                 self.expire_grants(wallet);
                 let grant = ModelGrant {
                     id: id.to_string(),
+                    source: source.account(),
                     priority: priority.unwrap(),
                     expires_at: expires_at.map(Timestamp::micros),
                     created_at: self.now,
@@ -473,6 +508,30 @@ impl Model {
                         reserved,
                     },
                 );
+                Outcome::Applied
+            }
+            Command::Revoke {
+                account,
+                grant,
+                amount,
+                ..
+            } => {
+                let wallet = self.wallet_index(*account);
+                self.expire_grants(wallet);
+                let Some(model_grant) = self.wallets[wallet]
+                    .grants
+                    .iter_mut()
+                    .find(|model_grant| model_grant.id == grant.as_str())
+                else {
+                    return Outcome::Refused("other");
+                };
+                if model_grant.remaining < amount.micros() {
+                    return Outcome::Refused("short");
+                }
+                model_grant.remaining -= amount.micros();
+                let source = model_grant.source;
+                self.wallets[wallet].posted -= amount.micros();
+                *self.platform.get_mut(&source).unwrap() += amount.micros();
                 Outcome::Applied
             }
             Command::Post { hold, .. } | Command::Void { hold, .. } => {
