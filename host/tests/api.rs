@@ -1520,6 +1520,11 @@ fn no_write_of_one_tenant_reaches_another() {
                 Some(r#"{"provider": "bank-transfer", "method": "bank_transfer"}"#),
                 &[201],
             ),
+            "/billing/payments/{id}/refund" => (
+                "/billing/payments/1/refund".into(),
+                Some(r#"{"tenant": 1}"#),
+                &[403],
+            ),
             "/billing/payment-methods/{id}" => (
                 format!("/billing/payment-methods/{acme_method}"),
                 None,

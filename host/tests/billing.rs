@@ -690,3 +690,85 @@ fn a_simulated_year_reconciles_to_the_cent() {
     let report = tollgate::ledger::audit::audit(&mut conn).unwrap();
     assert!(report.is_clean(), "{report:?}");
 }
+
+#[test]
+fn a_refund_gives_the_money_back_takes_back_unspent_credits_and_issues_a_credit_note() {
+    let world = World::new(
+        vec![
+            approved(1),
+            (200, r#"{"id": "re_1", "status": "succeeded"}"#.to_owned()),
+        ],
+        1,
+    );
+    let payments = world.payments();
+    let acme = world.acme;
+    let packages = tollgate::config::parse_pricing(
+        std::path::Path::new("pricing.toml"),
+        include_str!("../../config/pricing.toml"),
+    )
+    .unwrap()
+    .packages;
+    let mut conn = world.database.get().unwrap();
+    let (_, invoice) = tollgate::billing::purchases::buy(
+        &mut conn,
+        &world.subscriptions().issuer,
+        &packages,
+        acme,
+        "pack-1000",
+        world.clock.now(),
+    )
+    .unwrap();
+    drop(conn);
+    let paid = payments.pay(acme, invoice.id, world.card).unwrap();
+    assert_eq!(paid.state, PaymentState::Succeeded);
+    world.spend("used", 300);
+    assert_eq!(world.available(), credits(700));
+
+    // Another tenant's refund of it finds nothing.
+    assert!(matches!(
+        payments.refund(TenantId(acme.0 + 1000), paid.id),
+        Err(tollgate::billing::payments::PaymentError::PaymentNotFound(
+            _
+        ))
+    ));
+    let (refund, note) = payments.refund(acme, paid.id).unwrap();
+    assert_eq!(
+        (
+            refund.state,
+            refund.amount_minor,
+            refund.credits_revoked,
+            refund.provider_reference.as_deref()
+        ),
+        (PaymentState::Succeeded, 950, credits(700), Some("re_1"))
+    );
+    // The 300 spent stay spent; the 700 left are gone.
+    assert_eq!(world.available(), Credits::ZERO);
+    assert_eq!(
+        (note.kind, note.credits_invoice, note.totals.total_minor),
+        (invoices::Kind::CreditNote, Some(invoice.id), 950)
+    );
+    assert_eq!(note.display_number().as_deref(), Some("CN-000001"));
+    assert_eq!(
+        note.lines[0].description,
+        "Refund of INV-000001: 1000 credits (package pack-1000, 5% off)"
+    );
+    assert_eq!(refund.credit_note, Some(note.id));
+    // Once is all.
+    assert!(matches!(
+        payments.refund(acme, paid.id),
+        Err(tollgate::billing::payments::PaymentError::AlreadyRefunded { .. })
+    ));
+    let requests = world.gateway.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        (requests[1].path.as_str(), requests[1].body.as_str()),
+        ("/v1/refunds", "payment_intent=pi_1&amount=950")
+    );
+    assert_eq!(
+        requests[1].header("idempotency-key"),
+        Some(format!("tollgate-refund-{}", refund.id).as_str())
+    );
+    let mut conn = world.database.get().unwrap();
+    let report = tollgate::ledger::audit::audit(&mut conn).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}

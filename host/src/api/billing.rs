@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::v1::{Caller, limit_param, params, read_body};
 use crate::billing::invoices::{self, Document, InvoiceError, Kind};
 use crate::billing::payments::{
-    MethodKind, NewMethod, Payment, PaymentError, PaymentMethod, Settled,
+    MethodKind, NewMethod, Payment, PaymentError, PaymentMethod, Refund, Settled,
 };
 use crate::billing::purchases;
 use crate::billing::render::{self, Parties, Sheet};
@@ -580,6 +580,13 @@ fn payment_error(error: PaymentError) -> ApiError {
         PaymentError::AlreadyPaying { .. } => {
             ApiError::new(StatusCode::CONFLICT, "payment_under_way", error.to_string())
         }
+        PaymentError::PaymentNotFound(_) => ApiError::not_found(error.to_string()),
+        PaymentError::NotRefundable { .. } | PaymentError::AlreadyRefunded { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_refundable", error.to_string())
+        }
+        PaymentError::RefundFailed(_) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "refund_failed", error.to_string())
+        }
         PaymentError::Forged(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_signature",
@@ -749,6 +756,48 @@ pub(super) async fn pay(
     Ok((
         axum::http::StatusCode::CREATED,
         Json(serde_json::json!({ "payment": payment_json(&payment) })),
+    )
+        .into_response())
+}
+
+fn refund_json(refund: &Refund, currency: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": refund.id,
+        "payment": refund.payment,
+        "amount": money(refund.amount_minor, currency),
+        "state": refund.state.as_str(),
+        "provider_reference": refund.provider_reference,
+        "failure_reason": refund.failure_reason,
+        "credit_note": refund.credit_note,
+        "credits_revoked": refund.credits_revoked.to_string(),
+        "created_at": refund.created_at.to_string(),
+    })
+}
+
+/// `POST /billing/payments/{id}/refund` `{"tenant": 1}` (the operator):
+/// gives a succeeded payment back in full: the money through the
+/// provider, the credits it bought that are not spent taken back, and a
+/// credit note.
+pub(super) async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
+    let body: PaymentReceived = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let payment: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no payment {id:?}")))?;
+    let tenant = TenantId(body.tenant);
+    let payments = state.payments.clone();
+    let (refund, note) = run(move || payments.refund(tenant, payment), payment_error).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({
+            "refund": refund_json(&refund, &note.currency),
+            "credit_note": document_json(&note),
+        })),
     )
         .into_response())
 }

@@ -355,3 +355,18 @@ diesel::table! {
 
 diesel::joinable!(payments -> payment_methods (payment_method_id));
 diesel::allow_tables_to_appear_in_same_query!(payments, payment_methods);
+
+diesel::table! {
+    refunds (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        payment_id -> BigInt,
+        amount_minor -> BigInt,
+        state -> Text,
+        provider_reference -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        credit_note_id -> Nullable<BigInt>,
+        credits_revoked -> BigInt,
+        created_at -> BigInt,
+    }
+}
