@@ -391,6 +391,8 @@ impl Server {
                 "credit-notes/{id}",
                 &format!("credit-notes/{}", self.acme_credit_note),
             )
+            // Acme has paid nothing through a provider: no receipt.
+            .replace("receipts/{id}", "receipts/1")
     }
 
     /// A GET's status, content type and body bytes.
@@ -1376,7 +1378,12 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
         // The operator's lists are refused; everything else answers.
         let expected = match path.as_str() {
             "/tenants" => 403,
-            _ if path.contains("invoices/") || path.contains("credit-notes/") => 404,
+            _ if path.contains("invoices/")
+                || path.contains("credit-notes/")
+                || path.contains("receipts/") =>
+            {
+                404
+            }
             _ => 200,
         };
         assert_eq!(status, expected, "GET {path}: {body}");
@@ -1416,7 +1423,11 @@ fn no_write_of_one_tenant_reaches_another() {
             .map(|(_, path)| {
                 let path = server.concrete(path, server.acme);
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
-                let allowed = if path.ends_with("/keys") { 403 } else { 200 };
+                let allowed = match path.as_str() {
+                    _ if path.ends_with("/keys") => 403,
+                    _ if path.contains("/receipts/") => 404,
+                    _ => 200,
+                };
                 assert_eq!(status, allowed, "GET {path}: {body}");
                 (path, body)
             })
@@ -2095,6 +2106,39 @@ fn a_package_paid_by_bank_transfer_is_granted_once_whatever_the_notifications_do
     assert_eq!(status, 200, "{recorded}");
     assert_eq!(recorded["purchase"]["granted"], true);
     assert_eq!(balance(&server), "500");
+
+    // The receipt, numbered after the payment, as JSON and as a PDF.
+    let paid = listed[0]["id"].as_i64().unwrap();
+    let (status, receipt) = server.get(key, &format!("/billing/receipts/{paid}"));
+    assert_eq!(status, 200, "{receipt}");
+    let number = format!("RCT-{paid:06}");
+    assert_eq!(receipt["receipt"]["number"], number.as_str());
+    assert_eq!(
+        receipt["receipt"]["paid_with"],
+        "bank transfer via bank-transfer"
+    );
+    let (status, content_type, pdf) = server.raw(key, &format!("/billing/receipts/{paid}.pdf"));
+    assert_eq!((status, content_type.as_str()), (200, "application/pdf"));
+    let text = pdftotext(&pdf);
+    let invoice_number = document["number"].as_str().unwrap();
+    for expected in [
+        "Receipt".to_owned(),
+        format!("Number {number}"),
+        "Status Paid".to_owned(),
+        format!("For invoice {invoice_number}"),
+        "Paid with bank transfer via bank-transfer".to_owned(),
+        format!("Reference {reference}"),
+        "500 credits (package pack-500)".to_owned(),
+        "Total (USD) 6.00".to_owned(),
+    ] {
+        assert!(
+            text.contains(&expected),
+            "{expected:?} missing from\n{text}"
+        );
+    }
+    // Another tenant's receipt is not found.
+    let (status, _) = server.get(&server.acme_key, &format!("/billing/receipts/{paid}"));
+    assert_eq!(status, 404);
 }
 
 #[test]

@@ -123,13 +123,7 @@ async fn get(
         Kind::CreditNote => "credit note",
     };
     let not_found = || ApiError::not_found(format!("this tenant has no {noun} {id:?}"));
-    let (number, format) = match id.rsplit_once('.') {
-        None => (id.as_str(), Format::Json),
-        Some((number, "pdf")) => (number, Format::Pdf),
-        Some((number, "html")) => (number, Format::Html),
-        Some(_) => return Err(not_found()),
-    };
-    let document_id: i64 = number.parse().map_err(|_| not_found())?;
+    let (document_id, format) = split_format(&id).ok_or_else(not_found)?;
     let address = state.issuer.address.clone();
     let found = state
         .database
@@ -163,11 +157,27 @@ async fn get(
     let name = document
         .display_number()
         .unwrap_or_else(|| format!("draft-{}", document.id));
+    rendered(&sheet, &name, format)
+}
+
+/// `12`, `12.pdf` or `12.html`: the id and the format asked for.
+fn split_format(id: &str) -> Option<(i64, Format)> {
+    let (number, format) = match id.rsplit_once('.') {
+        None => (id, Format::Json),
+        Some((number, "pdf")) => (number, Format::Pdf),
+        Some((number, "html")) => (number, Format::Html),
+        Some(_) => return None,
+    };
+    Some((number.parse().ok()?, format))
+}
+
+/// A sheet as a PDF or HTML download named `name`.
+fn rendered(sheet: &Sheet, name: &str, format: Format) -> Result<Response, ApiError> {
     let (content_type, body) = match format {
-        Format::Pdf => ("application/pdf", render::pdf(&sheet)),
+        Format::Pdf => ("application/pdf", render::pdf(sheet)),
         _ => (
             "text/html; charset=utf-8",
-            render::html(&sheet)
+            render::html(sheet)
                 .map_err(ApiError::internal)?
                 .into_bytes(),
         ),
@@ -800,6 +810,65 @@ pub(super) async fn refund(
         })),
     )
         .into_response())
+}
+
+/// `GET /billing/receipts/{id}` (the id of a succeeded payment), as JSON,
+/// `.pdf` or `.html`: the receipt for that payment.
+pub(super) async fn receipt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller.tenant()?;
+    let not_found = || ApiError::not_found(format!("this tenant has no receipt {id:?}"));
+    let (payment, format) = split_format(&id).ok_or_else(not_found)?;
+    let payments = state.payments.clone();
+    let found = run(
+        move || {
+            let (payment, invoice, method) = payments.receipt(tenant, payment)?;
+            let mut conn = payments.database.get()?;
+            let customer = crate::tenants::find(&mut conn, tenant)
+                .map_err(|error| anyhow::anyhow!(error))?
+                .name;
+            Ok((payment, invoice, method, customer))
+        },
+        payment_error,
+    )
+    .await;
+    let (payment, invoice, method, customer) = match found {
+        Err(error) if error.status == axum::http::StatusCode::NOT_FOUND => {
+            return Err(not_found());
+        }
+        other => other?,
+    };
+    let sheet = Sheet::receipt(
+        &invoice,
+        &render::Paid {
+            payment: payment.id,
+            paid_at: payment.settled_at.unwrap_or(payment.created_at),
+            method: &method,
+            provider_reference: payment.provider_reference.as_deref(),
+        },
+        &Parties {
+            issuer_address: &state.issuer.address,
+            customer: &customer,
+            credited_number: None,
+        },
+    );
+    if format == Format::Json {
+        return Ok(Json(serde_json::json!({
+            "receipt": {
+                "number": sheet.number,
+                "date": sheet.date,
+                "payment": payment_json(&payment),
+                "invoice": document_json(&invoice),
+                "paid_with": method,
+            }
+        }))
+        .into_response());
+    }
+    let name = sheet.number.clone();
+    rendered(&sheet, &name, format)
 }
 
 /// `POST /billing/providers/{provider}/notifications`: where a payment

@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 38] = [
+pub const OPERATIONS: [(&str, &str); 39] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -50,6 +50,7 @@ pub const OPERATIONS: [(&str, &str); 38] = [
     ("post", "/billing/payment-methods"),
     ("delete", "/billing/payment-methods/{id}"),
     ("get", "/billing/payments"),
+    ("get", "/billing/receipts/{id}"),
     ("post", "/billing/payments/{id}/refund"),
     ("post", "/billing/providers/{provider}/notifications"),
     ("get", "/billing/plans"),
@@ -110,6 +111,7 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             axum::routing::delete(billing::remove_method),
         )
         .route("/billing/payments", get(billing::list_payments))
+        .route("/billing/receipts/{id}", get(billing::receipt))
         .route("/billing/payments/{id}/refund", post(billing::refund))
         .route(
             "/billing/providers/{provider}/notifications",

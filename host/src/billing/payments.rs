@@ -1016,6 +1016,31 @@ impl Payments {
         )))
     }
 
+    /// A succeeded payment, the invoice it paid and the label of the
+    /// method that paid it: what a receipt shows.
+    pub fn receipt(
+        &self,
+        tenant: TenantId,
+        payment: i64,
+    ) -> Result<(Payment, invoices::Document, String), PaymentError> {
+        let mut conn = self.database.get()?;
+        let found = payments::table
+            .find(payment)
+            .filter(payments::tenant_id.eq(tenant.0))
+            .filter(payments::state.eq(PaymentState::Succeeded.as_str()))
+            .select(PaymentRow::as_select())
+            .first(&mut conn)
+            .optional()?
+            .ok_or(PaymentError::PaymentNotFound(payment))?
+            .into_payment();
+        let invoice = invoices::get(&mut conn, tenant, found.invoice)?;
+        let label: String = payment_methods::table
+            .find(found.payment_method)
+            .select(payment_methods::label)
+            .first(&mut conn)?;
+        Ok((found, invoice, label))
+    }
+
     /// The tenant's payments, newest first.
     pub fn list(&self, tenant: TenantId) -> Result<Vec<Payment>, PaymentError> {
         let mut conn = self.database.get()?;

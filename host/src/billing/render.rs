@@ -41,6 +41,8 @@ pub struct Sheet {
     pub issuer_address: Vec<String>,
     pub customer: String,
     pub credited_number: Option<String>,
+    /// For a receipt: what was paid, how, and the provider's reference.
+    pub notes: Vec<String>,
     pub currency: String,
     pub lines: Vec<SheetLine>,
     pub subtotal: String,
@@ -96,6 +98,7 @@ impl Sheet {
                 .collect(),
             customer: parties.customer.to_owned(),
             credited_number: parties.credited_number.map(str::to_owned),
+            notes: Vec::new(),
             currency: document.currency.clone(),
             lines: document
                 .lines
@@ -113,6 +116,39 @@ impl Sheet {
             total: money(document.totals.total_minor),
             rounding: ROUNDING,
         }
+    }
+}
+
+/// What a receipt says of the payment it acknowledges.
+#[derive(Clone, Debug)]
+pub struct Paid<'a> {
+    /// The payment's id: the receipt is numbered `RCT-000012` after it.
+    pub payment: i64,
+    pub paid_at: crate::units::Timestamp,
+    /// How it was paid: the payment method's label.
+    pub method: &'a str,
+    pub provider_reference: Option<&'a str>,
+}
+
+impl Sheet {
+    /// A receipt for the payment of `invoice`: its lines and totals, and
+    /// what paid it.
+    pub fn receipt(invoice: &Document, paid: &Paid<'_>, parties: &Parties<'_>) -> Sheet {
+        let mut sheet = Sheet::new(invoice, parties);
+        sheet.notes = [
+            Some(format!("For invoice {}", sheet.number)),
+            Some(format!("Paid with {}", paid.method)),
+            paid.provider_reference
+                .map(|reference| format!("Reference {reference}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        sheet.kind = "Receipt";
+        sheet.number = format!("RCT-{:06}", paid.payment);
+        sheet.state = "Paid";
+        sheet.date = paid.paid_at.to_chrono().format("%Y-%m-%d").to_string();
+        sheet
     }
 }
 
@@ -300,6 +336,7 @@ impl Page {
         ]
         .into_iter()
         .flatten()
+        .chain(sheet.notes.iter().cloned())
         {
             self.text_right(REGULAR, BODY_SIZE, AMOUNT_RIGHT, &line);
             self.y -= LEADING;
