@@ -223,6 +223,16 @@ pub struct Plan {
     /// Credits granted each period.
     pub credits: Credits,
     pub carryover: Carryover,
+    /// A custom plan (enterprise pricing) only this tenant may subscribe
+    /// to and see; `None` for a plan on general sale.
+    pub tenant: Option<TenantId>,
+}
+
+impl Plan {
+    /// Whether `tenant` may see and subscribe to this plan.
+    pub fn offered_to(&self, tenant: TenantId) -> bool {
+        self.tenant.is_none_or(|only| only == tenant)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -475,6 +485,8 @@ struct RawPlan {
     interval: Interval,
     credits: Decimal,
     carryover: RawCarryover,
+    #[serde(default)]
+    tenant: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +553,7 @@ pub fn parse_plans(path: &Path, text: &str) -> anyhow::Result<Vec<Plan>> {
                         credits_max,
                         expires_after_periods: plan.carryover.expires_after_periods,
                     },
+                    tenant: plan.tenant.map(TenantId),
                 })
             })
             .collect()

@@ -236,12 +236,15 @@ fn document_json(document: &Document) -> serde_json::Value {
 /// `GET /billing/plans`: the plans a tenant may subscribe to.
 pub(super) async fn plans(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Json<serde_json::Value> {
+    // A tenant sees the plans on sale and its own custom plans; the
+    // operator sees them all.
     let plans: Vec<serde_json::Value> = state
         .subscriptions
         .plans
         .iter()
+        .filter(|plan| caller.0.tenant.is_none_or(|tenant| plan.offered_to(tenant)))
         .map(|plan| {
             serde_json::json!({
                 "id": plan.id,
@@ -257,6 +260,7 @@ pub(super) async fn plans(
                     "credits_max": plan.carryover.credits_max.to_string(),
                     "expires_after_periods": plan.carryover.expires_after_periods,
                 },
+                "tenant": plan.tenant.map(|tenant| tenant.0),
             })
         })
         .collect();

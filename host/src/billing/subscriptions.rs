@@ -207,6 +207,15 @@ impl Subscriptions {
             .ok_or_else(|| SubscriptionError::UnknownPlan(id.to_owned()))
     }
 
+    /// A plan the tenant may subscribe to: on general sale, or its own
+    /// custom plan; another tenant's custom plan is unknown.
+    fn plan_for(&self, tenant: TenantId, id: &str) -> Result<&Plan, SubscriptionError> {
+        self.plan(id)
+            .ok()
+            .filter(|plan| plan.offered_to(tenant))
+            .ok_or_else(|| SubscriptionError::UnknownPlan(id.to_owned()))
+    }
+
     /// Starts `plan` for the tenant now and issues the first period's
     /// invoice; the subscription is `incomplete` until it is paid.
     pub fn subscribe(
@@ -214,7 +223,7 @@ impl Subscriptions {
         tenant: TenantId,
         plan: &str,
     ) -> Result<(Subscription, invoices::Document), SubscriptionError> {
-        let plan = self.plan(plan)?.clone();
+        let plan = self.plan_for(tenant, plan)?.clone();
         let now = self.clock.now();
         let mut conn = self.database.get()?;
         db::write_transaction(&mut conn, |conn| {
@@ -299,7 +308,7 @@ impl Subscriptions {
         tenant: TenantId,
         plan: &str,
     ) -> Result<PlanChange, SubscriptionError> {
-        let new = self.plan(plan)?.clone();
+        let new = self.plan_for(tenant, plan)?.clone();
         let now = self.clock.now();
         let mut conn = self.database.get()?;
         db::write_transaction(&mut conn, |conn| {

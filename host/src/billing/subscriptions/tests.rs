@@ -24,6 +24,7 @@ fn starter() -> Plan {
             credits_max: credits(500),
             expires_after_periods: 1,
         },
+        tenant: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn professional() -> Plan {
             credits_max: credits(5_000),
             expires_after_periods: 1,
         },
+        tenant: None,
     }
 }
 
@@ -370,4 +372,33 @@ fn an_upgrade_is_prorated_at_once_and_a_downgrade_waits_for_the_period_end() {
         subs.change_plan(s.tenants.globex, "professional"),
         Err(SubscriptionError::NotSubscribed)
     ));
+}
+
+#[test]
+fn a_custom_plan_is_offered_to_its_tenant_only() {
+    let mut s = setup("2026-01-15T00:00:00Z");
+    let (acme, globex) = (s.tenants.acme, s.tenants.globex);
+    let custom = Plan {
+        id: "acme-enterprise".into(),
+        name: "Acme Enterprise".into(),
+        tenant: Some(acme),
+        credits: credits(50_000),
+        ..professional()
+    };
+    s.subscriptions.plans = Arc::new(vec![starter(), professional(), custom]);
+    let refused = s.subscriptions.subscribe(globex, "acme-enterprise");
+    assert!(
+        matches!(&refused, Err(SubscriptionError::UnknownPlan(id)) if id == "acme-enterprise"),
+        "{refused:?}"
+    );
+    s.subscriptions.subscribe(globex, "starter").unwrap();
+    assert!(matches!(
+        s.subscriptions.change_plan(globex, "acme-enterprise"),
+        Err(SubscriptionError::UnknownPlan(_))
+    ));
+    let (subscription, invoice) = s.subscriptions.subscribe(acme, "acme-enterprise").unwrap();
+    assert_eq!(subscription.plan, "acme-enterprise");
+    assert_eq!(invoice.totals.subtotal_minor, 14_900);
+    s.subscriptions.invoice_paid(acme, invoice.id).unwrap();
+    assert_eq!(s.available(acme), credits(50_000));
 }
