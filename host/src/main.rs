@@ -68,6 +68,73 @@ enum Commands {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The operator's side of billing: plans, subscriptions, packages,
+    /// invoices, payments received and refunds.
+    #[command(subcommand)]
+    Billing(BillingCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BillingCommand {
+    /// List the plans; a custom plan shows the one tenant it is for.
+    Plans,
+    /// Subscribe a tenant to a plan; the first period's invoice is issued
+    /// and its credits granted once it is paid.
+    Subscribe {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        plan: String,
+    },
+    /// Sell a credit package to a tenant; its invoice is issued and its
+    /// credits granted once it is paid.
+    Purchase {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        package: String,
+    },
+    /// List a tenant's invoices (or credit notes), oldest first.
+    Invoices {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        credit_notes: bool,
+    },
+    /// Write an invoice or credit note to a file: PDF or HTML, as its name
+    /// ends.
+    Render {
+        /// The document's id.
+        id: i64,
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Record that an invoice was paid outside a provider (a bank transfer
+    /// arrived): what it bought is granted, once.
+    RecordPayment {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        invoice: i64,
+    },
+    /// List a tenant's payments, newest first.
+    Payments {
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Refund a succeeded payment in full: the money back through its
+    /// provider, the unspent credits it bought taken back, a credit note.
+    Refund {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long)]
+        payment: i64,
+    },
+    /// Renew the subscriptions whose period ended and collect what is due,
+    /// once (a running server does this every sweep).
+    Renew,
 }
 
 #[derive(Subcommand, Debug)]
@@ -333,7 +400,175 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         Commands::Plugin(command) => plugin(&config, open(&config, &url)?, command),
         Commands::Key(command) => key(open(&config, &url)?, command),
+        Commands::Billing(command) => billing(&config, open(&config, &url)?, command),
     }
+}
+
+fn billing(config: &Config, database: Database, command: BillingCommand) -> anyhow::Result<()> {
+    use tollgate::billing::{invoices, purchases, render};
+    let money = |minor: i64, currency: &str| {
+        let digits = tollgate::units::Currency::parse(currency)
+            .map(|currency| currency.minor_digits())
+            .unwrap_or(2);
+        format!("{} {currency}", render::format_minor(minor, digits))
+    };
+    let print_document = |document: &invoices::Document| {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            document.id,
+            document.display_number().unwrap_or_else(|| "draft".into()),
+            document.state.as_str(),
+            money(document.totals.total_minor, &document.currency),
+            document.created_at
+        );
+    };
+    if let BillingCommand::Plans = command {
+        for plan in &config.plans {
+            let tenant = plan
+                .tenant
+                .map_or_else(String::new, |tenant| format!("\ttenant {}", tenant.0));
+            println!(
+                "{}\t{}\t{} {}/{}\t{} credits{tenant}",
+                plan.id,
+                plan.name,
+                plan.price.to_decimal(),
+                plan.price.currency,
+                match plan.interval {
+                    tollgate::config::Interval::Month => "month",
+                    tollgate::config::Interval::Year => "year",
+                },
+                plan.credits
+            );
+        }
+        return Ok(());
+    }
+    let ledger = start_ledger(config, &database)?;
+    let Services {
+        subscriptions,
+        payments,
+        issuer,
+        ..
+    } = services(config, &database, ledger)?;
+    let mut conn = database.get()?;
+    match command {
+        BillingCommand::Plans => unreachable!("answered above"),
+        BillingCommand::Subscribe { tenant, plan } => {
+            let (subscription, invoice) = subscriptions.subscribe(TenantId(tenant), &plan)?;
+            println!(
+                "subscription {} to {} ({}); invoice:",
+                subscription.id,
+                subscription.plan,
+                subscription.state.as_str()
+            );
+            print_document(&invoice);
+        }
+        BillingCommand::Purchase { tenant, package } => {
+            let (purchase, invoice) = purchases::buy(
+                &mut conn,
+                &issuer,
+                &config.pricing.packages,
+                TenantId(tenant),
+                &package,
+                SystemClock.now(),
+            )?;
+            println!(
+                "purchase {} of {} credits; invoice:",
+                purchase.id, purchase.credits
+            );
+            print_document(&invoice);
+        }
+        BillingCommand::Invoices {
+            tenant,
+            credit_notes,
+        } => {
+            let kind = match credit_notes {
+                true => invoices::Kind::CreditNote,
+                false => invoices::Kind::Invoice,
+            };
+            let mut after = None;
+            loop {
+                let page = invoices::list(&mut conn, TenantId(tenant), kind, after, 100)?;
+                page.iter().for_each(print_document);
+                match page.last() {
+                    Some(last) if page.len() == 100 => after = Some(last.id),
+                    _ => break,
+                }
+            }
+        }
+        BillingCommand::Render { id, tenant, out } => {
+            let tenant = TenantId(tenant);
+            let document = invoices::get(&mut conn, tenant, id)?;
+            let customer = tenants::find(&mut conn, tenant)?.name;
+            let credited = match document.credits_invoice {
+                Some(invoice) => invoices::get(&mut conn, tenant, invoice)?.display_number(),
+                None => None,
+            };
+            let sheet = render::Sheet::new(
+                &document,
+                &render::Parties {
+                    issuer_address: &issuer.address,
+                    customer: &customer,
+                    credited_number: credited.as_deref(),
+                },
+            );
+            let bytes = match out.extension().and_then(|extension| extension.to_str()) {
+                Some("pdf") => render::pdf(&sheet),
+                Some("html") => render::html(&sheet)?.into_bytes(),
+                _ => anyhow::bail!("--out {}: name a .pdf or .html file", out.display()),
+            };
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} to {}", sheet.number, out.display());
+        }
+        BillingCommand::RecordPayment { tenant, invoice } => {
+            match payments.record_received(TenantId(tenant), invoice)? {
+                tollgate::billing::payments::Settled::Purchase(purchase) => println!(
+                    "invoice {invoice} paid: {} credits of package {} granted",
+                    purchase.credits, purchase.package
+                ),
+                tollgate::billing::payments::Settled::Subscription(subscription) => println!(
+                    "invoice {invoice} paid: subscription {} is {}",
+                    subscription.id,
+                    subscription.state.as_str()
+                ),
+            }
+        }
+        BillingCommand::Payments { tenant } => {
+            for payment in payments.list(TenantId(tenant))? {
+                println!(
+                    "{}\tinvoice {}\t{}\t{}\t{}\t{}",
+                    payment.id,
+                    payment.invoice,
+                    payment.provider,
+                    money(payment.amount_minor, &payment.currency),
+                    payment.state.as_str(),
+                    payment.failure_reason.unwrap_or_default()
+                );
+            }
+        }
+        BillingCommand::Refund { tenant, payment } => {
+            let (refund, note) = payments.refund(TenantId(tenant), payment)?;
+            println!(
+                "refund {} of payment {payment}: {}; {} credits taken back; credit note {}",
+                refund.id,
+                refund.state.as_str(),
+                refund.credits_revoked,
+                note.display_number().unwrap_or_default()
+            );
+        }
+        BillingCommand::Renew => {
+            let mut renewed = 0;
+            loop {
+                let moved = subscriptions.renew_due()?;
+                renewed += moved;
+                if moved == 0 {
+                    break;
+                }
+            }
+            let collected = payments.collect_due()?;
+            println!("{renewed} periods renewed, {collected} payments attempted");
+        }
+    }
+    Ok(())
 }
 
 /// Opens the database, creating and migrating it if it is new.
@@ -376,15 +611,14 @@ fn serve(
 ) -> anyhow::Result<()> {
     let database = open(config, url)?;
     let ledger = start_ledger(config, &database)?;
-    let plugin_runtime = Arc::new(Runtime::new(runtime_config(config))?);
-    let first_party =
-        plugins::install_first_party(&mut *database.get()?, &plugin_runtime, SystemClock.now())?;
-    for plugin in first_party {
-        tracing::info!(plugin = %plugin.name, version = %plugin.version, "installed first-party plugin");
-    }
-    let secrets = Arc::new(SecretBox::from_key_file(
-        &config.settings.storage.secret_key_path(),
-    )?);
+    let Services {
+        ledger,
+        secrets,
+        meter,
+        issuer,
+        subscriptions,
+        payments,
+    } = services(config, &database, ledger)?;
     if demo {
         tollgate::demo::seed(
             &database,
@@ -394,18 +628,6 @@ fn serve(
             &config.settings.storage.data_dir.join("demo-api-key"),
         )?;
     }
-    let meter = Arc::new(tollgate::metering::Meter::new(
-        database.clone(),
-        ledger.clone(),
-        Arc::new(plugins::Registry::new(plugin_runtime)),
-        secrets.clone(),
-        Arc::new(config.pricing.book.clone()),
-        Arc::new(SystemClock),
-        tollgate::runtime::HttpPolicy::default(),
-        Duration::from_secs(u64::from(
-            config.settings.ledger.hold_timeout_seconds_default.max(1),
-        )),
-    ));
     // Calls a crash interrupted are settled before new ones are taken.
     let recovered = meter.recover()?;
     if recovered > 0 {
@@ -417,9 +639,6 @@ fn serve(
     let listen = listen.unwrap_or(config.settings.server.listen);
     let sweep = Duration::from_secs(u64::from(
         config.settings.ledger.expiry_sweep_seconds.max(1),
-    ));
-    let issuer = Arc::new(tollgate::billing::invoices::Issuer::from_settings(
-        &config.settings.billing,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -435,18 +654,6 @@ fn serve(
             "tollgate is serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
-            database: database.clone(),
-            ledger: ledger.clone(),
-            plans: Arc::new(config.plans.clone()),
-            issuer: issuer.clone(),
-            clock: Arc::new(SystemClock),
-        });
-        let payments = Arc::new(tollgate::billing::payments::Payments::new(
-            meter.clone(),
-            subscriptions.clone(),
-            &config.settings.payments,
-        ));
         let sweeper = tokio::spawn(scheduler::run(
             ledger.clone(),
             Some(meter.clone()),
@@ -942,6 +1149,65 @@ fn build_plugin(
     std::fs::write(dir.join("plugin.wasm"), &wasm)
         .with_context(|| format!("writing {}", dir.join("plugin.wasm").display()))?;
     Ok((manifest, wasm.len()))
+}
+
+/// What serving and the operator's billing commands run on.
+struct Services {
+    ledger: Ledger,
+    secrets: Arc<SecretBox>,
+    meter: Arc<tollgate::metering::Meter>,
+    issuer: Arc<tollgate::billing::invoices::Issuer>,
+    subscriptions: Arc<tollgate::billing::subscriptions::Subscriptions>,
+    payments: Arc<tollgate::billing::payments::Payments>,
+}
+
+/// Installs the first-party plugins (a newer build of one replaces the
+/// installed version), and builds the meter and billing over `ledger`.
+fn services(config: &Config, database: &Database, ledger: Ledger) -> anyhow::Result<Services> {
+    let plugin_runtime = Arc::new(Runtime::new(runtime_config(config))?);
+    let first_party =
+        plugins::install_first_party(&mut *database.get()?, &plugin_runtime, SystemClock.now())?;
+    for plugin in first_party {
+        tracing::info!(plugin = %plugin.name, version = %plugin.version, "installed first-party plugin");
+    }
+    let secrets = Arc::new(SecretBox::from_key_file(
+        &config.settings.storage.secret_key_path(),
+    )?);
+    let meter = Arc::new(tollgate::metering::Meter::new(
+        database.clone(),
+        ledger.clone(),
+        Arc::new(plugins::Registry::new(plugin_runtime)),
+        secrets.clone(),
+        Arc::new(config.pricing.book.clone()),
+        Arc::new(SystemClock),
+        tollgate::runtime::HttpPolicy::default(),
+        Duration::from_secs(u64::from(
+            config.settings.ledger.hold_timeout_seconds_default.max(1),
+        )),
+    ));
+    let issuer = Arc::new(tollgate::billing::invoices::Issuer::from_settings(
+        &config.settings.billing,
+    ));
+    let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
+        database: database.clone(),
+        ledger: ledger.clone(),
+        plans: Arc::new(config.plans.clone()),
+        issuer: issuer.clone(),
+        clock: Arc::new(SystemClock),
+    });
+    let payments = Arc::new(tollgate::billing::payments::Payments::new(
+        meter.clone(),
+        subscriptions.clone(),
+        &config.settings.payments,
+    ));
+    Ok(Services {
+        ledger,
+        secrets,
+        meter,
+        issuer,
+        subscriptions,
+        payments,
+    })
 }
 
 fn runtime_config(config: &Config) -> RuntimeConfig {

@@ -659,3 +659,113 @@ fn api_keys_are_shown_once_listed_by_prefix_and_revoked() {
             .contains("revoked")
     );
 }
+
+#[test]
+fn billing_commands_sell_record_payments_render_and_refuse_bad_input() {
+    let cli = Cli::new();
+    cli.ok(&["tenant", "create", "--name", "Acme"]);
+    let plans = cli.ok(&["billing", "plans"]);
+    assert!(
+        plans.contains("starter\tStarter\t49.00 USD/month\t1000 credits\n"),
+        "{plans}"
+    );
+    let sold = cli.ok(&[
+        "billing",
+        "purchase",
+        "--tenant",
+        "1",
+        "--package",
+        "pack-500",
+    ]);
+    assert!(
+        sold.starts_with("purchase 1 of 500 credits; invoice:\n"),
+        "{sold}"
+    );
+    assert!(sold.contains("1\tINV-000001\topen\t5.00 USD\t"), "{sold}");
+    let listed = cli.ok(&["billing", "invoices", "--tenant", "1"]);
+    assert!(
+        listed.starts_with("1\tINV-000001\topen\t5.00 USD\t"),
+        "{listed}"
+    );
+    // The transfer arrived: the credits are granted, once.
+    let record = [
+        "billing",
+        "record-payment",
+        "--tenant",
+        "1",
+        "--invoice",
+        "1",
+    ];
+    assert_eq!(
+        cli.ok(&record),
+        "invoice 1 paid: 500 credits of package pack-500 granted\n"
+    );
+    cli.ok(&record);
+    let balance = cli.ok(&["credits", "balance", "--tenant", "1"]);
+    assert!(
+        balance.contains("available  500\n")
+            && balance.contains("grant purchase-1 purchase: 500 of 500 left"),
+        "{balance}"
+    );
+    let listed = cli.ok(&["billing", "invoices", "--tenant", "1"]);
+    assert!(listed.starts_with("1\tINV-000001\tpaid\t"), "{listed}");
+    let out = cli.dir.path().join("INV-000001.pdf");
+    let wrote = cli.ok(&[
+        "billing",
+        "render",
+        "1",
+        "--tenant",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(wrote.starts_with("wrote INV-000001 to "), "{wrote}");
+    assert!(std::fs::read(&out).unwrap().starts_with(b"%PDF-"));
+
+    // Bad input: a clear error, and nothing sold or charged.
+    for (args, expected) in [
+        (
+            vec![
+                "billing",
+                "purchase",
+                "--tenant",
+                "1",
+                "--package",
+                "pack-7",
+            ],
+            "there is no credit package \"pack-7\"",
+        ),
+        (
+            vec!["billing", "subscribe", "--tenant", "1", "--plan", "gold"],
+            "there is no plan \"gold\"",
+        ),
+        (
+            vec!["billing", "refund", "--tenant", "1", "--payment", "9"],
+            "no payment 9 of this tenant",
+        ),
+        (
+            vec!["billing", "render", "1", "--tenant", "1", "--out", "x.txt"],
+            "--out x.txt: name a .pdf or .html file",
+        ),
+        (
+            vec![
+                "billing",
+                "record-payment",
+                "--tenant",
+                "2",
+                "--invoice",
+                "1",
+            ],
+            "no document 1",
+        ),
+    ] {
+        let error = cli.fails(&args);
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    let listed = cli.ok(&["billing", "invoices", "--tenant", "1"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert_eq!(
+        cli.ok(&["billing", "renew"]),
+        "0 periods renewed, 0 payments attempted\n"
+    );
+}
