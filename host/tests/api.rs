@@ -2198,3 +2198,65 @@ fn payment_methods_refuse_card_numbers_unknown_providers_and_other_tenants() {
     let (_, payments) = server.get(key, "/billing/payments");
     assert_eq!(payments["payments"], serde_json::json!([]));
 }
+
+#[test]
+fn a_purchase_retried_with_its_idempotency_key_sells_and_charges_once() {
+    let server = start();
+    let key = &server.globex_key;
+    let (status, saved) = server.call(
+        "POST",
+        key,
+        "/billing/payment-methods",
+        Some(r#"{"provider": "bank-transfer", "method": "bank_transfer"}"#),
+        &[],
+    );
+    assert_eq!(status, 201, "{saved}");
+    let method = saved["payment_method"]["id"].as_i64().unwrap();
+    let body = format!(r#"{{"package": "pack-1000", "payment_method": {method}}}"#);
+    let buy = |idempotency_key: &str, body: &str| {
+        server.call(
+            "POST",
+            key,
+            "/billing/purchases",
+            Some(body),
+            &[("idempotency-key", idempotency_key)],
+        )
+    };
+    let (status, first) = buy("buy-1", &body);
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = buy("buy-1", &body);
+    assert_eq!((status, &again), (201, &first), "the first answer, again");
+    // The key with another request is refused.
+    let (status, other) = buy("buy-1", r#"{"package": "pack-500"}"#);
+    assert_eq!(
+        (status, other["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let (_, invoices) = server.get(key, "/billing/invoices");
+    assert_eq!(
+        invoices["invoices"].as_array().unwrap().len(),
+        1,
+        "{invoices}"
+    );
+    let (_, payments) = server.get(key, "/billing/payments");
+    assert_eq!(
+        payments["payments"].as_array().unwrap().len(),
+        1,
+        "{payments}"
+    );
+    // A method that is not the tenant's sells nothing.
+    let (status, refused) = buy(
+        "buy-2",
+        &format!(
+            r#"{{"package": "pack-1000", "payment_method": {}}}"#,
+            server.acme_method
+        ),
+    );
+    assert_eq!(status, 404, "{refused}");
+    let (_, invoices) = server.get(key, "/billing/invoices");
+    assert_eq!(
+        invoices["invoices"].as_array().unwrap().len(),
+        1,
+        "{invoices}"
+    );
+}

@@ -11,10 +11,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse as _, Response};
 
-use super::AppState;
 use super::admin::json_body;
 use super::error::ApiError;
 use super::v1::{Caller, limit_param, params, read_body};
+use super::{AppState, idempotency};
 use crate::billing::invoices::{self, Document, InvoiceError, Kind};
 use crate::billing::payments::{
     MethodKind, NewMethod, Payment, PaymentError, PaymentMethod, Refund, Settled,
@@ -347,21 +347,25 @@ struct PlanChoice {
 pub(super) async fn subscribe(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
-    let choice: PlanChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let choice: PlanChoice = json_body(&bytes)?;
     let subscriptions = state.subscriptions.clone();
-    let (subscription, invoice) =
-        blocking(move || subscriptions.subscribe(tenant, &choice.plan)).await?;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(serde_json::json!({
-            "subscription": subscription_json(&subscription),
-            "invoice": document_json(&invoice),
-        })),
-    )
-        .into_response())
+    let work = async move {
+        let (subscription, invoice) =
+            blocking(move || subscriptions.subscribe(tenant, &choice.plan)).await?;
+        Ok((
+            axum::http::StatusCode::CREATED,
+            serde_json::json!({
+                "subscription": subscription_json(&subscription),
+                "invoice": document_json(&invoice),
+            }),
+        ))
+    };
+    Ok(idempotency::once(&state, tenant, "subscribe", &headers, &bytes, work).await)
 }
 
 /// `PUT /billing/subscriptions/plan` `{"plan": "professional"}` (a tenant
@@ -370,31 +374,39 @@ pub(super) async fn subscribe(
 pub(super) async fn change_plan(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
-    let choice: PlanChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let choice: PlanChoice = json_body(&bytes)?;
     let subscriptions = state.subscriptions.clone();
-    let change = blocking(move || subscriptions.change_plan(tenant, &choice.plan)).await?;
-    Ok(Json(match change {
-        PlanChange::Upgraded {
-            subscription,
-            invoice,
-            proration,
-        } => serde_json::json!({
-            "change": "upgraded",
-            "subscription": subscription_json(&subscription),
-            "invoice": document_json(&invoice),
-            "proration": {
-                "credited": money(proration.credit_minor, &invoice.currency),
-                "charged": money(proration.charge_minor, &invoice.currency),
+    let work = async move {
+        let change = blocking(move || subscriptions.change_plan(tenant, &choice.plan)).await?;
+        Ok((
+            axum::http::StatusCode::OK,
+            match change {
+                PlanChange::Upgraded {
+                    subscription,
+                    invoice,
+                    proration,
+                } => serde_json::json!({
+                    "change": "upgraded",
+                    "subscription": subscription_json(&subscription),
+                    "invoice": document_json(&invoice),
+                    "proration": {
+                        "credited": money(proration.credit_minor, &invoice.currency),
+                        "charged": money(proration.charge_minor, &invoice.currency),
+                    },
+                }),
+                PlanChange::Scheduled(subscription) => serde_json::json!({
+                    "change": "scheduled",
+                    "subscription": subscription_json(&subscription),
+                }),
             },
-        }),
-        PlanChange::Scheduled(subscription) => serde_json::json!({
-            "change": "scheduled",
-            "subscription": subscription_json(&subscription),
-        }),
-    }))
+        ))
+    };
+    Ok(idempotency::once(&state, tenant, "change plan", &headers, &bytes, work).await)
 }
 
 /// `DELETE /billing/subscriptions` (a tenant admin): cancels at the end of
@@ -476,52 +488,54 @@ struct PackageChoice {
 pub(super) async fn purchase(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
-    let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
-    let (issuer, packages, database) = (
-        state.issuer.clone(),
-        state.packages.clone(),
-        state.database.clone(),
-    );
-    let now = state.subscriptions.clock.now();
-    let (purchase, invoice) = run(
-        move || {
-            let mut conn = database.get()?;
-            purchases::buy(&mut conn, &issuer, &packages, tenant, &choice.package, now)
-                .map_err(PaymentError::from)
-        },
-        payment_error,
-    )
-    .await?;
-    let mut answer = serde_json::json!({
-        "purchase": purchase_json(&purchase),
-        "invoice": document_json(&invoice),
-    });
-    if let Some(method) = choice.payment_method {
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let choice: PackageChoice = json_body(&bytes)?;
+    let work = async {
         let payments = state.payments.clone();
-        let invoice_id = invoice.id;
-        let payment = run(
-            move || payments.pay(tenant, invoice_id, method),
-            payment_error,
-        )
-        .await?;
-        answer["payment"] = payment_json(&payment);
-        let payments = state.payments.clone();
-        let purchase = run(
+        let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
+        let now = state.subscriptions.clock.now();
+        let (purchase, invoice, payment) = run(
             move || {
+                // The payment method is checked before anything is sold.
+                if let Some(method) = choice.payment_method
+                    && !payments
+                        .methods(tenant)?
+                        .iter()
+                        .any(|saved| saved.id == method)
+                {
+                    return Err(PaymentError::MethodNotFound(method));
+                }
                 let mut conn = payments.database.get()?;
-                Ok(purchases::of_invoice(&mut conn, tenant, invoice_id)?)
+                let (purchase, invoice) =
+                    purchases::buy(&mut conn, &issuer, &packages, tenant, &choice.package, now)?;
+                drop(conn);
+                let Some(method) = choice.payment_method else {
+                    return Ok((purchase, invoice, None));
+                };
+                let payment = payments.pay(tenant, invoice.id, method)?;
+                let mut conn = payments.database.get()?;
+                let purchase =
+                    purchases::of_invoice(&mut conn, tenant, invoice.id)?.unwrap_or(purchase);
+                let invoice = invoices::get(&mut conn, tenant, invoice.id)?;
+                Ok((purchase, invoice, Some(payment)))
             },
             payment_error,
         )
         .await?;
-        if let Some(purchase) = purchase {
-            answer["purchase"] = purchase_json(&purchase);
+        let mut answer = serde_json::json!({
+            "purchase": purchase_json(&purchase),
+            "invoice": document_json(&invoice),
+        });
+        if let Some(payment) = payment {
+            answer["payment"] = payment_json(&payment);
         }
-    }
-    Ok((axum::http::StatusCode::CREATED, Json(answer)).into_response())
+        Ok((axum::http::StatusCode::CREATED, answer))
+    };
+    Ok(idempotency::once(&state, tenant, "purchase", &headers, &bytes, work).await)
 }
 
 fn settled_json(settled: &Settled) -> serde_json::Value {
@@ -756,22 +770,27 @@ pub(super) async fn pay(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
-    let body: PayBody = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let body: PayBody = json_body(&bytes)?;
     let invoice = invoice_id(&id)?;
     let payments = state.payments.clone();
-    let payment = run(
-        move || payments.pay(tenant, invoice, body.payment_method),
-        payment_error,
-    )
-    .await?;
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(serde_json::json!({ "payment": payment_json(&payment) })),
-    )
-        .into_response())
+    let work = async move {
+        let payment = run(
+            move || payments.pay(tenant, invoice, body.payment_method),
+            payment_error,
+        )
+        .await?;
+        Ok((
+            axum::http::StatusCode::CREATED,
+            serde_json::json!({ "payment": payment_json(&payment) }),
+        ))
+    };
+    let route = format!("pay invoice {invoice}");
+    Ok(idempotency::once(&state, tenant, &route, &headers, &bytes, work).await)
 }
 
 fn refund_json(refund: &Refund, currency: &str) -> serde_json::Value {

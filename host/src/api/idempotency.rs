@@ -1,9 +1,11 @@
 //! `Idempotency-Key`: the first request with a key runs and its answer is
 //! kept; a retry with the key and the same request gets that answer and
 //! moves nothing more, even while the first is still running (it waits for
-//! it); the key with another request is refused. Answers are kept once a
-//! call ran; a request refused before that (no credits, say) keeps nothing,
-//! so it can be retried with the same key once the cause is fixed.
+//! it); the key with another request is refused. A plugin call's answer
+//! is kept once the call ran; a call refused before that (no credits, say)
+//! keeps nothing, so it can be retried with the same key once the cause is
+//! fixed. A billing request ([`once`]) keeps its answer whatever it was,
+//! since a refusal may come after an invoice was issued.
 
 use std::time::{Duration, Instant};
 
@@ -162,4 +164,52 @@ pub async fn release(database: &Database, tenant: TenantId, key: &str) -> Result
         .await
         .map_err(ApiError::internal)?;
     Ok(())
+}
+
+/// Runs a billing request once per `Idempotency-Key` when it carries one:
+/// the first runs and its answer, success or refusal, is kept; a retry with
+/// the key and the same body gets that answer and runs nothing (no second
+/// invoice, no second payment). `route` names what is asked, so one key
+/// cannot answer two kinds of request.
+pub async fn once<Work>(
+    state: &super::AppState,
+    tenant: TenantId,
+    route: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    work: Work,
+) -> axum::response::Response
+where
+    Work: Future<Output = Result<(axum::http::StatusCode, serde_json::Value), ApiError>>,
+{
+    use axum::response::IntoResponse as _;
+    let answer = |(status, body): (axum::http::StatusCode, serde_json::Value)| {
+        (status, axum::Json(body)).into_response()
+    };
+    let key = match super::v1::idempotency_key(headers) {
+        Ok(Some(key)) => key,
+        Ok(None) => return answer(work.await.unwrap_or_else(ApiError::into_parts)),
+        Err(error) => return error.into_response(),
+    };
+    let request = fingerprint(route, body);
+    let now = crate::units::Clock::now(&crate::units::SystemClock);
+    match claim(&state.database, tenant, &key, &request, now).await {
+        Ok(Claim::Run) => {}
+        Ok(Claim::Replay { status, body }) => {
+            let status =
+                axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+            let mut response = answer((status, body));
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            return response;
+        }
+        Err(error) => return error.into_response(),
+    }
+    let (status, body) = work.await.unwrap_or_else(ApiError::into_parts);
+    if let Err(error) = finish(&state.database, tenant, &key, status.as_u16(), &body).await {
+        return error.into_response();
+    }
+    answer((status, body))
 }
