@@ -61,6 +61,16 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "renewing subscriptions failed; will retry"),
             }
+            // What a stopped host paid but did not grant.
+            let settling = payments.clone();
+            match tokio::task::spawn_blocking(move || settling.settle_paid()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(settled)) => tracing::info!(settled, "granted what paid invoices bought"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "settling paid invoices failed; will retry")
+                }
+                Err(error) => tracing::warn!(%error, "settling paid invoices failed; will retry"),
+            }
             // Renewals' invoices charged to the saved payment methods, and
             // the dunning schedule's retries.
             let payments = payments.clone();

@@ -772,3 +772,64 @@ fn a_refund_gives_the_money_back_takes_back_unspent_credits_and_issues_a_credit_
     let report = tollgate::ledger::audit::audit(&mut conn).unwrap();
     assert!(report.is_clean(), "{report:?}");
 }
+
+#[test]
+fn what_a_stopped_host_paid_but_did_not_grant_is_granted_by_the_next_sweep() {
+    use diesel::prelude::*;
+    let world = World::new(Vec::new(), 1);
+    let payments = world.payments();
+    let acme = world.acme;
+    let packages = tollgate::config::parse_pricing(
+        std::path::Path::new("pricing.toml"),
+        include_str!("../../config/pricing.toml"),
+    )
+    .unwrap()
+    .packages;
+    let buy = |package: &str| {
+        let mut conn = world.database.get().unwrap();
+        tollgate::billing::purchases::buy(
+            &mut conn,
+            &world.subscriptions().issuer,
+            &packages,
+            acme,
+            package,
+            world.clock.now(),
+        )
+        .unwrap()
+        .1
+    };
+    // A host marked one invoice paid and died before granting.
+    let first = buy("pack-500");
+    let mut conn = world.database.get().unwrap();
+    invoices::mark_paid(&mut conn, acme, first.id, world.clock.now()).unwrap();
+    drop(conn);
+    // Another recorded a bank transfer's success and died before settling.
+    let second = buy("pack-1000");
+    let bank = payments
+        .add_method(
+            acme,
+            &NewMethod {
+                provider: "bank-transfer".into(),
+                method: MethodKind::BankTransfer,
+                token: String::new(),
+                label: None,
+                make_default: true,
+            },
+        )
+        .unwrap();
+    let pending = payments.pay(acme, second.id, bank.id).unwrap();
+    let mut conn = world.database.get().unwrap();
+    use tollgate::db::schema::payments as rows;
+    diesel::update(rows::table.find(pending.id))
+        .set(rows::state.eq("succeeded"))
+        .execute(&mut conn)
+        .unwrap();
+    drop(conn);
+    assert_eq!(world.available(), Credits::ZERO);
+
+    assert_eq!(payments.settle_paid().unwrap(), 2);
+    assert_eq!(world.available(), credits(1_500));
+    assert_eq!(world.invoice_state(second.id), invoices::State::Paid);
+    assert_eq!(payments.settle_paid().unwrap(), 0, "nothing more to do");
+    assert_eq!(world.available(), credits(1_500));
+}

@@ -293,11 +293,6 @@ diesel::table! {
 
 diesel::joinable!(subscription_periods -> subscriptions (subscription_id));
 diesel::joinable!(subscription_changes -> subscriptions (subscription_id));
-diesel::allow_tables_to_appear_in_same_query!(
-    subscriptions,
-    subscription_periods,
-    subscription_changes
-);
 
 diesel::table! {
     payment_methods (id) {
@@ -370,3 +365,12 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(
+    invoices,
+    purchases,
+    subscriptions,
+    subscription_periods,
+    subscription_changes,
+    payments
+);
