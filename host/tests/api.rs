@@ -1784,7 +1784,17 @@ fn a_tenant_admin_subscribes_changes_plan_and_cancels_and_the_operator_records_p
         .iter()
         .map(|plan| plan["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["starter", "professional", "enterprise"]);
+    assert_eq!(
+        ids,
+        [
+            "starter",
+            "professional",
+            "enterprise",
+            "starter-annual",
+            "professional-annual",
+            "enterprise-annual"
+        ]
+    );
     assert_eq!(plans["plans"][0]["price"], "49.00");
     assert_eq!(plans["plans"][0]["credits"], "1000");
 

@@ -833,3 +833,141 @@ fn what_a_stopped_host_paid_but_did_not_grant_is_granted_by_the_next_sweep() {
     assert_eq!(payments.settle_paid().unwrap(), 0, "nothing more to do");
     assert_eq!(world.available(), credits(1_500));
 }
+
+/// A card gateway's webhook, signed as Stripe signs them.
+fn stripe_webhook(
+    secret: &[u8],
+    event: &str,
+    kind: &str,
+    intent: &str,
+) -> tollgate::runtime::Callback {
+    let body = format!(
+        r#"{{"id": "{event}", "type": "{kind}", "data": {{"object": {{"id": "{intent}", "amount": 500, "currency": "usd", "last_payment_error": {{"code": "card_declined", "message": "Declined."}}}}}}}}"#
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signature = support::hmac_sha256_hex(secret, format!("{now}.{body}").as_bytes());
+    tollgate::runtime::Callback {
+        headers: vec![tollgate::runtime::Field {
+            name: "Stripe-Signature".into(),
+            value: format!("t={now},v1={signature}"),
+        }],
+        body: body.into_bytes(),
+    }
+}
+
+#[test]
+fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
+    use tollgate::billing::payments::{Notified, PaymentError};
+    // Both cards ask for authentication: the outcome comes by webhook.
+    let world = World::new(
+        vec![
+            (
+                200,
+                r#"{"id": "pi_a", "status": "requires_action"}"#.to_owned(),
+            ),
+            (
+                200,
+                r#"{"id": "pi_b", "status": "requires_action"}"#.to_owned(),
+            ),
+        ],
+        1,
+    );
+    let payments = world.payments();
+    let acme = world.acme;
+    let packages = tollgate::config::parse_pricing(
+        std::path::Path::new("pricing.toml"),
+        include_str!("../../config/pricing.toml"),
+    )
+    .unwrap()
+    .packages;
+    let mut pay = || {
+        let mut conn = world.database.get().unwrap();
+        let (_, invoice) = tollgate::billing::purchases::buy(
+            &mut conn,
+            &world.subscriptions().issuer,
+            &packages,
+            acme,
+            "pack-500",
+            world.clock.now(),
+        )
+        .unwrap();
+        drop(conn);
+        let payment = payments.pay(acme, invoice.id, world.card).unwrap();
+        assert_eq!(payment.state, PaymentState::Pending, "{payment:?}");
+        (invoice.id, payment.id)
+    };
+    let (invoice_a, _) = pay();
+    let (invoice_b, payment_b) = pay();
+    let notify = |event: &str, kind: &str, intent: &str| {
+        payments
+            .notify("card", stripe_webhook(b"whsec_1", event, kind, intent))
+            .unwrap()
+    };
+    let applied = |applied: usize, duplicates: usize| Notified {
+        events: 1,
+        duplicates,
+        applied,
+    };
+
+    // A: the success, then a failure sent earlier that arrives late.
+    assert_eq!(
+        notify("evt_a2", "payment_intent.succeeded", "pi_a"),
+        applied(1, 0)
+    );
+    assert_eq!(world.available(), credits(500));
+    assert_eq!(
+        notify("evt_a1", "payment_intent.payment_failed", "pi_a"),
+        applied(0, 0)
+    );
+    // B: a failure, then the success of the customer's second try.
+    assert_eq!(
+        notify("evt_b1", "payment_intent.payment_failed", "pi_b"),
+        applied(1, 0)
+    );
+    let failed = payments.list(acme).unwrap();
+    let failed = failed
+        .iter()
+        .find(|payment| payment.id == payment_b)
+        .unwrap();
+    assert_eq!(
+        (failed.state, failed.failure_reason.as_deref()),
+        (PaymentState::Failed, Some("card_declined: Declined."))
+    );
+    assert_eq!(world.available(), credits(500));
+    assert_eq!(
+        notify("evt_b2", "payment_intent.succeeded", "pi_b"),
+        applied(1, 0)
+    );
+    assert_eq!(world.available(), credits(1_000));
+    // Every one of them replayed: nothing more.
+    for (event, kind, intent) in [
+        ("evt_a1", "payment_intent.payment_failed", "pi_a"),
+        ("evt_a2", "payment_intent.succeeded", "pi_a"),
+        ("evt_b1", "payment_intent.payment_failed", "pi_b"),
+        ("evt_b2", "payment_intent.succeeded", "pi_b"),
+    ] {
+        assert_eq!(notify(event, kind, intent), applied(0, 1));
+    }
+    // Forged: signed with a guessed secret; refused, nothing read.
+    let forged = payments.notify(
+        "card",
+        stripe_webhook(b"whsec_guess", "evt_c", "payment_intent.succeeded", "pi_a"),
+    );
+    assert!(
+        matches!(&forged, Err(PaymentError::Forged(reason)) if reason == "the signature does not match the body"),
+        "{forged:?}"
+    );
+    assert_eq!(world.available(), credits(1_000));
+    assert_eq!(world.invoice_state(invoice_a), invoices::State::Paid);
+    assert_eq!(world.invoice_state(invoice_b), invoices::State::Paid);
+    let states: Vec<PaymentState> = payments
+        .list(acme)
+        .unwrap()
+        .iter()
+        .map(|payment| payment.state)
+        .collect();
+    assert_eq!(states, [PaymentState::Succeeded, PaymentState::Succeeded]);
+}

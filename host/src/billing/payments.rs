@@ -697,6 +697,10 @@ impl Payments {
     ) -> Result<(), PaymentError> {
         let now = self.clock.now();
         let mut conn = self.database.get()?;
+        let row = payment_row(&mut conn, payment)?;
+        // The reference is kept when this answer has none: a success the
+        // provider reports later finds the payment by it.
+        let reference = reference.or(row.provider_reference.as_deref());
         diesel::update(payments::table.find(payment))
             .filter(payments::state.eq_any([
                 PaymentState::Processing.as_str(),
