@@ -883,7 +883,7 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
     )
     .unwrap()
     .packages;
-    let mut pay = || {
+    let pay = || {
         let mut conn = world.database.get().unwrap();
         let (_, invoice) = tollgate::billing::purchases::buy(
             &mut conn,
