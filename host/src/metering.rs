@@ -125,6 +125,9 @@ pub struct Meter {
     /// see [`Meter::forget_cached`].
     plugins: moka::sync::Cache<String, Arc<ActivePlugin>>,
     settings: moka::sync::Cache<(i64, String, String), Option<Arc<Settings>>>,
+    /// Each tenant's plan (`None`: no live subscription), for the free
+    /// units of its price and the pricing rules bound to the plan.
+    plans: moka::sync::Cache<i64, Option<Arc<str>>>,
 }
 
 pub type Settings = std::collections::BTreeMap<String, String>;
@@ -213,6 +216,7 @@ impl Meter {
             wallets: Default::default(),
             plugins: ttl_cache(),
             settings: ttl_cache(),
+            plans: ttl_cache(),
         }
     }
 
@@ -250,11 +254,31 @@ impl Meter {
         Ok(settings)
     }
 
-    /// Forgets what this host cached of plugins and settings, after this
+    /// The plan of the tenant's subscription while it is active or past due
+    /// (paid for, or being collected); `None` without one.
+    fn plan_of(&self, tenant: TenantId) -> Result<Option<Arc<str>>, MeterError> {
+        use crate::db::schema::subscriptions;
+        if let Some(plan) = self.plans.get(&tenant.0) {
+            return Ok(plan);
+        }
+        let mut conn = self.database.get()?;
+        let plan: Option<String> = subscriptions::table
+            .filter(subscriptions::tenant_id.eq(tenant.0))
+            .filter(subscriptions::state.eq_any(["active", "past_due"]))
+            .select(subscriptions::plan)
+            .first(&mut conn)
+            .optional()?;
+        let plan: Option<Arc<str>> = plan.map(Arc::from);
+        self.plans.insert(tenant.0, plan.clone());
+        Ok(plan)
+    }
+
+    /// Forgets what this host cached of plugins, settings and plans, after this
     /// host changed them (installed, upgraded, enabled, disabled).
     pub fn forget_cached(&self) {
         self.plugins.invalidate_all();
         self.settings.invalidate_all();
+        self.plans.invalidate_all();
     }
 
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
@@ -434,7 +458,8 @@ impl Meter {
             false => 0,
         };
         let max_units = max_units(&call);
-        let plan = None; // Subscriptions come with billing.
+        let plan = self.plan_of(tenant)?;
+        let plan = plan.as_deref();
         let wallet = self.wallet(tenant)?;
         // A pricing rule bound to the tenant adjusts the quote: the most the
         // call may cost, then what it cost. It is a metered call of its own.

@@ -572,3 +572,51 @@ fn a_pricing_rule_bound_to_the_tenant_adjusts_the_hold_and_the_charge() {
     assert!(refusal.to_string().contains("not enabled"), "{refusal}");
     assert_eq!(balance(&s).posted, whole(88));
 }
+
+#[test]
+fn the_free_units_of_the_tenants_plan_are_not_charged() {
+    // On Starter, the first 30 leads of each period are free.
+    let mut free = price("csv-leads", "search", "0", "1");
+    free.free_units = BTreeMap::from([("starter".to_owned(), 30)]);
+    let s = setup(100, vec![free]);
+    // Without a subscription every lead is charged.
+    let before = s.meter.invoke(search(s.tenant, None, 5, None)).unwrap();
+    assert_eq!(before.charged, whole(5));
+    let subscriptions = crate::billing::subscriptions::Subscriptions {
+        database: s.database.clone(),
+        ledger: s.ledger.clone(),
+        plans: Arc::new(
+            crate::config::parse_plans(
+                std::path::Path::new("plans.toml"),
+                include_str!("../../../config/plans.toml"),
+            )
+            .unwrap(),
+        ),
+        issuer: Arc::new(crate::billing::invoices::Issuer {
+            name: "Tollgate".into(),
+            address: String::new(),
+            tax_rate: Default::default(),
+            tax_name: "Tax".into(),
+        }),
+        clock: s.clock.clone(),
+    };
+    let (_, invoice) = subscriptions.subscribe(s.tenant, "starter").unwrap();
+    // Unpaid, the subscription gives nothing yet.
+    s.meter.forget_cached();
+    let unpaid = s.meter.invoke(search(s.tenant, None, 5, None)).unwrap();
+    assert_eq!(unpaid.charged, whole(5));
+    subscriptions.invoice_paid(s.tenant, invoice.id).unwrap();
+    s.meter.forget_cached();
+    // 10 leads were charged already this period; 20 more are free, then
+    // each is charged again.
+    let charges: Vec<Credits> = [15, 10, 10]
+        .into_iter()
+        .map(|limit| {
+            s.meter
+                .invoke(search(s.tenant, None, limit, None))
+                .unwrap()
+                .charged
+        })
+        .collect();
+    assert_eq!(charges, [whole(0), whole(5), whole(10)]);
+}
