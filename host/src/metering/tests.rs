@@ -582,24 +582,7 @@ fn the_free_units_of_the_tenants_plan_are_not_charged() {
     // Without a subscription every lead is charged.
     let before = s.meter.invoke(search(s.tenant, None, 5, None)).unwrap();
     assert_eq!(before.charged, whole(5));
-    let subscriptions = crate::billing::subscriptions::Subscriptions {
-        database: s.database.clone(),
-        ledger: s.ledger.clone(),
-        plans: Arc::new(
-            crate::config::parse_plans(
-                std::path::Path::new("plans.toml"),
-                include_str!("../../../config/plans.toml"),
-            )
-            .unwrap(),
-        ),
-        issuer: Arc::new(crate::billing::invoices::Issuer {
-            name: "Tollgate".into(),
-            address: String::new(),
-            tax_rate: Default::default(),
-            tax_name: "Tax".into(),
-        }),
-        clock: s.clock.clone(),
-    };
+    let subscriptions = subscriptions(&s);
     let (_, invoice) = subscriptions.subscribe(s.tenant, "starter").unwrap();
     // Unpaid, the subscription gives nothing yet.
     s.meter.forget_cached();
@@ -619,4 +602,62 @@ fn the_free_units_of_the_tenants_plan_are_not_charged() {
         })
         .collect();
     assert_eq!(charges, [whole(0), whole(5), whole(10)]);
+}
+
+/// The subscriptions of the setup's host, with the plans of `config/`.
+fn subscriptions(s: &Setup) -> crate::billing::subscriptions::Subscriptions {
+    crate::billing::subscriptions::Subscriptions {
+        database: s.database.clone(),
+        ledger: s.ledger.clone(),
+        plans: Arc::new(
+            crate::config::parse_plans(
+                std::path::Path::new("plans.toml"),
+                include_str!("../../../config/plans.toml"),
+            )
+            .unwrap(),
+        ),
+        issuer: Arc::new(crate::billing::invoices::Issuer {
+            name: "Tollgate".into(),
+            address: String::new(),
+            tax_rate: Default::default(),
+            tax_name: "Tax".into(),
+        }),
+        clock: s.clock.clone(),
+    }
+}
+
+#[test]
+fn a_pricing_rule_bound_to_the_tenants_plan_applies_while_it_is_on_the_plan() {
+    let book = PriceBook {
+        prices: vec![
+            price("csv-leads", "search", "0", "1"),
+            price("markup", "adjust-price", "0", "0"),
+        ],
+        rules: vec![crate::pricing::RuleBinding {
+            rule: "markup".into(),
+            plan: Some("starter".into()),
+            tenant: None,
+        }],
+    };
+    let s = setup_book(100, book, &["markup"]);
+    let mut conn = s.database.get().unwrap();
+    let markup = BTreeMap::from([("markup_percent".to_owned(), "20".to_owned())]);
+    plugins::enable(
+        &mut conn,
+        &SecretBox::new([3; 32]),
+        s.tenant,
+        "markup",
+        &markup,
+        START,
+    )
+    .unwrap();
+    drop(conn);
+    let off_plan = s.meter.invoke(search(s.tenant, None, 10, None)).unwrap();
+    assert_eq!(off_plan.charged, whole(10));
+    let subscriptions = subscriptions(&s);
+    let (_, invoice) = subscriptions.subscribe(s.tenant, "starter").unwrap();
+    subscriptions.invoice_paid(s.tenant, invoice.id).unwrap();
+    s.meter.forget_cached();
+    let on_plan = s.meter.invoke(search(s.tenant, None, 10, None)).unwrap();
+    assert_eq!(on_plan.charged, whole(12), "marked up 20% on Starter");
 }
