@@ -2270,3 +2270,79 @@ fn a_purchase_retried_with_its_idempotency_key_sells_and_charges_once() {
         "{invoices}"
     );
 }
+
+#[test]
+fn bad_billing_input_gets_a_clear_error_and_sells_or_charges_nothing() {
+    let server = start();
+    let key = &server.globex_key;
+    let globex = server.globex.0;
+    let cases: Vec<(&str, &str, String, &str, u16, &str)> = vec![
+        (
+            "POST",
+            &server.operator_key,
+            "/billing/credits/grants".into(),
+            r#"{"tenant": GLOBEX, "amount": "-5", "source": "promotion"}"#,
+            400,
+            "amount must be greater than zero",
+        ),
+        (
+            "POST",
+            key,
+            "/billing/purchases".into(),
+            r#"{"package": "pack-500", "payment_method": -3}"#,
+            404,
+            "no payment method -3 of this tenant",
+        ),
+        (
+            "POST",
+            key,
+            "/billing/purchases".into(),
+            r#"{"package": "pack-42"}"#,
+            400,
+            "there is no credit package \"pack-42\"",
+        ),
+        (
+            "PUT",
+            key,
+            "/billing/subscriptions/plan".into(),
+            r#"{"plan": "professional"}"#,
+            404,
+            "the tenant has no subscription",
+        ),
+        (
+            "POST",
+            key,
+            "/billing/payment-methods".into(),
+            r#"{"provider": "bank-transfer", "method": "bank_transfer", "label": " "}"#,
+            400,
+            "label: 1 to 100 bytes, not blank",
+        ),
+        (
+            "POST",
+            key,
+            format!("/billing/invoices/{}/pay", server.acme_invoice),
+            r#"{"payment_method": 1}"#,
+            404,
+            "no payment method 1 of this tenant",
+        ),
+    ];
+    for (n, (method, caller, path, body, status, words)) in cases.into_iter().enumerate() {
+        let body = body.replace("GLOBEX", &globex.to_string());
+        let (got, answer) = server.call(
+            method,
+            caller,
+            &path,
+            Some(&body),
+            &[("idempotency-key", &format!("bad-{n}"))],
+        );
+        assert_eq!(got, status, "{method} {path} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{method} {path}: {message}");
+    }
+    let (_, credits) = server.get(key, "/billing/credits");
+    assert_eq!(credits["balance"]["available"], "0");
+    let (_, invoices) = server.get(key, "/billing/invoices");
+    assert_eq!(invoices["invoices"], serde_json::json!([]));
+    let (_, payments) = server.get(key, "/billing/payments");
+    assert_eq!(payments["payments"], serde_json::json!([]));
+}
