@@ -1146,6 +1146,21 @@ fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
     assert!(response.headers().get("retry-after").is_some());
     // Another tenant has its own allowance.
     assert_eq!(server.get(&server.globex_key, "/billing/credits").0, 200);
+    // Providers' notifications, which carry no key, share one.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            server
+                .call(
+                    "POST",
+                    "",
+                    "/billing/providers/bank-transfer/notifications",
+                    Some("status=succeeded"),
+                    &[],
+                )
+                .0
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429]);
 }
 
 #[test]

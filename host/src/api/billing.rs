@@ -894,6 +894,9 @@ pub(super) async fn receipt(
     rendered(&sheet, &name, format)
 }
 
+/// The rate-limit key of providers' notifications: tenant ids are positive.
+const NOTIFICATIONS_RATE_KEY: i64 = -1;
+
 /// `POST /billing/providers/{provider}/notifications`: where a payment
 /// provider sends its notifications. No API key: the provider plugin
 /// verifies the signature, and a forged one is refused with 401.
@@ -903,6 +906,21 @@ pub(super) async fn notification(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Unauthenticated, so every provider's notifications share one rate (a
+    // tenant's), kept under a key no tenant has.
+    if state
+        .rate_limits
+        .check_key(&NOTIFICATIONS_RATE_KEY)
+        .is_err()
+    {
+        let mut error = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "notifications are arriving faster than this host takes them; retry later",
+        );
+        error.retry_after = Some(1);
+        return Err(error);
+    }
     let body = read_body(body, state.body_bytes_max).await?;
     let headers = headers
         .iter()
