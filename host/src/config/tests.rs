@@ -50,6 +50,9 @@ fn every_shipped_config_file_loads() {
             ("starter", 4900, whole(1000)),
             ("professional", 14900, whole(5000)),
             ("enterprise", 39900, whole(20000)),
+            ("starter-annual", 49000, whole(12000)),
+            ("professional-annual", 149000, whole(60000)),
+            ("enterprise-annual", 399000, whole(240000)),
         ]
     );
     let packages: Vec<(i64, i64)> = config
