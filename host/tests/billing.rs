@@ -872,6 +872,10 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
                 200,
                 r#"{"id": "pi_b", "status": "requires_action"}"#.to_owned(),
             ),
+            (
+                200,
+                r#"{"id": "pi_c", "status": "requires_action"}"#.to_owned(),
+            ),
         ],
         1,
     );
@@ -961,6 +965,12 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
         "{forged:?}"
     );
     assert_eq!(world.available(), credits(1_000));
+    // A refund made at the provider for a payment still pending grants
+    // nothing and settles nothing.
+    let (invoice_c, _) = pay();
+    assert_eq!(notify("evt_c1", "charge.refunded", "pi_c"), applied(0, 0));
+    assert_eq!(world.available(), credits(1_000));
+    assert_eq!(world.invoice_state(invoice_c), invoices::State::Open);
     assert_eq!(world.invoice_state(invoice_a), invoices::State::Paid);
     assert_eq!(world.invoice_state(invoice_b), invoices::State::Paid);
     let states: Vec<PaymentState> = payments
@@ -969,5 +979,12 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
         .iter()
         .map(|payment| payment.state)
         .collect();
-    assert_eq!(states, [PaymentState::Succeeded, PaymentState::Succeeded]);
+    assert_eq!(
+        states,
+        [
+            PaymentState::Pending,
+            PaymentState::Succeeded,
+            PaymentState::Succeeded
+        ]
+    );
 }

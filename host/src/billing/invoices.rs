@@ -518,6 +518,26 @@ pub fn mark_paid(
     )
 }
 
+/// Marks an invoice paid unless it already is: two hosts settling the same
+/// payment at once (a webhook and the provider's answer) both succeed.
+pub fn ensure_paid(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    id: i64,
+    now: Timestamp,
+) -> Result<Document, InvoiceError> {
+    match mark_paid(conn, tenant, id, now) {
+        Err(InvoiceError::WrongState { .. }) => {
+            let document = get(conn, tenant, id)?;
+            match document.state {
+                State::Paid => Ok(document),
+                _ => mark_paid(conn, tenant, id, now),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Voids a document that was not paid. A voided document keeps its number.
 pub fn void(
     conn: &mut DbConnection,

@@ -640,10 +640,23 @@ impl Payments {
         };
         let metered = match self.meter.invoke_as_merchant(request, settings) {
             Ok(metered) => metered,
-            Err(error) => {
+            // Refused before the provider was asked: nothing was taken.
+            Err(
+                error @ (MeterError::NotEnabled(_)
+                | MeterError::WrongFunction { .. }
+                | MeterError::Unpriced(_)
+                | MeterError::InsufficientCredits { .. }
+                | MeterError::PricingRule { .. }
+                | MeterError::Plugin(_)),
+            ) => {
                 self.failed(payment.id, None, &error.to_string())?;
                 return Err(error.into());
             }
+            // The provider may have been asked and may have taken the
+            // money: the payment stays under way, so no new attempt (with a
+            // new key) can charge twice; its outcome comes from the
+            // provider or the operator.
+            Err(error) => return Err(error.into()),
         };
         match metered.result {
             Ok(Reply::Payment(answer)) => {
@@ -674,15 +687,23 @@ impl Payments {
                     }
                 }
             }
-            Ok(_) => self.failed(
-                payment.id,
-                None,
-                "the provider answered with something other than a payment",
-            )?,
-            Err(CallError::Plugin { error, .. }) => {
-                self.failed(payment.id, None, &error.message)?
+            Ok(_) => {
+                self.failed(
+                    payment.id,
+                    None,
+                    "the provider answered with something other than a payment",
+                )?;
             }
-            Err(error) => self.failed(payment.id, None, &error.to_string())?,
+            // The plugin's own report: the provider refused, or was not
+            // reached.
+            Err(CallError::Plugin { error, .. }) => {
+                self.failed(payment.id, None, &error.message)?;
+            }
+            // Stopped mid-call (time, fuel, a trap): the provider may have
+            // taken the money, so the payment stays under way (see above).
+            Err(error) => {
+                tracing::warn!(payment = payment.id, %error, "a payment's outcome is unknown; it waits for the provider or an operator");
+            }
         }
         let mut conn = self.database.get()?;
         payment_row(&mut conn, payment.id)
@@ -694,14 +715,14 @@ impl Payments {
         payment: i64,
         reference: Option<&str>,
         reason: &str,
-    ) -> Result<(), PaymentError> {
+    ) -> Result<bool, PaymentError> {
         let now = self.clock.now();
         let mut conn = self.database.get()?;
         let row = payment_row(&mut conn, payment)?;
         // The reference is kept when this answer has none: a success the
         // provider reports later finds the payment by it.
         let reference = reference.or(row.provider_reference.as_deref());
-        diesel::update(payments::table.find(payment))
+        let changed = diesel::update(payments::table.find(payment))
             .filter(payments::state.eq_any([
                 PaymentState::Processing.as_str(),
                 PaymentState::Pending.as_str(),
@@ -713,7 +734,8 @@ impl Payments {
                 payments::settled_at.eq(now.micros()),
             ))
             .execute(&mut conn)?;
-        Ok(())
+        // Whether this call moved it: of two reports of one failure, one.
+        Ok(changed == 1)
     }
 
     /// Marks a payment succeeded (whatever it was before: the provider's
@@ -1108,9 +1130,20 @@ impl Payments {
             if let Some(payment) = &payment {
                 let applied = match event.kind {
                     // A refund implies the payment had succeeded.
-                    PaymentEventKind::Succeeded | PaymentEventKind::Refunded => {
+                    PaymentEventKind::Succeeded => {
                         self.succeeded(payment.id, None)?;
                         true
+                    }
+                    // A refund made at the provider, outside Tollgate: it
+                    // settles nothing and grants nothing; the operator
+                    // refunds through Tollgate to take the credits back.
+                    PaymentEventKind::Refunded => {
+                        tracing::warn!(
+                            provider,
+                            payment = payment.id,
+                            "the provider reports a refund Tollgate did not make"
+                        );
+                        false
                     }
                     PaymentEventKind::Failed => match payment.state {
                         PaymentState::Processing | PaymentState::Pending => {
@@ -1118,9 +1151,11 @@ impl Payments {
                                 .failure_reason
                                 .clone()
                                 .unwrap_or_else(|| "the provider reported a failure".into());
-                            self.failed(payment.id, None, &reason)?;
-                            self.collection_failed(payment.invoice, &reason)?;
-                            true
+                            let moved = self.failed(payment.id, None, &reason)?;
+                            if moved {
+                                self.collection_failed(payment.invoice, &reason)?;
+                            }
+                            moved
                         }
                         // A success is final: a failure reported after it
                         // arrived out of order.
@@ -1233,6 +1268,8 @@ impl Payments {
                             .set(collections::state.eq("pending"))
                             .execute(&mut conn)?;
                     }
+                    // Paid after all (a notification settled it meanwhile).
+                    Some(payment) if payment.state == PaymentState::Succeeded => {}
                     _ => self.collection_failed(invoice, &error.to_string())?,
                 },
             }
@@ -1316,28 +1353,41 @@ impl Payments {
         else {
             return Ok(());
         };
+        let counted = failures;
         let failures = failures + 1;
         tracing::info!(invoice, failures, reason, "collecting a renewal failed");
+        // Counted once: of two reports of one failure (or two hosts), the
+        // update that still finds the count it read moves it on.
+        let unchanged = collections::table
+            .find(invoice)
+            .filter(collections::failures.eq(counted))
+            .filter(collections::state.eq_any(["collecting", "pending"]));
         match self.dunning_retry_days.get(failures as usize - 1) {
             Some(days) => {
-                diesel::update(collections::table.find(invoice))
+                let moved = diesel::update(unchanged)
                     .set((
                         collections::failures.eq(failures),
                         collections::state.eq("collecting"),
                         collections::next_attempt_at.eq(now.micros() + i64::from(*days) * DAY_US),
                     ))
                     .execute(&mut conn)?;
+                if moved == 0 {
+                    return Ok(());
+                }
                 drop(conn);
                 self.subscriptions.mark_past_due(subscription)?;
             }
             None => {
-                diesel::update(collections::table.find(invoice))
+                let moved = diesel::update(unchanged)
                     .set((
                         collections::failures.eq(failures),
                         collections::state.eq("abandoned"),
                         collections::next_attempt_at.eq(None::<i64>),
                     ))
                     .execute(&mut conn)?;
+                if moved == 0 {
+                    return Ok(());
+                }
                 let tenant = TenantId(tenant);
                 if invoices::get(&mut conn, tenant, invoice)?.state == invoices::State::Open {
                     invoices::mark_uncollectible(&mut conn, tenant, invoice, now)?;

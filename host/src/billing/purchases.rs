@@ -141,7 +141,7 @@ pub fn paid(
     now: Timestamp,
 ) -> Result<Purchase, PurchaseError> {
     if invoices::get(conn, purchase.tenant, purchase.invoice)?.state != invoices::State::Paid {
-        invoices::mark_paid(conn, purchase.tenant, purchase.invoice, now)?;
+        invoices::ensure_paid(conn, purchase.tenant, purchase.invoice, now)?;
     }
     if !purchase.granted {
         let wallet = queries::wallet_of(conn, purchase.tenant)?;

@@ -413,7 +413,7 @@ impl Subscriptions {
         };
         let document = invoices::get(&mut conn, tenant, invoice)?;
         if document.state != invoices::State::Paid {
-            invoices::mark_paid(&mut conn, tenant, invoice, now)?;
+            invoices::ensure_paid(&mut conn, tenant, invoice, now)?;
         }
         let row = get_row(&mut conn, period.subscription_id)?;
         if !period.granted {
@@ -454,7 +454,7 @@ impl Subscriptions {
             .optional()?
             .ok_or(SubscriptionError::NotASubscriptionInvoice(invoice))?;
         if invoices::get(&mut conn, tenant, invoice)?.state != invoices::State::Paid {
-            invoices::mark_paid(&mut conn, tenant, invoice, now)?;
+            invoices::ensure_paid(&mut conn, tenant, invoice, now)?;
         }
         if !change.granted {
             let (from, to) = (self.plan(&change.from_plan)?, self.plan(&change.to_plan)?);
