@@ -876,6 +876,11 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
                 200,
                 r#"{"id": "pi_c", "status": "requires_action"}"#.to_owned(),
             ),
+            (
+                200,
+                r#"{"id": "pi_d", "status": "requires_action"}"#.to_owned(),
+            ),
+            approved(5),
         ],
         1,
     );
@@ -971,6 +976,29 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
     assert_eq!(notify("evt_c1", "charge.refunded", "pi_c"), applied(0, 0));
     assert_eq!(world.available(), credits(1_000));
     assert_eq!(world.invoice_state(invoice_c), invoices::State::Open);
+    // D fails, the tenant pays the invoice again and it goes through; then
+    // the provider reports D succeeded after all: the invoice is settled
+    // once, the credits granted once, and the notice is answered.
+    let (invoice_d, payment_d) = pay();
+    assert_eq!(
+        notify("evt_d1", "payment_intent.payment_failed", "pi_d"),
+        applied(1, 0)
+    );
+    let again = payments.pay(acme, invoice_d, world.card).unwrap();
+    assert_eq!(again.state, PaymentState::Succeeded);
+    assert_eq!(world.available(), credits(1_500));
+    notify("evt_d2", "payment_intent.succeeded", "pi_d");
+    assert_eq!(world.available(), credits(1_500));
+    let listed = payments.list(acme).unwrap();
+    let d = listed
+        .iter()
+        .find(|payment| payment.id == payment_d)
+        .unwrap();
+    assert_eq!(
+        d.state,
+        PaymentState::Failed,
+        "the second charge is the operator's to refund"
+    );
     assert_eq!(world.invoice_state(invoice_a), invoices::State::Paid);
     assert_eq!(world.invoice_state(invoice_b), invoices::State::Paid);
     let states: Vec<PaymentState> = payments
@@ -982,6 +1010,8 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
     assert_eq!(
         states,
         [
+            PaymentState::Succeeded,
+            PaymentState::Failed,
             PaymentState::Pending,
             PaymentState::Succeeded,
             PaymentState::Succeeded

@@ -745,7 +745,7 @@ impl Payments {
         let mut conn = self.database.get()?;
         let row = payment_row(&mut conn, payment)?;
         if row.state != PaymentState::Succeeded {
-            diesel::update(payments::table.find(payment))
+            let updated = diesel::update(payments::table.find(payment))
                 .set((
                     payments::state.eq(PaymentState::Succeeded.as_str()),
                     payments::provider_reference
@@ -753,7 +753,22 @@ impl Payments {
                     payments::failure_reason.eq(None::<String>),
                     payments::settled_at.eq(now.micros()),
                 ))
-                .execute(&mut conn)?;
+                .execute(&mut conn);
+            match updated {
+                Ok(_) => {}
+                // Another payment of the invoice is under way or taken: the
+                // provider took this one too (a failure reported, then a
+                // late success). It stays as it was, for the operator to
+                // refund at the provider; the invoice is settled once.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                    tracing::error!(
+                        payment,
+                        invoice = row.invoice,
+                        "the provider took a second payment for an invoice; refund it at the provider"
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         drop(conn);
         self.settle_invoice(row.tenant, row.invoice)
@@ -839,12 +854,24 @@ impl Payments {
                 .optional()?;
             let id = match existing {
                 Some((id, state)) if state == PaymentState::Failed.as_str() => {
-                    diesel::update(refunds::table.find(id))
-                        .set((
-                            refunds::state.eq(PaymentState::Processing.as_str()),
-                            refunds::failure_reason.eq(None::<String>),
-                        ))
-                        .execute(conn)?;
+                    // Of two retries at once, one takes it up.
+                    let retried = diesel::update(
+                        refunds::table
+                            .find(id)
+                            .filter(refunds::state.eq(PaymentState::Failed.as_str())),
+                    )
+                    .set((
+                        refunds::state.eq(PaymentState::Processing.as_str()),
+                        refunds::failure_reason.eq(None::<String>),
+                    ))
+                    .execute(conn)?;
+                    if retried == 0 {
+                        return Err(PaymentError::AlreadyRefunded {
+                            payment: payment.id,
+                            refund: id,
+                            state: PaymentState::Processing.as_str().to_owned(),
+                        });
+                    }
                     id
                 }
                 Some((id, state)) => {
@@ -864,7 +891,18 @@ impl Payments {
                         refunds::created_at.eq(now.micros()),
                     ))
                     .returning(refunds::id)
-                    .get_result(conn)?,
+                    .get_result(conn)
+                    .map_err(|error| match error {
+                        // Another refund of it began at the same moment.
+                        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                            PaymentError::AlreadyRefunded {
+                                payment: payment.id,
+                                refund: 0,
+                                state: PaymentState::Processing.as_str().to_owned(),
+                            }
+                        }
+                        other => other.into(),
+                    })?,
             };
             Ok((payment, id))
         })?;

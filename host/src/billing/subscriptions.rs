@@ -311,7 +311,7 @@ impl Subscriptions {
         let new = self.plan_for(tenant, plan)?.clone();
         let now = self.clock.now();
         let mut conn = self.database.get()?;
-        db::write_transaction(&mut conn, |conn| {
+        let change = db::write_transaction(&mut conn, |conn| {
             let live = live(conn, tenant)?.ok_or(SubscriptionError::NotSubscribed)?;
             if live.plan == new.id {
                 return Err(SubscriptionError::SamePlan(new.id.clone()));
@@ -385,7 +385,25 @@ impl Subscriptions {
                 invoice: Box::new(invoice),
                 proration,
             })
-        })
+        })?;
+        drop(conn);
+        // An upgrade that costs nothing (a larger plan at the same price)
+        // is paid as it is issued: nobody can pay zero through a provider.
+        match change {
+            PlanChange::Upgraded {
+                invoice, proration, ..
+            } if invoice.totals.total_minor == 0 => {
+                let subscription = self.invoice_paid(tenant, invoice.id)?;
+                let mut conn = self.database.get()?;
+                let invoice = invoices::get(&mut conn, tenant, invoice.id)?;
+                Ok(PlanChange::Upgraded {
+                    subscription,
+                    invoice: Box::new(invoice),
+                    proration,
+                })
+            }
+            change => Ok(change),
+        }
     }
 
     /// Records that the invoice of a subscription period, or of an upgrade,

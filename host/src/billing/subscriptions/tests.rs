@@ -402,3 +402,30 @@ fn a_custom_plan_is_offered_to_its_tenant_only() {
     s.subscriptions.invoice_paid(acme, invoice.id).unwrap();
     assert_eq!(s.available(acme), credits(50_000));
 }
+
+#[test]
+fn an_upgrade_that_costs_nothing_is_paid_as_it_is_issued() {
+    let mut s = setup("2026-01-15T00:00:00Z");
+    let acme = s.tenants.acme;
+    let plus = Plan {
+        id: "starter-plus".into(),
+        name: "Starter Plus".into(),
+        credits: credits(2_000),
+        ..starter()
+    };
+    s.subscriptions.plans = Arc::new(vec![starter(), professional(), plus]);
+    let (_, invoice) = s.subscriptions.subscribe(acme, "starter").unwrap();
+    s.subscriptions.invoice_paid(acme, invoice.id).unwrap();
+    s.set_time("2026-01-30T09:00:00Z");
+    let PlanChange::Upgraded { invoice, .. } =
+        s.subscriptions.change_plan(acme, "starter-plus").unwrap()
+    else {
+        panic!("a larger plan at the same price is an upgrade")
+    };
+    assert_eq!(
+        (invoice.totals.total_minor, invoice.state),
+        (0, invoices::State::Paid)
+    );
+    // The 1,000 credits more, until the period ends.
+    assert_eq!(s.available(acme), credits(2_000));
+}
