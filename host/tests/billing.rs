@@ -56,6 +56,8 @@ struct World {
     /// Acme's saved card.
     card: i64,
     hosts: Vec<Host>,
+    /// The credit packages of `config/pricing.toml`.
+    packages: Vec<tollgate::config::CreditPackage>,
     _db: TestDatabase,
 }
 
@@ -180,6 +182,7 @@ impl World {
             acme: acme.id,
             card: card.id,
             hosts,
+            packages: pricing.packages.clone(),
             _db: db,
         }
     }
@@ -423,6 +426,36 @@ fn two_hosts_renew_and_charge_each_period_once() {
 }
 
 impl World {
+    /// Sells Acme a credit package: the purchase and its open invoice.
+    fn buy(&self, package: &str) -> (tollgate::billing::purchases::Purchase, invoices::Document) {
+        let mut conn = self.database.get().unwrap();
+        tollgate::billing::purchases::buy(
+            &mut conn,
+            &self.subscriptions().issuer,
+            &self.packages,
+            self.acme,
+            package,
+            self.clock.now(),
+        )
+        .unwrap()
+    }
+
+    /// Saves a bank transfer as one of Acme's payment methods.
+    fn save_bank_transfer(&self, make_default: bool) -> tollgate::billing::payments::PaymentMethod {
+        self.payments()
+            .add_method(
+                self.acme,
+                &NewMethod {
+                    provider: "bank-transfer".into(),
+                    method: MethodKind::BankTransfer,
+                    token: String::new(),
+                    label: None,
+                    make_default,
+                },
+            )
+            .unwrap()
+    }
+
     fn set_time(&self, text: &str) {
         let to = at(text).micros();
         assert!(to >= self.clock.now().micros(), "time runs forward");
@@ -575,35 +608,8 @@ fn a_simulated_year_reconciles_to_the_cent() {
     // A package of 1,000 credits by bank transfer ($10.00 less 5%): pending,
     // nothing granted, until the operator confirms the transfer arrived.
     world.set_time("2026-10-20T00:00:00Z");
-    let bank = payments
-        .add_method(
-            acme,
-            &NewMethod {
-                provider: "bank-transfer".into(),
-                method: MethodKind::BankTransfer,
-                token: String::new(),
-                label: None,
-                make_default: false,
-            },
-        )
-        .unwrap();
-    let mut conn = world.database.get().unwrap();
-    let packages = tollgate::config::parse_pricing(
-        std::path::Path::new("pricing.toml"),
-        include_str!("../../config/pricing.toml"),
-    )
-    .unwrap()
-    .packages;
-    let (purchase, package_invoice) = tollgate::billing::purchases::buy(
-        &mut conn,
-        &subscriptions.issuer,
-        &packages,
-        acme,
-        "pack-1000",
-        world.clock.now(),
-    )
-    .unwrap();
-    drop(conn);
+    let bank = world.save_bank_transfer(false);
+    let (purchase, package_invoice) = world.buy("pack-1000");
     assert_eq!(package_invoice.totals.total_minor, 950);
     let pending = payments.pay(acme, package_invoice.id, bank.id).unwrap();
     assert_eq!(pending.state, PaymentState::Pending);
@@ -702,23 +708,7 @@ fn a_refund_gives_the_money_back_takes_back_unspent_credits_and_issues_a_credit_
     );
     let payments = world.payments();
     let acme = world.acme;
-    let packages = tollgate::config::parse_pricing(
-        std::path::Path::new("pricing.toml"),
-        include_str!("../../config/pricing.toml"),
-    )
-    .unwrap()
-    .packages;
-    let mut conn = world.database.get().unwrap();
-    let (_, invoice) = tollgate::billing::purchases::buy(
-        &mut conn,
-        &world.subscriptions().issuer,
-        &packages,
-        acme,
-        "pack-1000",
-        world.clock.now(),
-    )
-    .unwrap();
-    drop(conn);
+    let (_, invoice) = world.buy("pack-1000");
     let paid = payments.pay(acme, invoice.id, world.card).unwrap();
     assert_eq!(paid.state, PaymentState::Succeeded);
     world.spend("used", 300);
@@ -779,25 +769,7 @@ fn what_a_stopped_host_paid_but_did_not_grant_is_granted_by_the_next_sweep() {
     let world = World::new(Vec::new(), 1);
     let payments = world.payments();
     let acme = world.acme;
-    let packages = tollgate::config::parse_pricing(
-        std::path::Path::new("pricing.toml"),
-        include_str!("../../config/pricing.toml"),
-    )
-    .unwrap()
-    .packages;
-    let buy = |package: &str| {
-        let mut conn = world.database.get().unwrap();
-        tollgate::billing::purchases::buy(
-            &mut conn,
-            &world.subscriptions().issuer,
-            &packages,
-            acme,
-            package,
-            world.clock.now(),
-        )
-        .unwrap()
-        .1
-    };
+    let buy = |package: &str| world.buy(package).1;
     // A host marked one invoice paid and died before granting.
     let first = buy("pack-500");
     let mut conn = world.database.get().unwrap();
@@ -805,18 +777,7 @@ fn what_a_stopped_host_paid_but_did_not_grant_is_granted_by_the_next_sweep() {
     drop(conn);
     // Another recorded a bank transfer's success and died before settling.
     let second = buy("pack-1000");
-    let bank = payments
-        .add_method(
-            acme,
-            &NewMethod {
-                provider: "bank-transfer".into(),
-                method: MethodKind::BankTransfer,
-                token: String::new(),
-                label: None,
-                make_default: true,
-            },
-        )
-        .unwrap();
+    let bank = world.save_bank_transfer(true);
     let pending = payments.pay(acme, second.id, bank.id).unwrap();
     let mut conn = world.database.get().unwrap();
     use tollgate::db::schema::payments as rows;
@@ -886,24 +847,8 @@ fn card_webhooks_replayed_out_of_order_or_forged_never_grant_twice() {
     );
     let payments = world.payments();
     let acme = world.acme;
-    let packages = tollgate::config::parse_pricing(
-        std::path::Path::new("pricing.toml"),
-        include_str!("../../config/pricing.toml"),
-    )
-    .unwrap()
-    .packages;
     let pay = || {
-        let mut conn = world.database.get().unwrap();
-        let (_, invoice) = tollgate::billing::purchases::buy(
-            &mut conn,
-            &world.subscriptions().issuer,
-            &packages,
-            acme,
-            "pack-500",
-            world.clock.now(),
-        )
-        .unwrap();
-        drop(conn);
+        let (_, invoice) = world.buy("pack-500");
         let payment = payments.pay(acme, invoice.id, world.card).unwrap();
         assert_eq!(payment.state, PaymentState::Pending, "{payment:?}");
         (invoice.id, payment.id)

@@ -180,6 +180,13 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         per_million_fuel: Default::default(),
         charge_failed: false,
     };
+    // The shipped pricing: its credit packages, and its (free) prices of
+    // the bank-transfer provider.
+    let pricing = tollgate::config::parse_pricing(
+        std::path::Path::new("pricing.toml"),
+        include_str!("../../../config/pricing.toml"),
+    )
+    .unwrap();
     let meter = Arc::new(Meter::new(
         database.clone(),
         ledger.clone(),
@@ -189,15 +196,12 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
             // Payments are metered at the configured price (none).
             prices: std::iter::once(search)
                 .chain(
-                    tollgate::config::parse_pricing(
-                        std::path::Path::new("pricing.toml"),
-                        include_str!("../../../config/pricing.toml"),
-                    )
-                    .unwrap()
-                    .book
-                    .prices
-                    .into_iter()
-                    .filter(|price| price.plugin == "bank-transfer"),
+                    pricing
+                        .book
+                        .prices
+                        .iter()
+                        .filter(|price| price.plugin == "bank-transfer")
+                        .cloned(),
                 )
                 .collect(),
             rules: Vec::new(),
@@ -261,14 +265,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         issuer: Arc::new(issuer()),
         subscriptions: subscriptions.clone(),
         payments: payments.clone(),
-        packages: Arc::new(
-            tollgate::config::parse_pricing(
-                std::path::Path::new("pricing.toml"),
-                include_str!("../../../config/pricing.toml"),
-            )
-            .unwrap()
-            .packages,
-        ),
+        packages: Arc::new(pricing.packages.clone()),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
