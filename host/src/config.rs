@@ -52,7 +52,53 @@ pub struct Settings {
     pub files: FileSettings,
     pub billing: BillingSettings,
     pub payments: PaymentSettings,
+    pub analytics: AnalyticsSettings,
 }
+
+/// What the analytics reports assume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSettings {
+    /// A customer is at risk when the credits it used in a month fell by
+    /// at least this share against the month before: 0.5 for half.
+    pub at_risk_usage_drop: Decimal,
+    /// How many customers the revenue report's top list shows.
+    pub top_customers: u32,
+    /// Months the revenue forecast looks ahead.
+    pub forecast_months: u32,
+    /// What an hour of a sales rep's time costs, in the pricing currency:
+    /// the ROI report prices the manual baselines with it.
+    pub hourly_cost: Decimal,
+    /// What each action would take by hand, for the ROI report.
+    pub baselines: Vec<Baseline>,
+}
+
+/// The manual cost of what one plugin function does: `minutes` of a rep's
+/// time per unit it returns (a lead researched) or per call (an email
+/// written and sent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// A plugin name, or "*" for any plugin with this function.
+    pub plugin: String,
+    pub function: String,
+    pub per: BaselinePer,
+    pub minutes: Decimal,
+    /// What the report calls the action: "lead researched by hand".
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselinePer {
+    Unit,
+    Call,
+}
+
+/// Longest forecast and top list, and most baselines, the settings accept.
+pub const FORECAST_MONTHS_MAX: u32 = 24;
+pub const TOP_CUSTOMERS_MAX: u32 = 1_000;
+pub const BASELINES_MAX: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,8 +236,46 @@ impl Default for Settings {
                 dunning_retry_days: vec![1, 1, 8],
                 providers: BTreeMap::new(),
             },
+            analytics: AnalyticsSettings {
+                at_risk_usage_drop: Decimal::new(5, 1),
+                top_customers: 10,
+                forecast_months: 3,
+                hourly_cost: Decimal::new(40, 0),
+                baselines: default_baselines(),
+            },
         }
     }
+}
+
+/// Minutes a rep spends by hand on what the first-party plugins do.
+fn default_baselines() -> Vec<Baseline> {
+    let baseline = |function: &str, per, minutes: i64, label: &str| Baseline {
+        plugin: "*".to_owned(),
+        function: function.to_owned(),
+        per,
+        minutes: Decimal::new(minutes, 0),
+        label: label.to_owned(),
+    };
+    vec![
+        baseline(
+            "search",
+            BaselinePer::Unit,
+            5,
+            "lead found and researched by hand",
+        ),
+        baseline(
+            "enrich",
+            BaselinePer::Unit,
+            3,
+            "lead's details looked up by hand",
+        ),
+        baseline(
+            "send",
+            BaselinePer::Call,
+            4,
+            "message written and sent by hand",
+        ),
+    ]
 }
 
 macro_rules! default_from_settings {
@@ -210,7 +294,8 @@ default_from_settings!(
     LimitSettings.limits,
     FileSettings.files,
     BillingSettings.billing,
-    PaymentSettings.payments
+    PaymentSettings.payments,
+    AnalyticsSettings.analytics
 );
 
 /// A subscription plan.
@@ -226,9 +311,38 @@ pub struct Plan {
     /// A custom plan (enterprise pricing) only this tenant may subscribe
     /// to and see; `None` for a plan on general sale.
     pub tenant: Option<TenantId>,
+    /// Percent taken off every period's price (a negotiated or promotional
+    /// price): 10 for 10% off. Invoices show it as a line of its own, and
+    /// MRR counts the price net of it.
+    pub discount_percent: Decimal,
 }
 
 impl Plan {
+    /// What the discount takes off a period's price, in minor units,
+    /// rounded half away from zero to the minor unit.
+    pub fn discount_minor(&self) -> i64 {
+        let off = Decimal::from(self.price.minor) * self.discount_percent / Decimal::ONE_HUNDRED;
+        off.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
+            .try_into()
+            .unwrap_or(0)
+    }
+
+    /// A period's price net of the discount, in minor units.
+    pub fn net_minor(&self) -> i64 {
+        self.price.minor - self.discount_minor()
+    }
+
+    /// The plan's monthly recurring revenue, in twelfths of a minor unit:
+    /// the net price times 12 for a monthly plan, the net price itself for
+    /// an annual one (a twelfth of it a month). Kept in twelfths so that
+    /// annual plans sum exactly and round once, when reported.
+    pub fn mrr_12(&self) -> i64 {
+        match self.interval {
+            Interval::Month => self.net_minor() * 12,
+            Interval::Year => self.net_minor(),
+        }
+    }
+
     /// Whether `tenant` may see and subscribe to this plan.
     pub fn offered_to(&self, tenant: TenantId) -> bool {
         self.tenant.is_none_or(|only| only == tenant)
@@ -385,6 +499,46 @@ pub fn parse_settings(
             source("payments.dunning_retry_days")
         );
     }
+    let analytics = &settings.analytics;
+    if analytics.at_risk_usage_drop <= Decimal::ZERO || analytics.at_risk_usage_drop > Decimal::ONE
+    {
+        anyhow::bail!(
+            "{}: analytics.at_risk_usage_drop: {} is not a share above 0 and up to 1 (write 0.5 for half)",
+            source("analytics.at_risk_usage_drop"),
+            analytics.at_risk_usage_drop
+        );
+    }
+    if !(1..=FORECAST_MONTHS_MAX).contains(&analytics.forecast_months)
+        || !(1..=TOP_CUSTOMERS_MAX).contains(&analytics.top_customers)
+    {
+        anyhow::bail!(
+            "{}: analytics: forecast_months must be 1 to {FORECAST_MONTHS_MAX} and top_customers 1 to {TOP_CUSTOMERS_MAX}",
+            source("analytics")
+        );
+    }
+    if analytics.hourly_cost.is_sign_negative() {
+        anyhow::bail!(
+            "{}: analytics.hourly_cost must not be negative",
+            source("analytics.hourly_cost")
+        );
+    }
+    if analytics.baselines.len() > BASELINES_MAX {
+        anyhow::bail!(
+            "{}: analytics.baselines: at most {BASELINES_MAX}",
+            source("analytics.baselines")
+        );
+    }
+    for (index, baseline) in analytics.baselines.iter().enumerate() {
+        if baseline.minutes.is_sign_negative()
+            || baseline.function.is_empty()
+            || baseline.plugin.is_empty()
+        {
+            anyhow::bail!(
+                "{}: analytics.baselines[{index}]: name a plugin (or \"*\") and a function, and minutes not below 0",
+                source("analytics.baselines")
+            );
+        }
+    }
     if billing.issuer.trim().is_empty() {
         anyhow::bail!(
             "{}: billing.issuer: name who issues the invoices",
@@ -487,6 +641,8 @@ struct RawPlan {
     carryover: RawCarryover,
     #[serde(default)]
     tenant: Option<i64>,
+    #[serde(default)]
+    discount_percent: Decimal,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +699,14 @@ pub fn parse_plans(path: &Path, text: &str) -> anyhow::Result<Vec<Plan>> {
                         "must be at least 1: carried credits live one period or more",
                     ));
                 }
+                if plan.discount_percent < Decimal::ZERO
+                    || plan.discount_percent >= Decimal::ONE_HUNDRED
+                {
+                    return Err(invalid(
+                        key("discount_percent"),
+                        "must be at least 0 and less than 100",
+                    ));
+                }
                 Ok(Plan {
                     id: plan.id,
                     name: plan.name,
@@ -554,6 +718,7 @@ pub fn parse_plans(path: &Path, text: &str) -> anyhow::Result<Vec<Plan>> {
                         expires_after_periods: plan.carryover.expires_after_periods,
                     },
                     tenant: plan.tenant.map(TenantId),
+                    discount_percent: plan.discount_percent.normalize(),
                 })
             })
             .collect()

@@ -2,6 +2,7 @@
 //! plugin call. See `docs/ARCHITECTURE.md` for the map of these modules and
 //! the rules between them.
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod billing;

@@ -688,7 +688,7 @@ impl Meter {
         let completion = Attachment::new(Completed(record.clone()));
         if record.held == 0 {
             let mut conn = self.database.get()?;
-            db::write_transaction(&mut conn, |conn| complete(conn, &[&record]))?;
+            db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &record))?;
             return Ok(None);
         }
         let command = match credits {
@@ -719,7 +719,7 @@ impl Meter {
                     ..record
                 };
                 let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete(conn, &[&lost]))?;
+                db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &lost))?;
                 Ok(None)
             }
             Err(error) => Err(error.into()),
@@ -751,7 +751,7 @@ impl Meter {
             };
             if record.held == 0 {
                 let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete(conn, &[&interrupted]))?;
+                db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &interrupted))?;
                 continue;
             }
             let completion = Attachment::new(Completed(interrupted.clone()));
@@ -766,8 +766,12 @@ impl Meter {
             match self.ledger.submit_attached_blocking(void, completion) {
                 Ok(_) => {}
                 Err(LedgerError::HoldTimedOut(_) | LedgerError::HoldResolved { .. }) => {
+                    // The call itself may have settled (or been marked
+                    // lost) meanwhile: what it wrote stands.
                     let mut conn = self.database.get()?;
-                    db::write_transaction(&mut conn, |conn| complete(conn, &[&interrupted]))?;
+                    db::write_transaction(&mut conn, |conn| {
+                        complete_if_invoking(conn, &interrupted)
+                    })?;
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -799,8 +803,35 @@ impl Attached for Completed {
     }
 }
 
-/// Writes calls' final records and counts their units towards their
-/// periods.
+/// Writes a call's final record unless something else completed it
+/// first (its settlement and a recovery racing, say): the first writer
+/// wins, and only it counts the call. Returns whether this one did.
+fn complete_if_invoking(conn: &mut DbConnection, record: &UsageRow) -> QueryResult<bool> {
+    let changed = diesel::update(
+        usage_records::table
+            .find(&record.id)
+            .filter(usage_records::state.eq(STATE_INVOKING)),
+    )
+    .set((
+        usage_records::units.eq(record.units),
+        usage_records::credits.eq(record.credits),
+        usage_records::fuel.eq(record.fuel),
+        usage_records::duration_us.eq(record.duration_us),
+        usage_records::outcome.eq(&record.outcome),
+        usage_records::error.eq(&record.error),
+        usage_records::state.eq(&record.state),
+    ))
+    .execute(conn)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    count(conn, &[record])?;
+    Ok(true)
+}
+
+/// Writes calls' final records and counts them: their units towards their
+/// periods, and everything into the usage rollups. Only for calls whose
+/// hold this same transaction resolved, which happens once per call.
 fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
     use diesel::upsert::excluded;
     let rows: Vec<UsageRow> = records.iter().map(|&row| row.clone()).collect();
@@ -821,6 +852,12 @@ fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
             )
         );
     }
+    count(conn, records)
+}
+
+/// Counts completed calls: their units towards their periods' counters,
+/// and the calls into the usage rollups.
+fn count(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
     // One upsert per counter, however many calls of the batch it counts.
     let mut counted: std::collections::BTreeMap<(i64, &str, &str, &str), i64> = Default::default();
     for record in records.iter().filter(|record| record.units > 0) {
@@ -835,7 +872,7 @@ fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
     for ((tenant_id, plugin, function, period), units) in counted {
         add_units(conn, tenant_id, plugin, function, period, units)?;
     }
-    Ok(())
+    crate::analytics::usage::record(conn, records)
 }
 
 /// What stopped a call that did not finish, for metrics.

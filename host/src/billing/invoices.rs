@@ -496,7 +496,11 @@ pub(crate) fn finalize_within(
                 action: "finalized",
             });
         }
-        get(conn, tenant, id)
+        let document = get(conn, tenant, id)?;
+        if document.kind == Kind::CreditNote {
+            crate::analytics::revenue::credit_note_issued(conn, &document)?;
+        }
+        Ok(document)
     }
 }
 
@@ -615,7 +619,11 @@ fn transition(
                 action,
             });
         }
-        get(conn, tenant, id)
+        let document = get(conn, tenant, id)?;
+        if to == State::Paid && document.kind == Kind::Invoice {
+            crate::analytics::revenue::invoice_paid(conn, &document)?;
+        }
+        Ok(document)
     })
 }
 

@@ -36,6 +36,7 @@ use diesel::prelude::*;
 
 use super::invoices::{self, Issuer, NewDocument, NewLine};
 use super::periods;
+use crate::analytics::mrr;
 use crate::config::Plan;
 use crate::db::schema::{
     allocations, subscription_changes, subscription_periods, subscriptions, transfers,
@@ -268,17 +269,7 @@ impl Subscriptions {
                 tenant,
                 kind: invoices::Kind::Invoice,
                 currency: plan.price.currency,
-                lines: vec![NewLine {
-                    description: format!(
-                        "{} plan, {} to {} ({} credits)",
-                        plan.name,
-                        day(start),
-                        day(end),
-                        plan.credits
-                    ),
-                    quantity: 1,
-                    unit_price_minor: plan.price.minor,
-                }],
+                lines: plan_lines(plan, format!("{} to {}", day(start), day(end))),
                 credits_invoice: None,
             },
             now,
@@ -324,15 +315,15 @@ impl Subscriptions {
                     from_currency: old.price.currency.to_string(),
                 });
             }
-            if (new.price.minor, new.credits) <= (old.price.minor, old.credits) {
+            if (new.net_minor(), new.credits) <= (old.net_minor(), old.credits) {
                 diesel::update(subscriptions::table.find(live.id))
                     .set(subscriptions::next_plan.eq(&new.id))
                     .execute(conn)?;
                 return Ok(PlanChange::Scheduled(get_row(conn, live.id)?));
             }
             let proration = periods::proration(
-                old.price.minor,
-                new.price.minor,
+                old.net_minor(),
+                new.net_minor(),
                 live.period_start,
                 live.period_end,
                 now,
@@ -380,6 +371,7 @@ impl Subscriptions {
                     subscriptions::next_plan.eq(None::<String>),
                 ))
                 .execute(conn)?;
+            mrr::sync(conn, tenant, &self.plans, now)?;
             Ok(PlanChange::Upgraded {
                 subscription: get_row(conn, live.id)?,
                 invoice: Box::new(invoice),
@@ -447,9 +439,13 @@ impl Subscriptions {
         }
         // Paying the current period's invoice brings the subscription back.
         if period.period as u32 == row.period && row.state != State::Canceled {
-            diesel::update(subscriptions::table.find(row.id))
-                .set(subscriptions::state.eq(State::Active.as_str()))
-                .execute(&mut conn)?;
+            db::write_transaction(&mut conn, |conn| {
+                diesel::update(subscriptions::table.find(row.id))
+                    .set(subscriptions::state.eq(State::Active.as_str()))
+                    .execute(conn)?;
+                mrr::sync(conn, tenant, &self.plans, now)?;
+                Ok::<_, SubscriptionError>(())
+            })?;
         }
         get_row(&mut conn, row.id)
     }
@@ -608,14 +604,23 @@ impl Subscriptions {
     pub fn end_unpaid(&self, id: i64) -> Result<(), SubscriptionError> {
         let now = self.clock.now();
         let mut conn = self.database.get()?;
-        diesel::update(subscriptions::table.find(id))
-            .filter(subscriptions::state.ne(State::Canceled.as_str()))
-            .set((
-                subscriptions::state.eq(State::Canceled.as_str()),
-                subscriptions::canceled_at.eq(now.micros()),
-            ))
-            .execute(&mut conn)?;
-        Ok(())
+        db::write_transaction(&mut conn, |conn| {
+            let tenant: i64 = subscriptions::table
+                .find(id)
+                .select(subscriptions::tenant_id)
+                .first(conn)?;
+            let ended = diesel::update(subscriptions::table.find(id))
+                .filter(subscriptions::state.ne(State::Canceled.as_str()))
+                .set((
+                    subscriptions::state.eq(State::Canceled.as_str()),
+                    subscriptions::canceled_at.eq(now.micros()),
+                ))
+                .execute(conn)?;
+            if ended == 1 {
+                mrr::sync(conn, TenantId(tenant), &self.plans, now)?;
+            }
+            Ok(())
+        })
     }
 
     /// The tenant's live subscription, if any.
@@ -665,6 +670,9 @@ impl Subscriptions {
                             subscriptions::canceled_at.eq(row.period_end.micros()),
                         ))
                         .execute(conn)?;
+                    if ended == 1 {
+                        mrr::sync(conn, row.tenant, &self.plans, row.period_end)?;
+                    }
                     return Ok(ended == 1);
                 }
                 if claim
@@ -689,12 +697,33 @@ impl Subscriptions {
                         subscriptions::next_plan.eq(None::<String>),
                     ))
                     .execute(conn)?;
+                mrr::sync(conn, row.tenant, &self.plans, row.period_end)?;
                 Ok::<_, SubscriptionError>(true)
             })?;
             moved += usize::from(renewed);
         }
         Ok(moved)
     }
+}
+
+/// A period's invoice lines: the plan, and its discount when it has one.
+fn plan_lines(plan: &Plan, dates: String) -> Vec<NewLine> {
+    let mut lines = vec![NewLine {
+        description: format!("{} plan, {dates} ({} credits)", plan.name, plan.credits),
+        quantity: 1,
+        unit_price_minor: plan.price.minor,
+    }];
+    if plan.discount_minor() != 0 {
+        lines.push(NewLine {
+            description: format!(
+                "Discount: {}% off the {} plan",
+                plan.discount_percent, plan.name
+            ),
+            quantity: 1,
+            unit_price_minor: -plan.discount_minor(),
+        });
+    }
+    lines
 }
 
 fn allowance_id(subscription: i64, period: i32) -> TransferId {

@@ -374,3 +374,115 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscription_changes,
     payments
 );
+
+diesel::table! {
+    usage_daily (tenant_id, day, plugin, function) {
+        tenant_id -> BigInt,
+        day -> Text,
+        plugin -> Text,
+        function -> Text,
+        calls -> BigInt,
+        failed -> BigInt,
+        units -> BigInt,
+        credits -> BigInt,
+        fuel -> BigInt,
+        duration_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_platform_daily (day, plugin, function) {
+        day -> Text,
+        plugin -> Text,
+        function -> Text,
+        calls -> BigInt,
+        failed -> BigInt,
+        units -> BigInt,
+        credits -> BigInt,
+        fuel -> BigInt,
+        duration_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_monthly (tenant_id, month) {
+        tenant_id -> BigInt,
+        month -> Text,
+        calls -> BigInt,
+        credits -> BigInt,
+    }
+}
+
+diesel::table! {
+    revenue_daily (day, currency, source, method) {
+        day -> Text,
+        currency -> Text,
+        source -> Text,
+        method -> Text,
+        invoices -> BigInt,
+        paid_minor -> BigInt,
+        paid_tax_minor -> BigInt,
+        refunds -> BigInt,
+        refunded_minor -> BigInt,
+        refunded_tax_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    revenue_monthly (tenant_id, month, currency) {
+        tenant_id -> BigInt,
+        month -> Text,
+        currency -> Text,
+        paid_minor -> BigInt,
+        refunded_minor -> BigInt,
+    }
+}
+
+diesel::table! {
+    mrr_customers (tenant_id) {
+        tenant_id -> BigInt,
+        currency -> Text,
+        mrr_12 -> BigInt,
+        plans -> Text,
+        first_at -> BigInt,
+        churned_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    mrr_movements (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        at -> BigInt,
+        month -> Text,
+        currency -> Text,
+        kind -> Text,
+        delta_12 -> BigInt,
+        mrr_12 -> BigInt,
+        plans -> Text,
+    }
+}
+
+diesel::table! {
+    mrr_monthly (month, currency, kind) {
+        month -> Text,
+        currency -> Text,
+        kind -> Text,
+        movements -> BigInt,
+        delta_12 -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    usage_daily,
+    usage_platform_daily,
+    usage_monthly,
+    revenue_daily,
+    revenue_monthly,
+    mrr_customers,
+    mrr_movements,
+    mrr_monthly,
+    tenants,
+    subscriptions
+);

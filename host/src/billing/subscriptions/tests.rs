@@ -25,6 +25,7 @@ fn starter() -> Plan {
             expires_after_periods: 1,
         },
         tenant: None,
+        discount_percent: Default::default(),
     }
 }
 
@@ -41,6 +42,7 @@ fn professional() -> Plan {
             expires_after_periods: 1,
         },
         tenant: None,
+        discount_percent: Default::default(),
     }
 }
 

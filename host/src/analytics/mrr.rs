@@ -1,0 +1,192 @@
+//! Monthly recurring revenue, kept per tenant and moved as ChartMogul
+//! defines its movements:
+//!
+//! - **new**: a customer's first MRR;
+//! - **expansion**: more MRR from a customer who had some (an upgrade);
+//! - **contraction**: less MRR, but not none (a downgrade);
+//! - **churn**: a customer's MRR goes to none (a cancellation taking
+//!   effect, or dunning giving up);
+//! - **reactivation**: MRR again from a customer who had churned.
+//!
+//! A tenant's MRR is the sum over its live (active or past-due)
+//! subscriptions of the plan's price net of its discount, normalised to a
+//! month: an annual price counts a twelfth. It is kept in twelfths of a
+//! minor unit, so annual plans add up exactly and are rounded once, when
+//! reported. A subscription whose first invoice is unpaid has no MRR yet.
+//!
+//! [`sync`] is called in the transaction of every change of a
+//! subscription's state or plan; it recomputes the tenant's MRR from its
+//! subscriptions and records the difference as one movement. The
+//! movements of a month therefore add up to the month's change in MRR.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use super::usage::month_of;
+use crate::config::Plan;
+use crate::db::schema::{mrr_customers, mrr_monthly, mrr_movements, subscriptions};
+use crate::db::{self, DbConnection};
+use crate::ids::TenantId;
+use crate::units::Timestamp;
+
+/// The kinds of movement, in the order reports list them.
+pub const KINDS: [&str; 5] = ["new", "expansion", "contraction", "churn", "reactivation"];
+
+/// How the tenant's MRR changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Movement {
+    pub kind: &'static str,
+    pub delta_12: i64,
+    pub mrr_12: i64,
+}
+
+/// Classifies a change of one customer's MRR from `before` to `after`;
+/// `had_mrr` says whether it ever had any before.
+pub fn classify(before: i64, after: i64, had_mrr: bool) -> Option<&'static str> {
+    Some(match (before, after) {
+        _ if before == after => return None,
+        (0, _) if had_mrr => "reactivation",
+        (0, _) => "new",
+        (_, 0) => "churn",
+        _ if after > before => "expansion",
+        _ => "contraction",
+    })
+}
+
+/// Brings the tenant's MRR up to date with its subscriptions, recording a
+/// movement at `at` if it changed.
+pub fn sync(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    plans: &[Plan],
+    at: Timestamp,
+) -> QueryResult<Option<Movement>> {
+    let live: Vec<String> = subscriptions::table
+        .filter(subscriptions::tenant_id.eq(tenant.0))
+        .filter(subscriptions::state.eq_any(["active", "past_due"]))
+        .order(subscriptions::id)
+        .select(subscriptions::plan)
+        .load(conn)?;
+    let live: Vec<&Plan> = live
+        .iter()
+        .filter_map(|id| plans.iter().find(|plan| &plan.id == id))
+        .collect();
+    let after: i64 = live.iter().map(|plan| plan.mrr_12()).sum();
+    let names: Vec<&str> = live.iter().map(|plan| plan.id.as_str()).collect();
+    let names = names.join(",");
+
+    let current: Option<(String, i64)> = mrr_customers::table
+        .find(tenant.0)
+        .select((mrr_customers::currency, mrr_customers::mrr_12))
+        .first(conn)
+        .optional()?;
+    let before = current.as_ref().map_or(0, |(_, mrr)| *mrr);
+    let Some(kind) = classify(before, after, current.is_some()) else {
+        return Ok(None);
+    };
+    let currency = match (live.first(), &current) {
+        (Some(plan), _) => plan.price.currency.code().to_owned(),
+        (None, Some((currency, _))) => currency.clone(),
+        (None, None) => return Ok(None),
+    };
+    let (micros, month) = (at.micros(), month_of(at.micros()));
+    let delta_12 = after - before;
+    match current {
+        None => diesel::insert_into(mrr_customers::table)
+            .values((
+                mrr_customers::tenant_id.eq(tenant.0),
+                mrr_customers::currency.eq(&currency),
+                mrr_customers::mrr_12.eq(after),
+                mrr_customers::plans.eq(&names),
+                mrr_customers::first_at.eq(micros),
+                mrr_customers::churned_at.eq(None::<i64>),
+                mrr_customers::updated_at.eq(micros),
+            ))
+            .execute(conn)?,
+        Some(_) => diesel::update(mrr_customers::table.find(tenant.0))
+            .set((
+                mrr_customers::currency.eq(&currency),
+                mrr_customers::mrr_12.eq(after),
+                mrr_customers::plans.eq(&names),
+                mrr_customers::churned_at.eq((kind == "churn").then_some(micros)),
+                mrr_customers::updated_at.eq(micros),
+            ))
+            .execute(conn)?,
+    };
+    diesel::insert_into(mrr_movements::table)
+        .values((
+            mrr_movements::tenant_id.eq(tenant.0),
+            mrr_movements::at.eq(micros),
+            mrr_movements::month.eq(&month),
+            mrr_movements::currency.eq(&currency),
+            mrr_movements::kind.eq(kind),
+            mrr_movements::delta_12.eq(delta_12),
+            mrr_movements::mrr_12.eq(after),
+            mrr_movements::plans.eq(&names),
+        ))
+        .execute(conn)?;
+    {
+        use mrr_monthly::dsl as m;
+        db::update_all!(
+            conn,
+            mrr_monthly::table,
+            (
+                m::month.eq(&month),
+                m::currency.eq(&currency),
+                m::kind.eq(kind),
+                m::movements.eq(1_i64),
+                m::delta_12.eq(delta_12),
+            ),
+            (m::month, m::currency, m::kind),
+            (
+                m::movements.eq(m::movements + excluded(m::movements)),
+                m::delta_12.eq(m::delta_12 + excluded(m::delta_12)),
+            )
+        );
+    }
+    Ok(Some(Movement {
+        kind,
+        delta_12,
+        mrr_12: after,
+    }))
+}
+
+/// One month's movements summed by kind, as `mrr_monthly` keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MonthMovements {
+    pub month: String,
+    /// By kind, in [`KINDS`] order: how many movements and their sum.
+    pub counts: [i64; 5],
+    pub deltas_12: [i64; 5],
+}
+
+/// Every month with movements in the currency, oldest first, up to and
+/// including `to` (`YYYY-MM`).
+pub fn monthly(
+    conn: &mut DbConnection,
+    currency: &str,
+    to: &str,
+) -> QueryResult<Vec<MonthMovements>> {
+    use mrr_monthly::dsl as m;
+    let rows: Vec<(String, String, i64, i64)> = m::mrr_monthly
+        .filter(m::currency.eq(currency))
+        .filter(m::month.le(to))
+        .order(m::month)
+        .select((m::month, m::kind, m::movements, m::delta_12))
+        .load(conn)?;
+    let mut months: Vec<MonthMovements> = Vec::new();
+    for (month, kind, count, delta) in rows {
+        if months.last().is_none_or(|last| last.month != month) {
+            months.push(MonthMovements {
+                month: month.clone(),
+                ..Default::default()
+            });
+        }
+        let last = months.last_mut().expect("pushed above");
+        if let Some(index) = KINDS.iter().position(|known| *known == kind) {
+            last.counts[index] += count;
+            last.deltas_12[index] += delta;
+        }
+    }
+    Ok(months)
+}
