@@ -253,6 +253,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
             subscriptions,
             &Default::default(),
         )),
+        analytics: Default::default(),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

@@ -4,6 +4,7 @@
 //! that serves HTTP.
 
 mod admin;
+pub mod analytics;
 mod billing;
 mod error;
 mod idempotency;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub packages: std::sync::Arc<Vec<crate::config::CreditPackage>>,
     /// Payment methods, payments and providers' notifications.
     pub payments: std::sync::Arc<crate::billing::payments::Payments>,
+    /// What the analytics reports assume.
+    pub analytics: std::sync::Arc<analytics::Analytics>,
 }
 
 impl AppState {

@@ -676,6 +676,10 @@ fn serve(
             subscriptions,
             packages: Arc::new(config.pricing.packages.clone()),
             payments,
+            analytics: Arc::new(api::analytics::Analytics::new(
+                &config.settings,
+                &config.pricing,
+            )),
             rate_limits: Arc::new(api::rate_limits(
                 config.settings.limits.tenant_requests_per_second,
                 config.settings.limits.tenant_burst,

@@ -1027,57 +1027,5 @@ pub fn records_page(
     Ok((rows, next))
 }
 
-/// A day's use of one plugin function.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DailyUsage {
-    pub day: chrono::NaiveDate,
-    pub plugin: String,
-    pub function: String,
-    pub calls: u64,
-    pub units: u64,
-    pub credits: Credits,
-}
-
-/// Longest range `daily` sums over.
+/// Longest range, in days, a usage report sums over.
 pub const DAILY_RANGE_DAYS_MAX: i64 = 366;
-
-/// A tenant's use by day (UTC), plugin and function, from `from` up to
-/// but not including `to`.
-pub fn daily(
-    conn: &mut DbConnection,
-    tenant: TenantId,
-    from: Timestamp,
-    to: Timestamp,
-) -> QueryResult<Vec<DailyUsage>> {
-    let rows: Vec<(String, String, i64, i64, i64)> = usage_records::table
-        .filter(usage_records::tenant_id.eq(tenant.0))
-        .filter(usage_records::created_at.ge(from.micros()))
-        .filter(usage_records::created_at.lt(to.micros()))
-        .select((
-            usage_records::plugin,
-            usage_records::function,
-            usage_records::created_at,
-            usage_records::units,
-            usage_records::credits,
-        ))
-        .load(conn)?;
-    let mut days: std::collections::BTreeMap<(chrono::NaiveDate, String, String), DailyUsage> =
-        std::collections::BTreeMap::new();
-    for (plugin, function, created_at, units, credits) in rows {
-        let day = Timestamp::from_micros(created_at).to_chrono().date_naive();
-        let entry = days
-            .entry((day, plugin.clone(), function.clone()))
-            .or_insert_with(|| DailyUsage {
-                day,
-                plugin,
-                function,
-                calls: 0,
-                units: 0,
-                credits: Credits::ZERO,
-            });
-        entry.calls += 1;
-        entry.units += units.max(0) as u64;
-        entry.credits = Credits::from_micros(entry.credits.micros() + credits);
-    }
-    Ok(days.into_values().collect())
-}

@@ -970,7 +970,9 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
         let (status, body) = server.call("GET", &server.globex_key, &path, None, &[]);
         // The operator's lists are refused; everything else answers.
         let expected = match path.as_str() {
-            "/tenants" => 403,
+            "/tenants" | "/billing/revenue" | "/billing/reports/monthly" | "/analytics/usage" => {
+                403
+            }
             _ if path.contains("invoices/")
                 || path.contains("credit-notes/")
                 || path.contains("receipts/") =>
@@ -1018,6 +1020,7 @@ fn no_write_of_one_tenant_reaches_another() {
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
                 let allowed = match path.as_str() {
                     _ if path.ends_with("/keys") => 403,
+                    "/billing/revenue" | "/billing/reports/monthly" | "/analytics/usage" => 403,
                     _ if path.contains("/receipts/") => 404,
                     _ => 200,
                 };

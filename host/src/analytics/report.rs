@@ -499,11 +499,7 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
         .filter(|month| **month < current)
         .map(|month| *by_month.get(&month_key(*month)).unwrap_or(&0) as f64)
         .collect();
-    let last_complete = report_months
-        .iter()
-        .filter(|m| **m < current)
-        .last()
-        .copied();
+    let last_complete = report_months.iter().rev().find(|m| **m < current).copied();
     let forecast = match (forecast::holt(&history, p.forecast_months), last_complete) {
         (Some(forecast), Some(last)) => {
             let round =

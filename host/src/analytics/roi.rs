@@ -86,8 +86,10 @@ pub fn compute(
     let manual_cost: Decimal = lines.iter().map(|line| line.manual_cost).sum();
     let credits_cost: Decimal = lines.iter().map(|line| line.credits_cost).sum();
     let minutes: Decimal = lines.iter().map(|line| line.minutes).sum();
+    let mut hours_saved = (minutes / Decimal::from(60)).round_dp(2);
+    hours_saved.rescale(2);
     Roi {
-        hours_saved: (minutes / Decimal::from(60)).round_dp(2),
+        hours_saved,
         manual_cost,
         credits_cost,
         saved: manual_cost - credits_cost,

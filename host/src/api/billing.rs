@@ -261,6 +261,7 @@ pub(super) async fn plans(
                     "expires_after_periods": plan.carryover.expires_after_periods,
                 },
                 "tenant": plan.tenant.map(|tenant| tenant.0),
+                "discount_percent": plan.discount_percent.to_string(),
             })
         })
         .collect();

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin, billing};
+use super::{AppState, admin, analytics, billing};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,7 +32,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 39] = [
+pub const OPERATIONS: [(&str, &str); 43] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
@@ -60,8 +60,12 @@ pub const OPERATIONS: [(&str, &str); 39] = [
     ("post", "/billing/subscriptions"),
     ("delete", "/billing/subscriptions"),
     ("put", "/billing/subscriptions/plan"),
+    ("get", "/billing/revenue"),
+    ("get", "/billing/reports/monthly"),
     ("get", "/usage"),
     ("get", "/usage/records"),
+    ("get", "/analytics/usage"),
+    ("get", "/analytics/roi"),
     ("get", "/tenants"),
     ("post", "/tenants"),
     ("get", "/tenants/{tenant}/keys"),
@@ -90,8 +94,12 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/leads/search", post(leads_search))
         .route("/leads/enrich", post(leads_enrich))
         .route("/messages", post(messages_send))
-        .route("/usage", get(usage))
+        .route("/usage", get(analytics::tenant_usage))
         .route("/usage/records", get(usage_records))
+        .route("/analytics/usage", get(analytics::platform_usage))
+        .route("/analytics/roi", get(analytics::roi))
+        .route("/billing/revenue", get(analytics::revenue))
+        .route("/billing/reports/monthly", get(analytics::monthly_report))
         .route("/billing/credits/grants", post(admin::grant))
         .route("/billing/invoices", get(billing::list_invoices))
         .route("/billing/invoices/{id}", get(billing::get_invoice))
@@ -437,75 +445,6 @@ async fn usage_records(
     Ok(Json(serde_json::json!({
         "records": records,
         "next_cursor": next.map(|(at, id)| format!("{at}.{id}")),
-    })))
-}
-
-/// `GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD`: calls, units and credits by
-/// day, plugin and function; `to` is included; the last 30 days by
-/// default.
-async fn usage(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(query): Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = caller.tenant()?;
-    params(&query, &["from", "to"])?;
-    let day = |name: &str| -> Result<Option<chrono::NaiveDate>, ApiError> {
-        query
-            .get(name)
-            .map(|text| {
-                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_parameter",
-                        format!("{name} must be a date as YYYY-MM-DD, not {text:?}"),
-                    )
-                })
-            })
-            .transpose()
-    };
-    let today = SystemClock.now().to_chrono().date_naive();
-    let to = day("to")?.unwrap_or(today);
-    let from = day("from")?.unwrap_or(to - chrono::Days::new(29));
-    let days = (to - from).num_days() + 1;
-    if !(1..=metering::DAILY_RANGE_DAYS_MAX).contains(&days) {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
-            format!(
-                "from must not be after to, and the range at most {} days",
-                metering::DAILY_RANGE_DAYS_MAX
-            ),
-        ));
-    }
-    let start = |date: chrono::NaiveDate| {
-        Timestamp::from_chrono(
-            date.and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc(),
-        )
-    };
-    let (from_at, to_at) = (start(from), start(to + chrono::Days::new(1)));
-    let rows = state
-        .database
-        .run(move |conn| metering::daily(conn, tenant, from_at, to_at).map_err(anyhow::Error::from))
-        .await
-        .map_err(ApiError::internal)?;
-    let usage: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "day": row.day.to_string(),
-                "plugin": row.plugin,
-                "function": row.function,
-                "calls": row.calls,
-                "units": row.units,
-                "charged": credits_json(row.credits),
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({
-        "from": from.to_string(),
-        "to": to.to_string(),
-        "usage": usage,
     })))
 }
 

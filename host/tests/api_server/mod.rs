@@ -266,6 +266,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         subscriptions: subscriptions.clone(),
         payments: payments.clone(),
         packages: Arc::new(pricing.packages.clone()),
+        analytics: Default::default(),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };

@@ -307,16 +307,15 @@ fn a_generated_two_year_history_reconciles_to_the_cent() {
                                 crate::config::Interval::Year => &annual,
                             };
                             let to = pool[rng.random_range(0..3)];
-                            if to != subscription.plan {
-                                if let Ok(crate::billing::subscriptions::PlanChange::Upgraded {
+                            if to != subscription.plan
+                                && let Ok(crate::billing::subscriptions::PlanChange::Upgraded {
                                     invoice,
                                     ..
                                 }) = h.subscriptions.change_plan(tenant, to)
-                                {
-                                    upgrades += 1;
-                                    if invoice.state == invoices::State::Open {
-                                        h.subscriptions.invoice_paid(tenant, invoice.id).unwrap();
-                                    }
+                            {
+                                upgrades += 1;
+                                if invoice.state == invoices::State::Open {
+                                    h.subscriptions.invoice_paid(tenant, invoice.id).unwrap();
                                 }
                             }
                         }
