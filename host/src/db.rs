@@ -270,6 +270,21 @@ impl Database {
         applied.map_err(|error| anyhow::anyhow!("migrating {}: {error}", self.url.redacted()))
     }
 
+    /// Reverts the newest applied migration; returns its name. For tests
+    /// that check a migration against what the code maintains.
+    pub fn revert_last(&self) -> anyhow::Result<String> {
+        let mut conn = self.get()?;
+        let reverted = match &mut *conn {
+            DbConnection::Postgres(pg) => pg
+                .revert_last_migration(POSTGRES_MIGRATIONS)
+                .map(|version| version.to_string()),
+            DbConnection::Sqlite(sqlite) => sqlite
+                .revert_last_migration(SQLITE_MIGRATIONS)
+                .map(|version| version.to_string()),
+        };
+        reverted.map_err(|error| anyhow::anyhow!("reverting {}: {error}", self.url.redacted()))
+    }
+
     /// Reverts every applied migration, newest first.
     pub fn revert_all(&self) -> anyhow::Result<Vec<String>> {
         let mut conn = self.get()?;

@@ -6,6 +6,136 @@
 mod api_server;
 
 use api_server::*;
+use diesel::prelude::*;
+use tollgate::db::DbConnection;
+use tollgate::db::schema::{
+    revenue_daily, revenue_monthly, usage_daily, usage_monthly, usage_platform_daily,
+};
+
+/// Every row of the usage and revenue rollups, in order.
+fn rollups(server: &Server) -> Vec<String> {
+    fn load(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+        let mut rows: Vec<String> = Vec::new();
+        macro_rules! all {
+            ($name:literal, $query:expr, $ty:ty) => {{
+                let loaded: Vec<$ty> = match conn {
+                    DbConnection::Sqlite(c) => $query.load(c)?,
+                    DbConnection::Postgres(c) => $query.load(c)?,
+                };
+                rows.extend(loaded.iter().map(|row| format!("{}: {row:?}", $name)));
+            }};
+        }
+        {
+            use usage_daily as t;
+            all!(
+                "usage_daily",
+                t::table.select((
+                    t::tenant_id,
+                    t::day,
+                    t::plugin,
+                    t::function,
+                    t::calls,
+                    t::failed
+                )),
+                (i64, String, String, String, i64, i64)
+            );
+            all!(
+                "usage_daily+",
+                t::table.select((
+                    t::tenant_id,
+                    t::day,
+                    t::units,
+                    t::credits,
+                    t::fuel,
+                    t::duration_us
+                )),
+                (i64, String, i64, i64, i64, i64)
+            );
+        }
+        {
+            use usage_platform_daily as t;
+            all!(
+                "usage_platform_daily",
+                t::table.select((
+                    t::day,
+                    t::plugin,
+                    t::function,
+                    t::calls,
+                    t::failed,
+                    t::units
+                )),
+                (String, String, String, i64, i64, i64)
+            );
+            all!(
+                "usage_platform_daily+",
+                t::table.select((t::day, t::plugin, t::credits, t::fuel, t::duration_us)),
+                (String, String, i64, i64, i64)
+            );
+        }
+        {
+            use usage_monthly as t;
+            all!(
+                "usage_monthly",
+                t::table.select((t::tenant_id, t::month, t::calls, t::credits)),
+                (i64, String, i64, i64)
+            );
+        }
+        {
+            use revenue_daily as t;
+            all!(
+                "revenue_daily",
+                t::table.select((
+                    t::day,
+                    t::currency,
+                    t::source,
+                    t::method,
+                    t::invoices,
+                    t::paid_minor
+                )),
+                (String, String, String, String, i64, i64)
+            );
+            all!(
+                "revenue_daily+",
+                t::table.select((
+                    t::day,
+                    t::method,
+                    t::paid_tax_minor,
+                    t::refunds,
+                    t::refunded_minor,
+                    t::refunded_tax_minor
+                )),
+                (String, String, i64, i64, i64, i64)
+            );
+        }
+        {
+            use revenue_monthly as t;
+            all!(
+                "revenue_monthly",
+                t::table.select((
+                    t::tenant_id,
+                    t::month,
+                    t::currency,
+                    t::paid_minor,
+                    t::refunded_minor
+                )),
+                (i64, String, String, i64, i64)
+            );
+        }
+        rows.sort();
+        Ok(rows)
+    }
+    load(&mut server.database.get().unwrap()).unwrap()
+}
+
+/// The analytics migration's backfill, run over what is in the database
+/// now, rebuilds exactly the rollups the code kept as it went.
+fn assert_backfill_matches(server: &Server) {
+    let kept = rollups(server);
+    assert!(!kept.is_empty());
+    assert_eq!(server.database.revert_last().unwrap(), "20261125000012");
+    assert_eq!(server.database.migrate().unwrap().len(), 1);
+    assert_eq!(rollups(server), kept);
+}
 
 fn text(server: &Server, key: &str, path: &str) -> (u16, String, String) {
     let (status, content_type, body) = server.raw(key, path);
@@ -127,6 +257,8 @@ fn a_call_is_in_the_usage_reports_as_soon_as_it_settles_and_only_its_tenant_sees
         ),
         "{csv}"
     );
+
+    assert_backfill_matches(&server);
 
     for (path, code) in [
         ("/usage?from=2026-13-01", "invalid_parameter"),
@@ -267,6 +399,8 @@ fn the_revenue_report_sums_paid_invoices_less_refunds_by_method_and_exports_csv(
     assert!(csv.contains("revenue,refunded,10.00\n"), "{csv}");
     assert!(csv.contains("payment_method:manual,paid,49.00\n"), "{csv}");
 
+    assert_backfill_matches(&server);
+
     for (query, code) in [
         ("from=2026-02&to=2026-01", "invalid_parameter"),
         ("from=January", "invalid_parameter"),
@@ -282,4 +416,51 @@ fn the_revenue_report_sums_paid_invoices_less_refunds_by_method_and_exports_csv(
             "{query}: {body}"
         );
     }
+}
+
+#[test]
+fn every_list_a_tenant_reads_is_also_csv() {
+    let server = start();
+    for _ in 0..2 {
+        let (status, _) = server.search(&server.acme_key, r#"{"limit": 3}"#);
+        assert_eq!(status, 200);
+    }
+    let key = &server.acme_key;
+    let (_, _, csv) = text(&server, key, "/billing/credits/transactions?format=csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,kind,amount,hold,memo,created_at");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("grant-acme,grant,100,")),
+        "{csv}"
+    );
+    let (_, _, csv) = text(&server, key, "/usage/records?format=csv");
+    assert!(
+        csv.starts_with("call_id,plugin,version,function,units,charged,"),
+        "{csv}"
+    );
+    assert!(csv.lines().nth(1).unwrap().contains(",csv-leads,"), "{csv}");
+    let (_, _, csv) = text(&server, key, "/billing/invoices?format=csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,number,state,currency,subtotal,tax_name,tax_rate,tax,total,credits_invoice,created_at,finalized_at,closed_at"
+    );
+    assert!(
+        lines[1].contains(",paid,USD,49.00,VAT,0.2,9.80,58.80,"),
+        "{csv}"
+    );
+    let (_, _, csv) = text(&server, key, "/billing/credit-notes?format=csv");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(",10.00,VAT,0.2,2.00,12.00,"),
+        "{csv}"
+    );
+    // A page at a time, the next cursor in a header.
+    let (status, _, first) = server.raw(key, "/usage/records?format=csv&limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(first).unwrap().lines().count(), 2);
 }

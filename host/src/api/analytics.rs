@@ -135,6 +135,29 @@ pub(super) fn csv_response(table: &Table, name: &str) -> Response {
         .into_response()
 }
 
+/// A page of a list as JSON, or, with `format=csv`, its rows (the array
+/// under `rows_key`) as CSV, the next page's cursor in `X-Next-Cursor`.
+pub(super) fn json_or_csv(
+    query: &BTreeMap<String, String>,
+    body: Value,
+    rows_key: &str,
+    columns: &[&'static str],
+    name: &str,
+) -> Result<Response, ApiError> {
+    if !wants_csv(query)? {
+        return Ok(Json(body).into_response());
+    }
+    let rows = body[rows_key].as_array().cloned().unwrap_or_default();
+    let mut response = csv_response(&Table::from_json(columns, &rows), name);
+    if let Some(Ok(cursor)) = body["next_cursor"]
+        .as_str()
+        .map(axum::http::HeaderValue::from_str)
+    {
+        response.headers_mut().insert("x-next-cursor", cursor);
+    }
+    Ok(response)
+}
+
 /// The tenant a report is about: a tenant's own (another tenant's is not
 /// found), or, for the operator, the one `tenant=` names.
 fn report_tenant(caller: Caller, query: &BTreeMap<String, String>) -> Result<TenantId, ApiError> {

@@ -34,7 +34,7 @@ pub(super) async fn list_invoices(
     state: State<AppState>,
     caller: Caller,
     query: Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     list(state, caller, query, Kind::Invoice).await
 }
 
@@ -43,7 +43,7 @@ pub(super) async fn list_credit_notes(
     state: State<AppState>,
     caller: Caller,
     query: Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     list(state, caller, query, Kind::CreditNote).await
 }
 
@@ -70,9 +70,9 @@ async fn list(
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
     kind: Kind,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
-    params(&query, &["after", "limit"])?;
+    params(&query, &["after", "limit", "format"])?;
     let limit = limit_param(&query, PAGE_MAX)?;
     let after = match query.get("after") {
         None => None,
@@ -98,10 +98,31 @@ async fn list(
         Kind::Invoice => "invoices",
         Kind::CreditNote => "credit_notes",
     };
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         field: documents.iter().map(document_json).collect::<Vec<_>>(),
         "next_cursor": next,
-    })))
+    });
+    super::analytics::json_or_csv(
+        &query,
+        body,
+        field,
+        &[
+            "id",
+            "number",
+            "state",
+            "currency",
+            "subtotal",
+            "tax_name",
+            "tax_rate",
+            "tax",
+            "total",
+            "credits_invoice",
+            "created_at",
+            "finalized_at",
+            "closed_at",
+        ],
+        field,
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

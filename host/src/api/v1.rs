@@ -327,9 +327,9 @@ async fn transactions(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
-    params(&query, &["kind", "from", "to", "before", "limit"])?;
+    params(&query, &["kind", "from", "to", "before", "limit", "format"])?;
     let limit = limit_param(&query, queries::HISTORY_PAGE_MAX as i64)?;
     let before = match query.get("before") {
         None => None,
@@ -393,10 +393,17 @@ async fn transactions(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         "transactions": entries,
         "next_cursor": page.next.map(|seq| seq.to_string()),
-    })))
+    });
+    analytics::json_or_csv(
+        &query,
+        body,
+        "transactions",
+        &["id", "kind", "amount", "hold", "memo", "created_at"],
+        "transactions",
+    )
 }
 
 /// `GET /usage/records?before=&limit=`: the tenant's calls, newest first.
@@ -404,9 +411,9 @@ async fn usage_records(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
-    params(&query, &["before", "limit"])?;
+    params(&query, &["before", "limit", "format"])?;
     let limit = limit_param(&query, metering::RECORDS_PAGE_MAX)?;
     let before = match query.get("before") {
         None => None,
@@ -442,10 +449,31 @@ async fn usage_records(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         "records": records,
         "next_cursor": next.map(|(at, id)| format!("{at}.{id}")),
-    })))
+    });
+    analytics::json_or_csv(
+        &query,
+        body,
+        "records",
+        &[
+            "call_id",
+            "plugin",
+            "version",
+            "function",
+            "units",
+            "charged",
+            "fuel",
+            "duration_us",
+            "outcome",
+            "error",
+            "idempotency_key",
+            "state",
+            "created_at",
+        ],
+        "usage-records",
+    )
 }
 
 /// Reads a body up to the limit, answering 413 in the API's shape beyond.

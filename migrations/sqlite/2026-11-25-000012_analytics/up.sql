@@ -116,3 +116,49 @@ CREATE TABLE mrr_monthly (
     delta_12 BIGINT NOT NULL,
     PRIMARY KEY (month, currency, kind)
 );
+
+-- What happened before these tables existed, summed once here; from now
+-- on each is added to as it happens.
+INSERT INTO usage_daily (tenant_id, day, plugin, function, calls, failed, units, credits, fuel, duration_us)
+SELECT tenant_id, strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch'), plugin, function,
+       COUNT(*), SUM(outcome <> 'ok'), SUM(MAX(units, 0)), SUM(credits), SUM(MAX(fuel, 0)),
+       SUM(MAX(duration_us, 0))
+FROM usage_records WHERE state <> 'invoking'
+GROUP BY 1, 2, 3, 4;
+INSERT INTO usage_platform_daily (day, plugin, function, calls, failed, units, credits, fuel, duration_us)
+SELECT day, plugin, function, SUM(calls), SUM(failed), SUM(units), SUM(credits), SUM(fuel), SUM(duration_us)
+FROM usage_daily GROUP BY 1, 2, 3;
+INSERT INTO usage_monthly (tenant_id, month, calls, credits)
+SELECT tenant_id, substr(day, 1, 7), SUM(calls), SUM(credits)
+FROM usage_daily GROUP BY 1, 2;
+
+-- Paid invoices on the day they were paid, credit notes on the day they
+-- were issued, each by what the invoice paid for and how.
+CREATE TEMPORARY TABLE revenue_backfill AS
+SELECT d.tenant_id, strftime('%Y-%m-%d', d.at / 1000000, 'unixepoch') AS day, d.currency,
+       CASE WHEN EXISTS (SELECT 1 FROM purchases p WHERE p.invoice_id = d.invoice) THEN 'package'
+            WHEN EXISTS (SELECT 1 FROM subscription_periods s WHERE s.invoice_id = d.invoice)
+              OR EXISTS (SELECT 1 FROM subscription_changes c WHERE c.invoice_id = d.invoice)
+            THEN 'subscription' ELSE 'other' END AS source,
+       COALESCE((SELECT m.method FROM payments p JOIN payment_methods m ON m.id = p.payment_method_id
+                 WHERE p.invoice_id = d.invoice AND p.state <> 'failed' ORDER BY p.id DESC LIMIT 1),
+                'manual') AS method,
+       d.invoices, d.paid_minor, d.paid_tax_minor, d.refunds, d.refunded_minor, d.refunded_tax_minor
+FROM (
+    SELECT tenant_id, closed_at AS at, currency, id AS invoice,
+           1 AS invoices, subtotal_minor AS paid_minor, tax_minor AS paid_tax_minor,
+           0 AS refunds, 0 AS refunded_minor, 0 AS refunded_tax_minor
+    FROM invoices WHERE kind = 'invoice' AND state = 'paid'
+    UNION ALL
+    SELECT tenant_id, finalized_at, currency, credits_invoice_id,
+           0, 0, 0, 1, subtotal_minor, tax_minor
+    FROM invoices WHERE kind = 'credit_note' AND finalized_at IS NOT NULL
+) d;
+INSERT INTO revenue_daily (day, currency, source, method, invoices, paid_minor, paid_tax_minor, refunds, refunded_minor, refunded_tax_minor)
+SELECT day, currency, source, method, SUM(invoices), SUM(paid_minor), SUM(paid_tax_minor),
+       SUM(refunds), SUM(refunded_minor), SUM(refunded_tax_minor)
+FROM revenue_backfill GROUP BY 1, 2, 3, 4;
+INSERT INTO revenue_monthly (tenant_id, month, currency, paid_minor, refunded_minor)
+SELECT tenant_id, substr(day, 1, 7), currency, SUM(paid_minor), SUM(refunded_minor)
+FROM revenue_backfill GROUP BY 1, 2, 3;
+DROP TABLE revenue_backfill;
