@@ -628,6 +628,14 @@ fn serve(
             &config.settings.storage.data_dir.join("demo-api-key"),
         )?;
     }
+    let adopted =
+        tollgate::analytics::mrr::adopt(&mut *database.get()?, &config.plans, SystemClock.now())?;
+    if adopted > 0 {
+        tracing::info!(
+            tenants = adopted,
+            "MRR tracked from now for subscriptions older than the analytics tables"
+        );
+    }
     // Calls a crash interrupted are settled before new ones are taken.
     let recovered = meter.recover()?;
     if recovered > 0 {

@@ -151,6 +151,25 @@ pub fn sync(
     }))
 }
 
+/// Starts tracking the MRR of tenants whose live subscriptions predate it
+/// (a database from before the analytics migration): each gets its MRR as
+/// a `new` movement now. Returns how many. Tenants already tracked are
+/// left alone, so running it again changes nothing.
+pub fn adopt(conn: &mut DbConnection, plans: &[Plan], now: Timestamp) -> QueryResult<usize> {
+    let untracked: Vec<i64> = subscriptions::table
+        .filter(subscriptions::state.eq_any(["active", "past_due"]))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            mrr_customers::table.filter(mrr_customers::tenant_id.eq(subscriptions::tenant_id)),
+        )))
+        .select(subscriptions::tenant_id)
+        .distinct()
+        .load(conn)?;
+    for tenant in &untracked {
+        db::write_transaction(conn, |conn| sync(conn, TenantId(*tenant), plans, now))?;
+    }
+    Ok(untracked.len())
+}
+
 /// One month's movements summed by kind, as `mrr_monthly` keeps them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MonthMovements {

@@ -509,3 +509,25 @@ fn a_generated_two_year_history_reconciles_to_the_cent() {
     );
     assert!(segments["churned"].as_i64().unwrap() > 0);
 }
+
+#[test]
+fn subscriptions_older_than_the_mrr_tables_are_adopted_once() {
+    let h = history(at("2026-01-10T00:00:00Z"));
+    let acme = h.tenants.acme;
+    let (_, invoice) = h.subscriptions.subscribe(acme, "team-annual").unwrap();
+    h.subscriptions.invoice_paid(acme, invoice.id).unwrap();
+    let mut conn = h.tenants.database.get().unwrap();
+    // As if the subscription had been paid before MRR was kept.
+    diesel::delete(mrr_customers::table)
+        .execute(&mut conn)
+        .unwrap();
+    let now = at("2026-02-01T00:00:00Z");
+    assert_eq!(mrr::adopt(&mut conn, &plans(), now).unwrap(), 1);
+    assert_eq!(mrr::adopt(&mut conn, &plans(), now).unwrap(), 0);
+    let mrr_12: i64 = mrr_customers::table
+        .find(acme.0)
+        .select(mrr_customers::mrr_12)
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(mrr_12, plan("team-annual").mrr_12());
+}
