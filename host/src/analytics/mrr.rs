@@ -15,7 +15,7 @@
 //! reported. A subscription whose first invoice is unpaid has no MRR yet.
 //!
 //! [`sync`] is called in the transaction of every change of a
-//! subscription's state or plan; it recomputes the tenant's MRR from its
+//! subscription's state or plan, after the change; it recomputes the tenant's MRR from its
 //! subscriptions and records the difference as one movement. The
 //! movements of a month therefore add up to the month's change in MRR.
 
@@ -24,7 +24,7 @@ use diesel::upsert::excluded;
 
 use super::usage::month_of;
 use crate::config::Plan;
-use crate::db::schema::{mrr_customers, mrr_monthly, mrr_movements, subscriptions};
+use crate::db::schema::{mrr_customers, mrr_monthly, mrr_movements, subscriptions, tenants};
 use crate::db::{self, DbConnection};
 use crate::ids::TenantId;
 use crate::units::Timestamp;
@@ -61,6 +61,19 @@ pub fn sync(
     plans: &[Plan],
     at: Timestamp,
 ) -> QueryResult<Option<Movement>> {
+    // On PostgreSQL two hosts may sync one tenant at once (a renewal and a
+    // payment, say); under read committed one could read the subscriptions
+    // before the other's change and the stored MRR after it, and undo it.
+    // Locking the tenant's row first orders them: the second reads after
+    // the first commits. SQLite runs one write transaction at a time.
+    if let DbConnection::Postgres(pg) = conn {
+        tenants::table
+            .find(tenant.0)
+            .select(tenants::id)
+            .for_update()
+            .first::<i64>(pg)
+            .optional()?;
+    }
     let live: Vec<String> = subscriptions::table
         .filter(subscriptions::tenant_id.eq(tenant.0))
         .filter(subscriptions::state.eq_any(["active", "past_due"]))
