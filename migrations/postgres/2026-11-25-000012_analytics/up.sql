@@ -117,6 +117,10 @@ CREATE TABLE mrr_monthly (
     PRIMARY KEY (month, currency, kind)
 );
 
+-- How an invoice was paid is looked up when it is paid (the revenue
+-- rollup's method), whatever state its payments are in.
+CREATE INDEX payments_by_invoice ON payments (invoice_id, id);
+
 -- What happened before these tables existed, summed once here; from now
 -- on each is added to as it happens.
 INSERT INTO usage_daily (tenant_id, day, plugin, function, calls, failed, units, credits, fuel, duration_us)

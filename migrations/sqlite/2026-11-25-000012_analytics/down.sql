@@ -1,3 +1,4 @@
+DROP INDEX payments_by_invoice;
 DROP TABLE mrr_monthly;
 DROP TABLE mrr_movements;
 DROP TABLE mrr_customers;
