@@ -453,6 +453,29 @@ fn usage_answer(
     .into_response()
 }
 
+/// The tenant a usage report is about (`report_tenant`), its `from` and
+/// `to` days (`to` included), and its use over them by day, plugin and
+/// function.
+async fn tenant_lines(
+    state: &AppState,
+    caller: Caller,
+    query: &BTreeMap<String, String>,
+) -> Result<(TenantId, NaiveDate, NaiveDate, Vec<usage::UsageLine>), ApiError> {
+    params(query, &["from", "to", "tenant", "format"])?;
+    let tenant = report_tenant(caller, query)?;
+    let (from, to) = day_range(query)?;
+    wants_csv(query)?;
+    let (first, end) = (from.to_string(), (to + chrono::Days::new(1)).to_string());
+    let lines = state
+        .database
+        .run(move |conn| {
+            usage::tenant_daily(conn, tenant, &first, &end).map_err(anyhow::Error::from)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((tenant, from, to, lines))
+}
+
 /// `GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD`: a tenant's calls, units
 /// and credits by day, plugin and function, and summed by function; `to`
 /// is included; the last 30 days by default. The operator names the
@@ -462,18 +485,8 @@ pub(super) async fn tenant_usage(
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    params(&query, &["from", "to", "tenant", "format"])?;
-    let tenant = report_tenant(caller, &query)?;
-    let (from, to) = day_range(&query)?;
+    let (tenant, from, to, lines) = tenant_lines(&state, caller, &query).await?;
     let csv = wants_csv(&query)?;
-    let (first, end) = (from.to_string(), (to + chrono::Days::new(1)).to_string());
-    let lines = state
-        .database
-        .run(move |conn| {
-            usage::tenant_daily(conn, tenant, &first, &end).map_err(anyhow::Error::from)
-        })
-        .await
-        .map_err(ApiError::internal)?;
     Ok(usage_answer(
         lines,
         from,
@@ -519,18 +532,8 @@ pub(super) async fn roi(
     caller: Caller,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    params(&query, &["from", "to", "tenant", "format"])?;
-    let tenant = report_tenant(caller, &query)?;
-    let (from, to) = day_range(&query)?;
+    let (tenant, from, to, lines) = tenant_lines(&state, caller, &query).await?;
     let csv = wants_csv(&query)?;
-    let (first, end) = (from.to_string(), (to + chrono::Days::new(1)).to_string());
-    let lines = state
-        .database
-        .run(move |conn| {
-            usage::tenant_daily(conn, tenant, &first, &end).map_err(anyhow::Error::from)
-        })
-        .await
-        .map_err(ApiError::internal)?;
     let analytics = &state.analytics;
     let digits = analytics.currency.minor_digits();
     let roi = roi::compute(
