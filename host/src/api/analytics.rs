@@ -182,6 +182,39 @@ fn report_tenant(caller: Caller, query: &BTreeMap<String, String>) -> Result<Ten
     }
 }
 
+/// The revenue report over the months `from` to `to`, in the currency
+/// `currency=` names (the pricing currency by default), with the
+/// configured analytics settings.
+async fn run_report(
+    state: &AppState,
+    query: &BTreeMap<String, String>,
+    from: NaiveDate,
+    to: NaiveDate,
+    granularity: Granularity,
+) -> Result<Value, ApiError> {
+    let currency = match query.get("currency") {
+        None => state.analytics.currency,
+        Some(text) => Currency::parse(text).map_err(|error| invalid(error.to_string()))?,
+    };
+    let settings = &state.analytics.settings;
+    let params = Params {
+        currency: currency.code().to_owned(),
+        digits: currency.minor_digits(),
+        from,
+        to,
+        granularity,
+        top_customers: settings.top_customers,
+        forecast_months: settings.forecast_months,
+        at_risk_usage_drop: settings.at_risk_usage_drop,
+        today: today(),
+    };
+    state
+        .database
+        .run(move |conn| report::revenue(conn, &params).map_err(anyhow::Error::from))
+        .await
+        .map_err(ApiError::internal)
+}
+
 /// `GET /billing/revenue?from=YYYY-MM&to=YYYY-MM&granularity=&currency=`
 /// (operator): see `analytics::report` for every definition.
 pub(super) async fn revenue(
@@ -200,29 +233,9 @@ pub(super) async fn revenue(
         Some(text) => Granularity::parse(text)
             .ok_or_else(|| invalid(format!("granularity is day, week or month, not {text:?}")))?,
     };
-    let currency = match query.get("currency") {
-        None => state.analytics.currency,
-        Some(text) => Currency::parse(text).map_err(|error| invalid(error.to_string()))?,
-    };
     let csv = wants_csv(&query)?;
     let table = query.get("table").cloned();
-    let settings = &state.analytics.settings;
-    let params = Params {
-        currency: currency.code().to_owned(),
-        digits: currency.minor_digits(),
-        from,
-        to,
-        granularity,
-        top_customers: settings.top_customers,
-        forecast_months: settings.forecast_months,
-        at_risk_usage_drop: settings.at_risk_usage_drop,
-        today: today(),
-    };
-    let report = state
-        .database
-        .run(move |conn| report::revenue(conn, &params).map_err(anyhow::Error::from))
-        .await
-        .map_err(ApiError::internal)?;
+    let report = run_report(&state, &query, from, to, granularity).await?;
     if !csv {
         if table.is_some() {
             return Err(invalid("table= goes with format=csv".to_owned()));
@@ -308,28 +321,8 @@ pub(super) async fn monthly_report(
     params(&query, &["month", "currency", "format"])?;
     let current = report::month_start(today());
     let month = month_param(&query, "month")?.unwrap_or(current - Months::new(1));
-    let currency = match query.get("currency") {
-        None => state.analytics.currency,
-        Some(text) => Currency::parse(text).map_err(|error| invalid(error.to_string()))?,
-    };
     let csv = wants_csv(&query)?;
-    let settings = &state.analytics.settings;
-    let params = Params {
-        currency: currency.code().to_owned(),
-        digits: currency.minor_digits(),
-        from: month,
-        to: month,
-        granularity: Granularity::Month,
-        top_customers: settings.top_customers,
-        forecast_months: settings.forecast_months,
-        at_risk_usage_drop: settings.at_risk_usage_drop,
-        today: today(),
-    };
-    let full = state
-        .database
-        .run(move |conn| report::revenue(conn, &params).map_err(anyhow::Error::from))
-        .await
-        .map_err(ApiError::internal)?;
+    let full = run_report(&state, &query, month, month, Granularity::Month).await?;
     let mrr_month = full["mrr"]["months"][0].clone();
     let report = json!({
         "month": full["from"],
