@@ -8,6 +8,7 @@ pub mod analytics;
 mod billing;
 mod error;
 mod idempotency;
+mod leads;
 pub mod v1;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@ pub mod billing;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod engagement;
 pub mod ids;
 pub mod ledger;
 pub mod metering;

@@ -959,6 +959,7 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     acme_marks.push(server.acme_key[..11].to_owned());
     acme_marks.push("lead1@example.com".to_owned());
     acme_marks.push("Starter plan, November".to_owned());
+    acme_marks.push("ada@acme-lead.example".to_owned());
     // Every read Globex may make, over every GET operation of the API.
     let mut read = 0;
     for (method, path) in api::v1::OPERATIONS {
@@ -975,7 +976,8 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
             }
             _ if path.contains("invoices/")
                 || path.contains("credit-notes/")
-                || path.contains("receipts/") =>
+                || path.contains("receipts/")
+                || path.starts_with("/leads/") && path != "/leads/scoring" =>
             {
                 404
             }
@@ -1025,6 +1027,11 @@ fn no_write_of_one_tenant_reaches_another() {
                     _ => 200,
                 };
                 assert_eq!(status, allowed, "GET {path}: {body}");
+                // An export says when it was made.
+                let mut body = body;
+                if path.ends_with("/export") {
+                    body["exported_at"] = serde_json::Value::Null;
+                }
                 (path, body)
             })
             .collect()
@@ -1145,6 +1152,28 @@ fn no_write_of_one_tenant_reaches_another() {
             ),
             // Globex's own purchase.
             "/billing/purchases" => (path.into(), Some(r#"{"package": "pack-500"}"#), &[201]),
+            // Globex's own lead, with the address of Acme's: another lead.
+            "/leads" => (
+                path.into(),
+                Some(r#"{"email": "Ada@acme-lead.example", "title": "Spy"}"#),
+                &[201],
+            ),
+            "/leads/import" => (
+                path.into(),
+                Some(r#"{"csv": "email,title\nada@acme-lead.example,Mole\n"}"#),
+                &[200],
+            ),
+            "/leads/scoring" => (
+                path.into(),
+                Some(r#"{"rules": [{"field": "title", "contains": "spy", "points": 9}]}"#),
+                &[200],
+            ),
+            // Acme's lead, by its id.
+            "/leads/{id}" | "/leads/{id}/do-not-contact" => (
+                path.replace("{id}", &server.acme_lead.to_string()),
+                (method == "patch").then_some(r#"{"title": "Spy"}"#),
+                &[404],
+            ),
             "/billing/subscriptions/plan" => {
                 (path.into(), Some(r#"{"plan": "professional"}"#), &[200])
             }

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin, analytics, billing};
+use super::{AppState, admin, analytics, billing, leads};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,8 +32,19 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 43] = [
+pub const OPERATIONS: [(&str, &str); 54] = [
     ("post", "/plugins/{plugin}/invoke/{function}"),
+    ("get", "/leads"),
+    ("post", "/leads"),
+    ("post", "/leads/import"),
+    ("get", "/leads/scoring"),
+    ("put", "/leads/scoring"),
+    ("get", "/leads/{id}"),
+    ("patch", "/leads/{id}"),
+    ("delete", "/leads/{id}"),
+    ("get", "/leads/{id}/export"),
+    ("put", "/leads/{id}/do-not-contact"),
+    ("delete", "/leads/{id}/do-not-contact"),
     ("post", "/leads/search"),
     ("post", "/leads/enrich"),
     ("post", "/messages"),
@@ -91,6 +102,21 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/billing/credits", get(credits))
         .route("/billing/credits/transactions", get(transactions))
         .route("/plugins/{plugin}/invoke/{function}", post(invoke))
+        .route("/leads", get(leads::list).post(leads::create))
+        .route("/leads/import", post(leads::import))
+        .route(
+            "/leads/scoring",
+            get(leads::get_scoring).put(leads::put_scoring),
+        )
+        .route(
+            "/leads/{id}",
+            get(leads::get).patch(leads::update).delete(leads::erase),
+        )
+        .route("/leads/{id}/export", get(leads::export))
+        .route(
+            "/leads/{id}/do-not-contact",
+            put(leads::set_do_not_contact).delete(leads::clear_do_not_contact),
+        )
         .route("/leads/search", post(leads_search))
         .route("/leads/enrich", post(leads_enrich))
         .route("/messages", post(messages_send))
@@ -779,7 +805,7 @@ pub(super) fn meter_error(plugin: &str, error: MeterError) -> ApiError {
 
 /// A call that ran and failed: the plugin's own report, or the sandbox
 /// stopping it.
-fn call_error(error: &CallError) -> ApiError {
+pub(super) fn call_error(error: &CallError) -> ApiError {
     let message = error.to_string();
     match error {
         CallError::Plugin { error, .. } => {

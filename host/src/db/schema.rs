@@ -474,6 +474,75 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    leads (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        email -> Nullable<Text>,
+        title -> Nullable<Text>,
+        company -> Nullable<Text>,
+        domain -> Nullable<Text>,
+        linkedin_url -> Nullable<Text>,
+        phone -> Nullable<Text>,
+        location -> Nullable<Text>,
+        time_zone -> Nullable<Text>,
+        company_size -> Nullable<BigInt>,
+        custom_fields -> Text,
+        email_key -> Nullable<Text>,
+        linkedin_key -> Nullable<Text>,
+        name_key -> Nullable<Text>,
+        search_text -> Text,
+        do_not_contact -> Nullable<Text>,
+        do_not_contact_at -> Nullable<BigInt>,
+        score -> BigInt,
+        score_changes_at -> Nullable<BigInt>,
+        source -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    lead_tags (lead_id, tag) {
+        lead_id -> BigInt,
+        tenant_id -> BigInt,
+        tag -> Text,
+    }
+}
+
+diesel::table! {
+    lead_events (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        lead_id -> BigInt,
+        kind -> Text,
+        occurred_at -> BigInt,
+        detail -> Nullable<Text>,
+        step_run_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    suppressions (tenant_id, address_hash) {
+        tenant_id -> BigInt,
+        address_hash -> Text,
+        reason -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    scoring_rules (tenant_id) {
+        tenant_id -> BigInt,
+        rules -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(leads, lead_tags, lead_events);
+
 diesel::allow_tables_to_appear_in_same_query!(
     usage_daily,
     usage_platform_daily,

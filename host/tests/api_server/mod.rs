@@ -40,6 +40,8 @@ pub struct Server {
     pub acme_credit_note: i64,
     /// Acme's saved payment method (a bank transfer).
     pub acme_method: i64,
+    /// Acme's lead, Ada (ada@acme-lead.example), in its lead book.
+    pub acme_lead: i64,
     pub http: ureq::Agent,
     pub _runtime: tokio::runtime::Runtime,
     pub _db: TestDatabase,
@@ -167,6 +169,17 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         auth::create_key(&mut conn, Some(globex.id), Role::Admin, "test", NOW).unwrap();
     let (_, operator_key) = auth::create_key(&mut conn, None, Role::Operator, "ops", NOW).unwrap();
     let (acme_invoice, acme_credit_note) = acme_documents(&mut conn, acme.id);
+    let acme_lead = {
+        let ada = tollgate::engagement::leads::Fields {
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            email: Some("ada@acme-lead.example".into()),
+            ..Default::default()
+        };
+        tollgate::engagement::leads::save(&mut conn, acme.id, &Default::default(), &ada, "api", NOW)
+            .unwrap()
+            .id
+    };
     let search = Price {
         plugin: "csv-leads".into(),
         function: "search".into(),
@@ -292,6 +305,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         acme_invoice,
         acme_credit_note,
         acme_method,
+        acme_lead,
         http: ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -384,6 +398,14 @@ impl Server {
 
     /// An operation's path with its parameters filled in: `tenant`'s id,
     /// csv-leads, and Acme's invoice and credit note.
+    /// A new key of `tenant`'s with `role`.
+    pub fn tenant_key(&self, tenant: TenantId, role: Role) -> String {
+        let mut conn = self.database.get().unwrap();
+        auth::create_key(&mut conn, Some(tenant), role, "test", NOW)
+            .unwrap()
+            .1
+    }
+
     pub fn concrete(&self, path: &str, tenant: TenantId) -> String {
         path.replace("{tenant}", &tenant.0.to_string())
             .replace("{plugin}", "csv-leads")
@@ -394,6 +416,7 @@ impl Server {
             )
             // Acme has paid nothing through a provider: no receipt.
             .replace("receipts/{id}", "receipts/1")
+            .replace("leads/{id}", &format!("leads/{}", self.acme_lead))
     }
 
     /// A GET's status, content type and body bytes.
