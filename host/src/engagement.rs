@@ -8,9 +8,15 @@
 //! converts). Every query is scoped by tenant: another tenant's lead is
 //! simply not found.
 
+pub mod events;
 pub mod import;
 pub mod leads;
+pub mod runner;
+pub mod schedule;
 pub mod scoring;
+pub mod sequences;
+pub mod tasks;
+pub mod templates;
 
 #[cfg(test)]
 mod tests;

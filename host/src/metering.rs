@@ -300,6 +300,33 @@ impl Meter {
         self.metered(request, true, Some(settings))
     }
 
+    /// Like [`Meter::invoke`], with `defaults` for settings the tenant left
+    /// unset: the host's own unsubscribe link for a sequence's email, say.
+    /// The tenant must have enabled the plugin; what it set wins.
+    pub fn invoke_with_defaults(
+        &self,
+        request: Request,
+        defaults: &[(&str, String)],
+    ) -> Result<Metered, MeterError> {
+        let active = self.plugin(&request.plugin)?;
+        let settings = self
+            .settings(request.tenant, &active)?
+            .ok_or_else(|| MeterError::NotEnabled(request.plugin.clone()))?;
+        if defaults
+            .iter()
+            .all(|(name, _)| settings.contains_key(*name))
+        {
+            return self.metered(request, true, Some(settings));
+        }
+        let mut merged = (*settings).clone();
+        for (name, value) in defaults {
+            merged
+                .entry((*name).to_owned())
+                .or_insert_with(|| value.clone());
+        }
+        self.metered(request, true, Some(Arc::new(merged)))
+    }
+
     /// Runs a call for the platform itself, with `settings`, in the same
     /// sandbox and limits as any call, but charged to no tenant and
     /// recorded only in the log and metrics: a payment provider's

@@ -14,6 +14,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::{Digest as _, Sha256};
+
+/// Bytes of a link signature: 128 bits, as 32 hex digits.
+const SIGNATURE_BYTES: usize = 16;
 
 /// What a sealed value starts with; the version lets the scheme change.
 pub(crate) const SEALED_PREFIX: &str = "sealed:v1:";
@@ -35,6 +40,10 @@ pub enum SecretError {
 /// The platform's secret key, ready to seal and open.
 pub struct SecretBox {
     cipher: ChaCha20Poly1305,
+    /// Signs links the host hands out (tracking, unsubscribe, callbacks):
+    /// derived from the key, so that no message is ever both sealed and
+    /// signed with the same key.
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -45,9 +54,49 @@ impl std::fmt::Debug for SecretBox {
 
 impl SecretBox {
     pub fn new(key: [u8; KEY_BYTES]) -> SecretBox {
+        let mut derivation = Sha256::new();
+        derivation.update(b"tollgate link signing\0");
+        derivation.update(key);
         SecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            mac_key: derivation.finalize().into(),
         }
+    }
+
+    fn mac(&self, purpose: &str, data: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.mac_key).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(data.as_bytes());
+        mac
+    }
+
+    /// A signature of `data` for `purpose` (`"unsubscribe"`, `"click"`...),
+    /// as 32 hex digits, to put in a link the host will verify.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        let tag = self.mac(purpose, data).finalize().into_bytes();
+        tag[..SIGNATURE_BYTES]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Whether `signature` is [`SecretBox::sign`]'s for `data` and
+    /// `purpose`; compared in constant time.
+    pub fn verify(&self, purpose: &str, data: &str, signature: &str) -> bool {
+        if signature.len() != SIGNATURE_BYTES * 2 || !signature.is_ascii() {
+            return false;
+        }
+        let mut bytes = [0_u8; SIGNATURE_BYTES];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            match u8::from_str_radix(&signature[index * 2..index * 2 + 2], 16) {
+                Ok(value) => *byte = value,
+                Err(_) => return false,
+            }
+        }
+        self.mac(purpose, data)
+            .verify_truncated_left(&bytes)
+            .is_ok()
     }
 
     /// Reads the key file, creating it with a new random key (mode 0600)

@@ -541,7 +541,114 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(leads, lead_tags, lead_events);
+diesel::table! {
+    mailboxes (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        plugin -> Text,
+        address -> Text,
+        name -> Nullable<Text>,
+        daily_cap -> Nullable<BigInt>,
+        hourly_cap -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sequences (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        name -> Text,
+        status -> Text,
+        version -> BigInt,
+        time_zone -> Text,
+        window_start_minute -> BigInt,
+        window_end_minute -> BigInt,
+        window_days -> BigInt,
+        tracking -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sequence_steps (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        sequence_id -> BigInt,
+        version -> BigInt,
+        position -> BigInt,
+        kind -> Text,
+        config -> Text,
+    }
+}
+
+diesel::table! {
+    enrollments (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        sequence_id -> BigInt,
+        version -> BigInt,
+        lead_id -> BigInt,
+        status -> Text,
+        reason -> Nullable<Text>,
+        position -> BigInt,
+        next_run_at -> Nullable<BigInt>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    step_runs (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        enrollment_id -> BigInt,
+        step_id -> BigInt,
+        variant -> Nullable<BigInt>,
+        status -> Text,
+        mailbox_id -> Nullable<BigInt>,
+        recipient -> Nullable<Text>,
+        delivery_id -> Nullable<Text>,
+        call_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        opened_at -> Nullable<BigInt>,
+        clicked_at -> Nullable<BigInt>,
+        replied_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        title -> Text,
+        kind -> Text,
+        lead_id -> Nullable<BigInt>,
+        step_run_id -> Nullable<BigInt>,
+        due_at -> Nullable<BigInt>,
+        status -> Text,
+        notes -> Nullable<Text>,
+        created_at -> BigInt,
+        completed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    leads,
+    lead_tags,
+    lead_events,
+    mailboxes,
+    sequences,
+    sequence_steps,
+    enrollments,
+    step_runs,
+    tasks
+);
 
 diesel::allow_tables_to_appear_in_same_query!(
     usage_daily,
