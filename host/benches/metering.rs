@@ -254,6 +254,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
             &Default::default(),
         )),
         analytics: Default::default(),
+        engagement: Default::default(),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
     };

@@ -9,6 +9,8 @@ mod billing;
 mod error;
 mod idempotency;
 mod leads;
+pub mod sequences;
+mod tracking;
 pub mod v1;
 
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub payments: std::sync::Arc<crate::billing::payments::Payments>,
     /// What the analytics reports assume.
     pub analytics: std::sync::Arc<analytics::Analytics>,
+    /// The public URL and clock of leads, sequences and tasks.
+    pub engagement: std::sync::Arc<sequences::Engagement>,
 }
 
 impl AppState {
@@ -85,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1::router(&state))
+        .merge(tracking::router())
         .with_state(state)
 }
 

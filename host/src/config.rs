@@ -104,6 +104,22 @@ pub const BASELINES_MAX: usize = 1_000;
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Where people reach this platform from outside, such as
+    /// `https://tollgate.example.com`: the origin of the tracking,
+    /// unsubscribe and callback links put in messages. Empty: the
+    /// `listen` address over http (a developer's machine; one-click
+    /// unsubscribe headers need https).
+    pub public_url: String,
+}
+
+impl ServerSettings {
+    /// The public URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match self.public_url.trim() {
+            "" => format!("http://{}", self.listen),
+            url => url.trim_end_matches('/').to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +220,7 @@ impl Default for Settings {
         Settings {
             server: ServerSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                public_url: String::new(),
             },
             storage: StorageSettings {
                 data_dir: PathBuf::from("data"),
@@ -538,6 +555,19 @@ pub fn parse_settings(
                 source("analytics.baselines")
             );
         }
+    }
+    let public_url = settings.server.public_url.trim();
+    if !public_url.is_empty()
+        && !((public_url.starts_with("https://") || public_url.starts_with("http://"))
+            && public_url.split("://").nth(1).is_some_and(|rest| {
+                let host = rest.trim_end_matches('/');
+                !host.is_empty() && !host.contains(['/', '?', '#', ' '])
+            }))
+    {
+        anyhow::bail!(
+            "{}: server.public_url: {public_url:?} is not an origin such as https://tollgate.example.com (a scheme and a host, no path)",
+            source("server.public_url")
+        );
     }
     if billing.issuer.trim().is_empty() {
         anyhow::bail!(

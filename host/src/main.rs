@@ -17,6 +17,10 @@ use tollgate::secrets::SecretBox;
 use tollgate::units::{Clock, Credits, SystemClock, Timestamp};
 use tollgate::{api, plugins, scheduler, tenants};
 
+/// How often this host looks for sequence steps that are due: a send is
+/// at most this late.
+const SEQUENCE_TICK: Duration = Duration::from_secs(5);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tollgate",
@@ -674,6 +678,30 @@ fn serve(
                 }
             },
         ));
+        let engagement = Arc::new(api::sequences::Engagement {
+            public_url: config.settings.server.public_url(),
+            clock: Arc::new(SystemClock),
+        });
+        let runner = Arc::new(tollgate::engagement::runner::Runner {
+            database: database.clone(),
+            meter: meter.clone(),
+            clock: engagement.clock.clone(),
+            links: tollgate::engagement::runner::Links {
+                public_url: engagement.public_url.clone(),
+                secrets: secrets.clone(),
+            },
+            owner: format!("host-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+        });
+        let sequencer = tokio::spawn(scheduler::run_sequences(
+            runner,
+            SEQUENCE_TICK,
+            {
+                let mut stopped = stopped.clone();
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                }
+            },
+        ));
         let app = api::router(api::AppState {
             database,
             ledger,
@@ -693,6 +721,7 @@ fn serve(
                 config.settings.limits.tenant_burst,
             )),
             body_bytes_max: config.settings.limits.request_body_bytes_max as usize,
+            engagement,
         });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -703,6 +732,7 @@ fn serve(
             .await
             .context("serving HTTP")?;
         let _ = sweeper.await;
+        let _ = sequencer.await;
         anyhow::Ok(())
     })
 }

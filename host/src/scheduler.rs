@@ -83,3 +83,31 @@ pub async fn run(
         }
     }
 }
+
+/// Runs sequences' due steps every `period` until `shutdown` resolves. Any
+/// number of hosts may run this at once: each step runs once (see
+/// [`crate::engagement::runner`]).
+pub async fn run_sequences(
+    runner: std::sync::Arc<crate::engagement::runner::Runner>,
+    period: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = interval.tick() => {}
+        }
+        let ticking = runner.clone();
+        match tokio::task::spawn_blocking(move || ticking.tick()).await {
+            Ok(Ok(tick)) if tick.steps > 0 => {
+                tracing::info!(enrollments = tick.enrollments, steps = tick.steps, "ran sequence steps")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "running sequences failed; will retry"),
+            Err(error) => tracing::warn!(%error, "running sequences failed; will retry"),
+        }
+    }
+}

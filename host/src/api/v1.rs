@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin, analytics, billing, leads};
+use super::{AppState, admin, analytics, billing, leads, sequences, tracking};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,7 +32,19 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 54] = [
+pub const OPERATIONS: [(&str, &str); 66] = [
+    ("get", "/mailboxes"),
+    ("post", "/mailboxes"),
+    ("get", "/sequences"),
+    ("post", "/sequences"),
+    ("get", "/sequences/{id}"),
+    ("put", "/sequences/{id}"),
+    ("get", "/sequences/{id}/enrollments"),
+    ("post", "/sequences/{id}/enrollments"),
+    ("get", "/tasks"),
+    ("post", "/tasks"),
+    ("patch", "/tasks/{id}"),
+    ("post", "/channels/{plugin}/callbacks/{token}"),
     ("post", "/plugins/{plugin}/invoke/{function}"),
     ("get", "/leads"),
     ("post", "/leads"),
@@ -116,6 +128,25 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route(
             "/leads/{id}/do-not-contact",
             put(leads::set_do_not_contact).delete(leads::clear_do_not_contact),
+        )
+        .route(
+            "/mailboxes",
+            get(sequences::list_mailboxes).post(sequences::create_mailbox),
+        )
+        .route("/sequences", get(sequences::list).post(sequences::create))
+        .route(
+            "/sequences/{id}",
+            get(sequences::get).put(sequences::update),
+        )
+        .route(
+            "/sequences/{id}/enrollments",
+            get(sequences::list_enrollments).post(sequences::enroll),
+        )
+        .route("/tasks", get(sequences::list_tasks).post(sequences::create_task))
+        .route("/tasks/{id}", axum::routing::patch(sequences::update_task))
+        .route(
+            "/channels/{plugin}/callbacks/{token}",
+            post(tracking::channel_callback),
         )
         .route("/leads/search", post(leads_search))
         .route("/leads/enrich", post(leads_enrich))

@@ -31,6 +31,8 @@ pub enum TaskError {
     TooMany,
     #[error("database error: {0}")]
     Database(#[from] DieselError),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
 }
 
 /// A task to create.

@@ -280,6 +280,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         payments: payments.clone(),
         packages: Arc::new(pricing.packages.clone()),
         analytics: Default::default(),
+        engagement: Default::default(),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
     };
