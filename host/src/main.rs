@@ -692,16 +692,12 @@ fn serve(
             },
             owner: format!("host-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         });
-        let sequencer = tokio::spawn(scheduler::run_sequences(
-            runner,
-            SEQUENCE_TICK,
-            {
-                let mut stopped = stopped.clone();
-                async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                }
-            },
-        ));
+        let sequencer = tokio::spawn(scheduler::run_sequences(runner, SEQUENCE_TICK, {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        }));
         let app = api::router(api::AppState {
             database,
             ledger,

@@ -103,7 +103,11 @@ pub async fn run_sequences(
         let ticking = runner.clone();
         match tokio::task::spawn_blocking(move || ticking.tick()).await {
             Ok(Ok(tick)) if tick.steps > 0 => {
-                tracing::info!(enrollments = tick.enrollments, steps = tick.steps, "ran sequence steps")
+                tracing::info!(
+                    enrollments = tick.enrollments,
+                    steps = tick.steps,
+                    "ran sequence steps"
+                )
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "running sequences failed; will retry"),

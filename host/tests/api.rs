@@ -783,7 +783,8 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
             .replace("{tenant}", "1")
             .replace("{key}", "1")
             .replace("{id}", "1")
-            .replace("{provider}", "bank-transfer");
+            .replace("{provider}", "bank-transfer")
+            .replace("{token}", "t1-0123456789abcdef0123456789abcdef");
         let request = ureq::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(format!("{}{path}", server.base))
@@ -793,8 +794,9 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap();
         assert_eq!(status, 401, "{method} {path}: {body}");
-        // Providers' notifications take no key: their signature is checked.
-        let code = match path.ends_with("/notifications") {
+        // Providers' notifications and channels' callbacks take no key:
+        // their signature is checked.
+        let code = match path.ends_with("/notifications") || path.contains("/callbacks/") {
             true => "\"invalid_signature\"",
             false => "\"unauthorized\"",
         };
@@ -960,6 +962,9 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     acme_marks.push("lead1@example.com".to_owned());
     acme_marks.push("Starter plan, November".to_owned());
     acme_marks.push("ada@acme-lead.example".to_owned());
+    acme_marks.push("Acme secret subject".to_owned());
+    acme_marks.push("Call Ada about Acme".to_owned());
+    acme_marks.push("sales@acme.example".to_owned());
     // Every read Globex may make, over every GET operation of the API.
     let mut read = 0;
     for (method, path) in api::v1::OPERATIONS {
@@ -977,7 +982,8 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
             _ if path.contains("invoices/")
                 || path.contains("credit-notes/")
                 || path.contains("receipts/")
-                || path.starts_with("/leads/") && path != "/leads/scoring" =>
+                || path.starts_with("/leads/") && path != "/leads/scoring"
+                || path.starts_with("/sequences/") =>
             {
                 404
             }
@@ -1062,6 +1068,7 @@ fn no_write_of_one_tenant_reaches_another() {
     let search = r#"{"limit": 2}"#;
     let acme_method = server.acme_method;
     let pay_with_acme_method = format!(r#"{{"payment_method": {acme_method}}}"#);
+    let enroll_acme_lead = format!(r#"{{"leads": [{}]}}"#, server.acme_lead);
     let mut first_write = true;
     for (method, path) in api::v1::OPERATIONS {
         if method == "get" {
@@ -1167,6 +1174,39 @@ fn no_write_of_one_tenant_reaches_another() {
                 path.into(),
                 Some(r#"{"rules": [{"field": "title", "contains": "spy", "points": 9}]}"#),
                 &[200],
+            ),
+            // Globex's own mailbox, sequence and task; Acme's by their ids.
+            "/mailboxes" => (
+                path.into(),
+                Some(r#"{"plugin": "csv-leads", "address": "spy@globex.example"}"#),
+                &[422],
+            ),
+            "/sequences" => (
+                path.into(),
+                Some(r#"{"name": "Spy", "steps": [{"kind": "wait", "business_days": 1}]}"#),
+                &[201],
+            ),
+            "/sequences/{id}" => (
+                format!("/sequences/{}", server.acme_sequence),
+                Some(r#"{"name": "Spy", "steps": [{"kind": "wait", "business_days": 1}]}"#),
+                &[404],
+            ),
+            "/sequences/{id}/enrollments" => (
+                format!("/sequences/{}/enrollments", server.acme_sequence),
+                Some(&enroll_acme_lead),
+                &[404],
+            ),
+            "/tasks" => (path.into(), Some(r#"{"title": "Spy on Acme"}"#), &[201]),
+            "/tasks/{id}" => (
+                format!("/tasks/{}", server.acme_task),
+                Some(r#"{"status": "done"}"#),
+                &[404],
+            ),
+            // Acme's callback URL, with a token Globex cannot sign.
+            "/channels/{plugin}/callbacks/{token}" => (
+                format!("/channels/email/callbacks/t{acme}-0123456789abcdef0123456789abcdef"),
+                Some("From: x@y.z\r\n\r\nhello"),
+                &[401],
             ),
             // Acme's lead, by its id.
             "/leads/{id}" | "/leads/{id}/do-not-contact" => (

@@ -301,6 +301,9 @@ fn a_lead_is_exported_marked_do_not_contact_and_erased() {
     assert_eq!(status, 200);
     assert_eq!(export["lead"]["email"], "ada@acme-lead.example");
     assert!(export["events"].is_array());
+    // Her enrollment in Acme's sequence and the task about her.
+    assert_eq!(export["enrollments"][0]["sequence"], server.acme_sequence);
+    assert_eq!(export["tasks"][0]["title"], "Call Ada about Acme");
 
     let path = format!("/leads/{ada}/do-not-contact");
     let (status, marked) = server.call("PUT", key, &path, None, &[]);
@@ -351,4 +354,11 @@ fn a_lead_is_exported_marked_do_not_contact_and_erased() {
             .0,
         404
     );
+    // Her enrollments and the tasks about her went with her.
+    let (_, tasks) = server.call("GET", key, "/tasks", None, &[]);
+    assert_eq!(tasks["tasks"], json!([]), "{tasks}");
+    let sequence = server.acme_sequence;
+    let path = format!("/sequences/{sequence}/enrollments");
+    let (_, enrollments) = server.call("GET", key, &path, None, &[]);
+    assert_eq!(enrollments["enrollments"], json!([]), "{enrollments}");
 }

@@ -22,6 +22,7 @@ use crate::db;
 use crate::engagement::import::{self, CsvImport, ImportError, SourceImport};
 use crate::engagement::leads::{self, DoNotContact, Fields, Filter, Lead, LeadError, Sort};
 use crate::engagement::scoring::{self, Rules};
+use crate::engagement::{sequences, tasks};
 use crate::ids::TenantId;
 use crate::units::{Clock as _, SystemClock, Timestamp};
 
@@ -507,17 +508,25 @@ pub(super) async fn export(
 ) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
     let id = lead_id(&id)?;
-    let (lead, events) = reading(&state, move |conn| {
-        Ok((
-            leads::get(conn, tenant, id)?,
-            leads::events(conn, tenant, id)?,
-        ))
+    let (lead, events, enrollments, tasks) = reading(&state, move |conn| {
+        let lead = leads::get(conn, tenant, id)?;
+        let events = leads::events(conn, tenant, id)?;
+        let enrollments = sequences::enrollments_of_lead(conn, tenant, id)?;
+        let filter = tasks::Filter {
+            status: None,
+            lead: Some(id),
+        };
+        let (tasks, _) = tasks::list(conn, tenant, &filter, None, tasks::PAGE_LIMIT_MAX)
+            .map_err(|error| LeadError::Other(anyhow::anyhow!("{error}")))?;
+        Ok((lead, events, enrollments, tasks))
     })
     .await?;
     let document = json!({
         "exported_at": SystemClock.now().to_string(),
         "lead": lead_json(&lead),
         "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "enrollments": enrollments.iter().map(super::sequences::enrollment_json).collect::<Vec<_>>(),
+        "tasks": tasks.iter().map(super::sequences::task_json).collect::<Vec<_>>(),
     });
     let disposition = format!("attachment; filename=\"lead-{id}.json\"");
     Ok(([(header::CONTENT_DISPOSITION, disposition)], Json(document)).into_response())

@@ -71,9 +71,12 @@ fn sequence_error(error: SequenceError) -> ApiError {
             error.to_string(),
         ),
         SequenceError::MailboxExists { id, .. } => {
-            ApiError::new(StatusCode::CONFLICT, "mailbox_exists", error.to_string()).with("mailbox", id)
+            ApiError::new(StatusCode::CONFLICT, "mailbox_exists", error.to_string())
+                .with("mailbox", id)
         }
-        SequenceError::TooMany(_) => ApiError::new(StatusCode::CONFLICT, "limit_reached", error.to_string()),
+        SequenceError::TooMany(_) => {
+            ApiError::new(StatusCode::CONFLICT, "limit_reached", error.to_string())
+        }
         SequenceError::Lead(error) => lead_error(error),
         SequenceError::Task(error) => task_error(error),
         SequenceError::Database(_) | SequenceError::Other(_) => ApiError::internal(error),
@@ -83,8 +86,14 @@ fn sequence_error(error: SequenceError) -> ApiError {
 fn task_error(error: TaskError) -> ApiError {
     match error {
         TaskError::NotFound(_) => ApiError::not_found(error.to_string()),
-        TaskError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_task", error.to_string()),
-        TaskError::TooMany => ApiError::new(StatusCode::CONFLICT, "limit_reached", error.to_string()),
+        TaskError::Invalid(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_task",
+            error.to_string(),
+        ),
+        TaskError::TooMany => {
+            ApiError::new(StatusCode::CONFLICT, "limit_reached", error.to_string())
+        }
         TaskError::Database(_) | TaskError::Other(_) => ApiError::internal(error),
     }
 }
@@ -129,10 +138,18 @@ fn mailbox_json(mailbox: &Mailbox) -> Value {
 }
 
 /// `GET /mailboxes`
-pub(super) async fn list_mailboxes(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list_mailboxes(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant()?;
-    let list = with_conn(&state, false, move |conn| sequences::list_mailboxes(conn, tenant)).await?;
-    Ok(Json(json!({ "mailboxes": list.iter().map(mailbox_json).collect::<Vec<_>>() })))
+    let list = with_conn(&state, false, move |conn| {
+        sequences::list_mailboxes(conn, tenant)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "mailboxes": list.iter().map(mailbox_json).collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -168,7 +185,10 @@ pub(super) async fn create_mailbox(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_sequence",
-            format!("plugin {} is a {kind} plugin; a mailbox sends through a channel plugin", body.plugin),
+            format!(
+                "plugin {} is a {kind} plugin; a mailbox sends through a channel plugin",
+                body.plugin
+            ),
         ));
     }
     let mailbox = NewMailbox {
@@ -179,8 +199,15 @@ pub(super) async fn create_mailbox(
         hourly_cap: body.hourly_cap,
     };
     let now = state.now();
-    let created = with_conn(&state, true, move |conn| sequences::create_mailbox(conn, tenant, &mailbox, now)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "mailbox": mailbox_json(&created) }))).into_response())
+    let created = with_conn(&state, true, move |conn| {
+        sequences::create_mailbox(conn, tenant, &mailbox, now)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "mailbox": mailbox_json(&created) })),
+    )
+        .into_response())
 }
 
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -243,15 +270,24 @@ struct SequenceBody {
 }
 
 fn invalid(message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_sequence", message)
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_sequence",
+        message,
+    )
 }
 
 fn parse_minute(text: &str, name: &str) -> Result<u32, ApiError> {
     let parsed = text.split_once(':').and_then(|(hours, minutes)| {
         let (hours, minutes) = (hours.parse::<u32>().ok()?, minutes.parse::<u32>().ok()?);
-        (minutes < 60 && (hours < 24 || (hours == 24 && minutes == 0))).then_some(hours * 60 + minutes)
+        (minutes < 60 && (hours < 24 || (hours == 24 && minutes == 0)))
+            .then_some(hours * 60 + minutes)
     });
-    parsed.ok_or_else(|| invalid(format!("window.{name}: {text:?} is not a time such as 09:00")))
+    parsed.ok_or_else(|| {
+        invalid(format!(
+            "window.{name}: {text:?} is not a time such as 09:00"
+        ))
+    })
 }
 
 impl SequenceBody {
@@ -264,7 +300,12 @@ impl SequenceBody {
                     let index = DAY_NAMES
                         .iter()
                         .position(|name| name.eq_ignore_ascii_case(day))
-                        .ok_or_else(|| invalid(format!("window.days: {day:?} is not one of {}", DAY_NAMES.join(", "))))?;
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "window.days: {day:?} is not one of {}",
+                                DAY_NAMES.join(", ")
+                            ))
+                        })?;
                     days |= 1 << index;
                 }
                 Window {
@@ -286,7 +327,10 @@ impl SequenceBody {
 }
 
 /// `GET /sequences`
-pub(super) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant()?;
     let list = with_conn(&state, false, move |conn| sequences::list(conn, tenant)).await?;
     let list: Vec<Value> = list
@@ -303,7 +347,11 @@ pub(super) async fn list(State(state): State<AppState>, caller: Caller) -> Resul
 }
 
 /// `POST /sequences` (a tenant admin): creates a sequence, active.
-pub(super) async fn create(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant_admin()?;
     let bytes = read_body(body, state.body_bytes_max).await?;
     let (definition, active) = json_body::<SequenceBody>(&bytes)?.definition()?;
@@ -317,7 +365,11 @@ pub(super) async fn create(State(state): State<AppState>, caller: Caller, body: 
         }
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "sequence": sequence_json(&sequence) }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "sequence": sequence_json(&sequence) })),
+    )
+        .into_response())
 }
 
 /// `PUT /sequences/{id}` (a tenant admin): replaces the definition; new
@@ -357,7 +409,10 @@ pub(super) async fn get(
     let tenant = caller.tenant()?;
     let id = id_param(&id, "sequence")?;
     let (sequence, results) = with_conn(&state, false, move |conn| {
-        Ok((sequences::get(conn, tenant, id)?, sequences::results(conn, tenant, id)?))
+        Ok((
+            sequences::get(conn, tenant, id)?,
+            sequences::results(conn, tenant, id)?,
+        ))
     })
     .await?;
     let results: Vec<Value> = results
@@ -378,7 +433,7 @@ pub(super) async fn get(
     Ok(Json(answer))
 }
 
-fn enrollment_json(enrollment: &Enrollment) -> Value {
+pub(super) fn enrollment_json(enrollment: &Enrollment) -> Value {
     json!({
         "id": enrollment.id,
         "sequence": enrollment.sequence,
@@ -407,8 +462,9 @@ pub(super) async fn list_enrollments(
     let after = query
         .get("cursor")
         .map(|text| {
-            text.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this listing returned"))
+            text.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one this listing returned")
+            })
         })
         .transpose()?;
     let status = query.get("status").cloned();
@@ -449,21 +505,31 @@ pub(super) async fn enroll(
     let bytes = read_body(body, state.body_bytes_max).await?;
     let body: EnrollBody = json_body(&bytes)?;
     let now = state.now();
-    let outcomes = with_conn(&state, true, move |conn| sequences::enroll(conn, tenant, id, &body.leads, now)).await?;
+    let outcomes = with_conn(&state, true, move |conn| {
+        sequences::enroll(conn, tenant, id, &body.leads, now)
+    })
+    .await?;
     let results: Vec<Value> = outcomes
         .iter()
         .map(|(lead, outcome)| match outcome {
-            Enrolled::Enrolled(enrollment) => json!({"lead": lead, "result": "enrolled", "enrollment": enrollment}),
-            Enrolled::Already(enrollment) => json!({"lead": lead, "result": "already_enrolled", "enrollment": enrollment}),
+            Enrolled::Enrolled(enrollment) => {
+                json!({"lead": lead, "result": "enrolled", "enrollment": enrollment})
+            }
+            Enrolled::Already(enrollment) => {
+                json!({"lead": lead, "result": "already_enrolled", "enrollment": enrollment})
+            }
             Enrolled::DoNotContact => json!({"lead": lead, "result": "do_not_contact"}),
             Enrolled::NotFound => json!({"lead": lead, "result": "not_found"}),
         })
         .collect();
-    let enrolled = outcomes.iter().filter(|(_, outcome)| matches!(outcome, Enrolled::Enrolled(_))).count();
+    let enrolled = outcomes
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, Enrolled::Enrolled(_)))
+        .count();
     Ok(Json(json!({ "enrolled": enrolled, "results": results })))
 }
 
-fn task_json(task: &Task) -> Value {
+pub(super) fn task_json(task: &Task) -> Value {
     let at = |micros: Option<i64>| micros.map(|micros| Timestamp::from_micros(micros).to_string());
     json!({
         "id": task.id,
@@ -485,9 +551,7 @@ async fn with_tasks<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let database = state.database.clone();
     blocking(
-        move || {
-            db::write_transaction(&mut *database.get()?, work)
-        },
+        move || db::write_transaction(&mut *database.get()?, work),
         task_error,
     )
     .await
@@ -506,8 +570,9 @@ pub(super) async fn list_tasks(
         query
             .get(name)
             .map(|text| {
-                text.parse::<i64>()
-                    .map_err(|_| ApiError::bad_request("invalid_parameter", format!("{name} must be a number")))
+                text.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request("invalid_parameter", format!("{name} must be a number"))
+                })
             })
             .transpose()
     };
@@ -516,7 +581,10 @@ pub(super) async fn list_tasks(
         lead: number("lead")?,
     };
     let after = number("cursor")?;
-    let (page, next) = with_tasks(&state, move |conn| tasks::list(conn, tenant, &filter, after, limit)).await?;
+    let (page, next) = with_tasks(&state, move |conn| {
+        tasks::list(conn, tenant, &filter, after, limit)
+    })
+    .await?;
     Ok(Json(json!({
         "tasks": page.iter().map(task_json).collect::<Vec<_>>(),
         "next_cursor": next.map(|id| id.to_string()),
@@ -542,7 +610,11 @@ fn todo() -> String {
 }
 
 /// `POST /tasks`
-pub(super) async fn create_task(State(state): State<AppState>, caller: Caller, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
     let bytes = read_body(body, state.body_bytes_max).await?;
     let body: TaskBody = json_body(&bytes)?;
@@ -551,7 +623,11 @@ pub(super) async fn create_task(State(state): State<AppState>, caller: Caller, b
         .as_deref()
         .map(|text| {
             Timestamp::parse_rfc3339(text).ok_or_else(|| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_task", format!("due_at: {text:?} is not an RFC 3339 time"))
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_task",
+                    format!("due_at: {text:?} is not an RFC 3339 time"),
+                )
             })
         })
         .transpose()?;
@@ -573,7 +649,11 @@ pub(super) async fn create_task(State(state): State<AppState>, caller: Caller, b
         tasks::create(conn, tenant, &task, now)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "task": task_json(&created) }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "task": task_json(&created) })),
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -594,6 +674,9 @@ pub(super) async fn update_task(
     let bytes = read_body(body, state.body_bytes_max).await?;
     let change: TaskChange = json_body(&bytes)?;
     let now = state.now();
-    let task = with_tasks(&state, move |conn| tasks::set_status(conn, tenant, id, &change.status, now)).await?;
+    let task = with_tasks(&state, move |conn| {
+        tasks::set_status(conn, tenant, id, &change.status, now)
+    })
+    .await?;
     Ok(Json(json!({ "task": task_json(&task) })))
 }

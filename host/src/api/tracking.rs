@@ -40,12 +40,21 @@ pub fn router() -> Router<AppState> {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><p>This link is not valid.</p>")).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><title>Not found</title><p>This link is not valid.</p>"),
+    )
+        .into_response()
 }
 
 /// Records the work on a blocking thread; a failure is logged, since the
 /// person who opened or clicked must still get their answer.
-async fn record(state: &AppState, work: impl FnOnce(&mut db::DbConnection) -> Result<bool, crate::engagement::leads::LeadError> + Send + 'static) -> bool {
+async fn record(
+    state: &AppState,
+    work: impl FnOnce(&mut db::DbConnection) -> Result<bool, crate::engagement::leads::LeadError>
+    + Send
+    + 'static,
+) -> bool {
     let database = state.database.clone();
     let done = tokio::task::spawn_blocking(move || {
         let mut conn = database.get()?;
@@ -69,10 +78,16 @@ async fn record(state: &AppState, work: impl FnOnce(&mut db::DbConnection) -> Re
 async fn open(State(state): State<AppState>, Path((run, sig)): Path<(i64, String)>) -> Response {
     if state.secrets.verify("open", &run.to_string(), &sig) {
         let now = state.now();
-        record(&state, move |conn| events::track(conn, run, EventKind::Opened, None, now)).await;
+        record(&state, move |conn| {
+            events::track(conn, run, EventKind::Opened, None, now)
+        })
+        .await;
     }
     (
-        [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         PIXEL,
     )
         .into_response()
@@ -88,18 +103,27 @@ async fn click(
     let Some(url) = query.get("u").cloned() else {
         return not_found();
     };
-    if !state.secrets.verify("click", &format!("{run}\n{url}"), &sig) {
+    if !state
+        .secrets
+        .verify("click", &format!("{run}\n{url}"), &sig)
+    {
         return not_found();
     }
     let now = state.now();
     let target = url.clone();
-    record(&state, move |conn| events::track(conn, run, EventKind::Clicked, Some(&target), now)).await;
+    record(&state, move |conn| {
+        events::track(conn, run, EventKind::Clicked, Some(&target), now)
+    })
+    .await;
     Redirect::to(&url).into_response()
 }
 
 /// `GET /u/{run}/{sig}`: asks to confirm, so that a mail scanner following
 /// links does not unsubscribe anyone.
-async fn unsubscribe_page(State(state): State<AppState>, Path((run, sig)): Path<(i64, String)>) -> Response {
+async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path((run, sig)): Path<(i64, String)>,
+) -> Response {
     if !state.secrets.verify("unsubscribe", &run.to_string(), &sig) {
         return not_found();
     }
@@ -114,7 +138,10 @@ async fn unsubscribe_page(State(state): State<AppState>, Path((run, sig)): Path<
 
 /// `POST /u/{run}/{sig}`: unsubscribes (the page's button, or a mail
 /// client's RFC 8058 one-click POST).
-async fn unsubscribe(State(state): State<AppState>, Path((run, sig)): Path<(i64, String)>) -> Response {
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Path((run, sig)): Path<(i64, String)>,
+) -> Response {
     if !state.secrets.verify("unsubscribe", &run.to_string(), &sig) {
         return not_found();
     }
@@ -144,7 +171,11 @@ pub(super) async fn channel_callback(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let links = state.links();
     let Some(tenant) = links.tenant_of(&token) else {
-        return Err(ApiError::not_found("no such callback"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the callback URL's token is not one this host issued; use the URL of the tenant's List-Unsubscribe header or its channel settings",
+        ));
     };
     // Unauthenticated: the tenant's callbacks share its request rate.
     if state.rate_limits.check_key(&tenant.0).is_err() {
@@ -167,7 +198,10 @@ pub(super) async fn channel_callback(
             })
         })
         .collect();
-    let path = uri.path_and_query().map(|path| path.as_str().to_owned()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
     fields.push(Field {
         name: "x-tollgate-callback-url".into(),
         value: path,
@@ -184,15 +218,22 @@ pub(super) async fn channel_callback(
     };
     let defaults = links.unsubscribe_settings(tenant, &plugin);
     let meter = state.meter.clone();
-    let metered = tokio::task::spawn_blocking(move || meter.invoke_with_defaults(request, &defaults))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|error| meter_error(&plugin, error))?;
+    let metered =
+        tokio::task::spawn_blocking(move || meter.invoke_with_defaults(request, &defaults))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|error| meter_error(&plugin, error))?;
     let found = match metered.result {
         Ok(Reply::Events(events)) => events.events,
         Ok(_) => Vec::new(),
-        Err(crate::runtime::CallError::Plugin { error, .. }) if error.kind == ErrorKind::Unauthorized => {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.message));
+        Err(crate::runtime::CallError::Plugin { error, .. })
+            if error.kind == ErrorKind::Unauthorized =>
+        {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                error.message,
+            ));
         }
         Err(error) => return Err(call_error(&error)),
     };
@@ -201,7 +242,8 @@ pub(super) async fn channel_callback(
     let database = state.database.clone();
     let applied = tokio::task::spawn_blocking(move || {
         let mut conn = database.get()?;
-        db::write_transaction(&mut conn, |conn| events::apply(conn, tenant, &found, now)).map_err(anyhow::Error::from)
+        db::write_transaction(&mut conn, |conn| events::apply(conn, tenant, &found, now))
+            .map_err(anyhow::Error::from)
     })
     .await
     .map_err(ApiError::internal)?

@@ -142,7 +142,10 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             "/sequences/{id}/enrollments",
             get(sequences::list_enrollments).post(sequences::enroll),
         )
-        .route("/tasks", get(sequences::list_tasks).post(sequences::create_task))
+        .route(
+            "/tasks",
+            get(sequences::list_tasks).post(sequences::create_task),
+        )
         .route("/tasks/{id}", axum::routing::patch(sequences::update_task))
         .route(
             "/channels/{plugin}/callbacks/{token}",

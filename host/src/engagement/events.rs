@@ -96,11 +96,13 @@ pub fn apply(
             .or_else(|| lead.and_then(|lead| leads::get(conn, tenant, lead).ok()?.fields.email));
         match (event.kind, &address) {
             (EventKind::BouncedHard, Some(address)) => {
-                runner::suppress_lead(conn, tenant, address, DoNotContact::Bounced, now)?;
+                applied.stopped +=
+                    runner::suppress_lead(conn, tenant, address, DoNotContact::Bounced, now)?;
                 applied.suppressed += 1;
             }
             (EventKind::Unsubscribed, Some(address)) => {
-                runner::suppress_lead(conn, tenant, address, DoNotContact::Unsubscribed, now)?;
+                applied.stopped +=
+                    runner::suppress_lead(conn, tenant, address, DoNotContact::Unsubscribed, now)?;
                 applied.suppressed += 1;
             }
             _ => {}

@@ -1150,11 +1150,32 @@ pub fn events(
 }
 
 /// Erases a lead and everything stored about it as a person (GDPR art.
-/// 17): its fields, tags and timeline. An unsubscribe or bounce stays on
+/// 17): its fields, tags, timeline, enrollments with their step runs, and
+/// tasks about it. An unsubscribe or bounce stays on
 /// the suppression list, which holds only a hash of the address, so the
 /// person is still never written to again.
 pub fn erase(conn: &mut DbConnection, tenant: TenantId, id: i64) -> Result<(), LeadError> {
+    use crate::db::schema::{enrollments, step_runs, tasks};
     get(conn, tenant, id)?;
+    // Its sequences' runs (which hold its address) and tasks about it go
+    // with it.
+    let enrolled = enrollments::table
+        .filter(enrollments::lead_id.eq(id))
+        .select(enrollments::id);
+    let runs = step_runs::table
+        .filter(step_runs::enrollment_id.eq_any(enrolled))
+        .select(step_runs::id);
+    diesel::delete(
+        tasks::table.filter(
+            tasks::lead_id
+                .eq(id)
+                .or(tasks::step_run_id.eq_any(runs.nullable())),
+        ),
+    )
+    .execute(conn)?;
+    diesel::delete(step_runs::table.filter(step_runs::enrollment_id.eq_any(enrolled)))
+        .execute(conn)?;
+    diesel::delete(enrollments::table.filter(enrollments::lead_id.eq(id))).execute(conn)?;
     diesel::delete(lead_events::table.filter(lead_events::lead_id.eq(id))).execute(conn)?;
     diesel::delete(lead_tags::table.filter(lead_tags::lead_id.eq(id))).execute(conn)?;
     diesel::delete(leads::table.filter(leads::id.eq(id))).execute(conn)?;

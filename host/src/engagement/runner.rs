@@ -387,7 +387,7 @@ impl Runner {
                     tenant,
                     enrollment,
                     step,
-                    format!("{}", if holds { "then" } else { "else" }),
+                    (if holds { "then" } else { "else" }).to_string(),
                     now,
                 )?;
                 match goto {
@@ -986,19 +986,19 @@ pub fn stop_lead(
     .execute(conn)
 }
 
-/// Marks a lead do-not-contact and stops its sequences.
+/// Suppresses an address tenant-wide, marks the lead that has it
+/// do-not-contact and stops its sequences; returns how many stopped.
 pub fn suppress_lead(
     conn: &mut DbConnection,
     tenant: TenantId,
     address: &str,
     reason: DoNotContact,
     now: Timestamp,
-) -> Result<Option<i64>, LeadError> {
-    let lead = leads::suppress(conn, tenant, address, reason, now)?;
-    if let Some(lead) = lead {
-        stop_lead(conn, tenant, lead, reason.as_str(), now)?;
+) -> Result<usize, LeadError> {
+    match leads::suppress(conn, tenant, address, reason, now)? {
+        Some(lead) => Ok(stop_lead(conn, tenant, lead, reason.as_str(), now)?),
+        None => Ok(0),
     }
-    Ok(lead)
 }
 
 #[cfg(test)]

@@ -473,10 +473,10 @@ pub fn validate(
                     return Err(at(format!("task must be one of {}", TASK_KINDS.join(", "))));
                 }
             }
-            StepSpec::Wait { business_days } => {
-                if !(1..=WAIT_BUSINESS_DAYS_MAX).contains(business_days) {
-                    return Err(at(format!("business_days: 1 to {WAIT_BUSINESS_DAYS_MAX}")));
-                }
+            StepSpec::Wait { business_days }
+                if !(1..=WAIT_BUSINESS_DAYS_MAX).contains(business_days) =>
+            {
+                return Err(at(format!("business_days: 1 to {WAIT_BUSINESS_DAYS_MAX}")));
             }
             StepSpec::Condition {
                 test,
@@ -941,6 +941,22 @@ pub fn enrollments_of(
         false => None,
     };
     Ok((page, next))
+}
+
+/// Every enrollment of a lead, oldest first (a lead is in at most one
+/// enrollment per sequence, and a tenant has at most [`SEQUENCES_MAX`]).
+pub fn enrollments_of_lead(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    lead: i64,
+) -> Result<Vec<Enrollment>, DieselError> {
+    let rows: Vec<EnrollmentRow> = enrollments::table
+        .filter(enrollments::tenant_id.eq(tenant.0))
+        .filter(enrollments::lead_id.eq(lead))
+        .order(enrollments::id.asc())
+        .select(ENROLLMENT_COLUMNS)
+        .load(conn)?;
+    Ok(rows.into_iter().map(enrollment_of).collect())
 }
 
 /// One enrollment of the tenant's.

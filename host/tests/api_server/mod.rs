@@ -42,6 +42,9 @@ pub struct Server {
     pub acme_method: i64,
     /// Acme's lead, Ada (ada@acme-lead.example), in its lead book.
     pub acme_lead: i64,
+    /// Acme's sequence (Ada enrolled) and a task of Acme's.
+    pub acme_sequence: i64,
+    pub acme_task: i64,
     pub http: ureq::Agent,
     pub _runtime: tokio::runtime::Runtime,
     pub _db: TestDatabase,
@@ -105,6 +108,49 @@ pub fn acme_documents(conn: &mut tollgate::db::DbConnection, acme: TenantId) -> 
     .id;
     invoices::finalize(conn, acme, note, NOW).unwrap();
     (invoice, note)
+}
+
+/// Acme's mailbox, a sequence with Ada enrolled, and a task.
+fn acme_engagement(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: i64) -> (i64, i64) {
+    use tollgate::engagement::{schedule, sequences, tasks};
+    let mailbox = sequences::create_mailbox(
+        conn,
+        acme,
+        &sequences::NewMailbox {
+            plugin: "email".into(),
+            address: "sales@acme.example".into(),
+            name: None,
+            daily_cap: None,
+            hourly_cap: None,
+        },
+        NOW,
+    )
+    .unwrap();
+    let definition = sequences::Definition {
+        name: "Acme intro".into(),
+        time_zone: "UTC".into(),
+        window: schedule::Window::OFFICE_HOURS,
+        tracking: true,
+        steps: vec![sequences::StepSpec::Email {
+            mailbox: mailbox.id,
+            variants: vec![sequences::Content {
+                subject: Some("Acme secret subject".into()),
+                body: "Hello".into(),
+                html: None,
+                weight: 1,
+            }],
+        }],
+    };
+    let sequence = sequences::create(conn, acme, &definition, NOW).unwrap();
+    sequences::enroll(conn, acme, sequence.id, &[lead], NOW).unwrap();
+    let task = tasks::NewTask {
+        title: "Call Ada about Acme".into(),
+        kind: "call".into(),
+        lead: Some(lead),
+        ..Default::default()
+    };
+    let task = tasks::create(conn, acme, &task, NOW).unwrap();
+    (sequence.id, task.id)
 }
 
 /// A server with a rate limit per tenant.
@@ -180,6 +226,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
             .unwrap()
             .id
     };
+    let (acme_sequence, acme_task) = acme_engagement(&mut conn, acme.id, acme_lead);
     let search = Price {
         plugin: "csv-leads".into(),
         function: "search".into(),
@@ -307,6 +354,8 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         acme_credit_note,
         acme_method,
         acme_lead,
+        acme_sequence,
+        acme_task,
         http: ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -418,6 +467,10 @@ impl Server {
             // Acme has paid nothing through a provider: no receipt.
             .replace("receipts/{id}", "receipts/1")
             .replace("leads/{id}", &format!("leads/{}", self.acme_lead))
+            .replace(
+                "sequences/{id}",
+                &format!("sequences/{}", self.acme_sequence),
+            )
     }
 
     /// A GET's status, content type and body bytes.
