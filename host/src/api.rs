@@ -9,6 +9,7 @@ mod billing;
 mod error;
 mod idempotency;
 mod leads;
+mod pipelines;
 pub mod sequences;
 mod tracking;
 pub mod v1;

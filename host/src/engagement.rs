@@ -11,6 +11,7 @@
 pub mod events;
 pub mod import;
 pub mod leads;
+pub mod pipeline;
 pub mod runner;
 pub mod schedule;
 pub mod scoring;

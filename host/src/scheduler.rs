@@ -100,6 +100,27 @@ pub async fn run_sequences(
             _ = &mut shutdown => return,
             _ = interval.tick() => {}
         }
+        // Stage rules' webhooks a stopped host left uncalled.
+        let firing = runner.clone();
+        let fired = tokio::task::spawn_blocking(move || {
+            crate::engagement::pipeline::fire_pending(
+                &firing.database,
+                &firing.meter,
+                firing.clock.now(),
+                None,
+            )
+        })
+        .await;
+        match fired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(called)) => tracing::info!(called, "called stage rules' webhooks"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "calling stage rules' webhooks failed; will retry")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "calling stage rules' webhooks failed; will retry")
+            }
+        }
         let ticking = runner.clone();
         match tokio::task::spawn_blocking(move || ticking.tick()).await {
             Ok(Ok(tick)) if tick.steps > 0 => {

@@ -965,6 +965,8 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     acme_marks.push("Acme secret subject".to_owned());
     acme_marks.push("Call Ada about Acme".to_owned());
     acme_marks.push("sales@acme.example".to_owned());
+    acme_marks.push("Acme secret deal".to_owned());
+    acme_marks.push("Acme sales".to_owned());
     // Every read Globex may make, over every GET operation of the API.
     let mut read = 0;
     for (method, path) in api::v1::OPERATIONS {
@@ -983,7 +985,9 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
                 || path.contains("credit-notes/")
                 || path.contains("receipts/")
                 || path.starts_with("/leads/") && path != "/leads/scoring"
-                || path.starts_with("/sequences/") =>
+                || path.starts_with("/sequences/")
+                || path.starts_with("/pipelines/")
+                || path.starts_with("/deals/") =>
             {
                 404
             }
@@ -1069,6 +1073,10 @@ fn no_write_of_one_tenant_reaches_another() {
     let acme_method = server.acme_method;
     let pay_with_acme_method = format!(r#"{{"payment_method": {acme_method}}}"#);
     let enroll_acme_lead = format!(r#"{{"leads": [{}]}}"#, server.acme_lead);
+    let deal_in_acme_pipeline = format!(
+        r#"{{"pipeline": {}, "title": "Stolen", "lead": {}}}"#,
+        server.acme_pipeline, server.acme_lead
+    );
     let mut first_write = true;
     for (method, path) in api::v1::OPERATIONS {
         if method == "get" {
@@ -1207,6 +1215,23 @@ fn no_write_of_one_tenant_reaches_another() {
                 format!("/channels/email/callbacks/t{acme}-0123456789abcdef0123456789abcdef"),
                 Some("From: x@y.z\r\n\r\nhello"),
                 &[401],
+            ),
+            "/pipelines" => (
+                path.into(),
+                Some(r#"{"name": "Spy", "stages": [{"name": "Watching"}]}"#),
+                &[201],
+            ),
+            // A deal in Acme's pipeline, or for Acme's lead: neither found.
+            "/deals" => (path.into(), Some(&deal_in_acme_pipeline), &[404]),
+            "/deals/{id}" => (
+                format!("/deals/{}", server.acme_deal),
+                Some(r#"{"title": "Stolen"}"#),
+                &[404],
+            ),
+            "/deals/{id}/move" => (
+                format!("/deals/{}/move", server.acme_deal),
+                Some(r#"{"stage": 1, "position": 0}"#),
+                &[404],
             ),
             // Acme's lead, by its id.
             "/leads/{id}" | "/leads/{id}/do-not-contact" => (

@@ -443,3 +443,50 @@ fn a_tenant_out_of_credits_sends_nothing_and_is_told_why() {
     );
     assert!(world.smtp.received().is_empty());
 }
+
+#[test]
+fn two_hosts_running_at_once_send_each_step_once() {
+    let world = World::start(Setup::default());
+    let mailbox = world.mailbox("email", "sam@acme.example", Some(1_000));
+    let sequence = world.sequence(json!({
+        "name": "Busy",
+        "tracking": false,
+        "steps": [
+            email_step(mailbox, "One", "First"),
+            email_step(mailbox, "Two", "Second"),
+        ],
+    }));
+    let leads: Vec<i64> = (0..40)
+        .map(|n| world.lead(json!({"email": format!("lead{n}@example.com")})))
+        .collect();
+    world.enroll(sequence, &leads);
+    let second = tollgate::engagement::runner::Runner {
+        database: world.runner.database.clone(),
+        meter: world.runner.meter.clone(),
+        clock: world.runner.clock.clone(),
+        links: world.runner.links.clone(),
+        owner: "host-b".into(),
+    };
+    // Both hosts tick over the same due enrollments at the same time.
+    std::thread::scope(|scope| {
+        let hosts = [&world.runner, &second];
+        for host in hosts {
+            scope.spawn(move || {
+                for _ in 0..5 {
+                    host.tick().unwrap();
+                }
+            });
+        }
+    });
+    let received = world.smtp.received();
+    assert_eq!(received.len(), 80);
+    let mut sent: Vec<(String, String)> = received
+        .iter()
+        .map(|message| (message.rcpt_tos[0].clone(), parse(message).subject))
+        .collect();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 80, "a step went out twice");
+    // 80 emails at 0.5 credits, charged once each.
+    assert_eq!(world.balance(), "960");
+}

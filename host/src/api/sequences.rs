@@ -537,6 +537,7 @@ pub(super) fn task_json(task: &Task) -> Value {
         "kind": task.kind,
         "lead": task.lead_id,
         "step_run": task.step_run_id,
+        "deal": task.deal_id,
         "due_at": at(task.due_at),
         "status": task.status,
         "notes": task.notes,
@@ -636,6 +637,7 @@ pub(super) async fn create_task(
         kind: body.kind,
         lead: body.lead,
         step_run: None,
+        deal: None,
         due_at,
         notes: body.notes,
     };

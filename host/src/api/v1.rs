@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin, analytics, billing, leads, sequences, tracking};
+use super::{AppState, admin, analytics, billing, leads, pipelines, sequences, tracking};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,7 +32,15 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 66] = [
+pub const OPERATIONS: [(&str, &str); 74] = [
+    ("get", "/pipelines"),
+    ("post", "/pipelines"),
+    ("get", "/pipelines/{id}"),
+    ("get", "/deals"),
+    ("post", "/deals"),
+    ("get", "/deals/{id}"),
+    ("patch", "/deals/{id}"),
+    ("post", "/deals/{id}/move"),
     ("get", "/mailboxes"),
     ("post", "/mailboxes"),
     ("get", "/sequences"),
@@ -142,6 +150,17 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             "/sequences/{id}/enrollments",
             get(sequences::list_enrollments).post(sequences::enroll),
         )
+        .route("/pipelines", get(pipelines::list).post(pipelines::create))
+        .route("/pipelines/{id}", get(pipelines::get))
+        .route(
+            "/deals",
+            get(pipelines::list_deals).post(pipelines::create_deal),
+        )
+        .route(
+            "/deals/{id}",
+            get(pipelines::get_deal).patch(pipelines::update_deal),
+        )
+        .route("/deals/{id}/move", post(pipelines::move_deal))
         .route(
             "/tasks",
             get(sequences::list_tasks).post(sequences::create_task),

@@ -635,6 +635,78 @@ diesel::table! {
         notes -> Nullable<Text>,
         created_at -> BigInt,
         completed_at -> Nullable<BigInt>,
+        deal_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    pipelines (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    stages (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        pipeline_id -> BigInt,
+        name -> Text,
+        position -> BigInt,
+        outcome -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    stage_rules (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        stage_id -> BigInt,
+        action -> Text,
+        config -> Text,
+    }
+}
+
+diesel::table! {
+    deals (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        pipeline_id -> BigInt,
+        stage_id -> BigInt,
+        position -> BigInt,
+        title -> Text,
+        value_minor -> BigInt,
+        currency -> Text,
+        owner -> Nullable<Text>,
+        lead_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    deal_moves (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        deal_id -> BigInt,
+        from_stage_id -> Nullable<BigInt>,
+        to_stage_id -> BigInt,
+        moved_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rule_firings (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        rule_id -> BigInt,
+        move_id -> BigInt,
+        status -> Text,
+        detail -> Nullable<Text>,
+        lease_until -> Nullable<BigInt>,
+        fired_at -> BigInt,
     }
 }
 
@@ -647,7 +719,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     sequence_steps,
     enrollments,
     step_runs,
-    tasks
+    tasks,
+    pipelines,
+    stages,
+    stage_rules,
+    deals,
+    deal_moves,
+    rule_firings
 );
 
 diesel::allow_tables_to_appear_in_same_query!(

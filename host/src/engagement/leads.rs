@@ -1155,8 +1155,13 @@ pub fn events(
 /// the suppression list, which holds only a hash of the address, so the
 /// person is still never written to again.
 pub fn erase(conn: &mut DbConnection, tenant: TenantId, id: i64) -> Result<(), LeadError> {
-    use crate::db::schema::{enrollments, step_runs, tasks};
+    use crate::db::schema::{deals, enrollments, step_runs, tasks};
     get(conn, tenant, id)?;
+    // Deals are the tenant's business, not the person's: they stay,
+    // without the lead.
+    diesel::update(deals::table.filter(deals::lead_id.eq(id)))
+        .set(deals::lead_id.eq(None::<i64>))
+        .execute(conn)?;
     // Its sequences' runs (which hold its address) and tasks about it go
     // with it.
     let enrolled = enrollments::table

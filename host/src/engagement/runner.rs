@@ -419,6 +419,7 @@ impl Runner {
                     kind: task.clone(),
                     lead: Some(lead.id),
                     step_run: None,
+                    deal: None,
                     due_at: Some(sequence.window.next_open(zone, now)),
                     notes,
                 };

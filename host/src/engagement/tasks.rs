@@ -44,6 +44,8 @@ pub struct NewTask {
     pub lead: Option<i64>,
     /// The sequence step that asked for it.
     pub step_run: Option<i64>,
+    /// The deal whose stage rule created it.
+    pub deal: Option<i64>,
     pub due_at: Option<Timestamp>,
     pub notes: Option<String>,
 }
@@ -90,6 +92,7 @@ pub struct Task {
     pub notes: Option<String>,
     pub created_at: i64,
     pub completed_at: Option<i64>,
+    pub deal_id: Option<i64>,
 }
 
 /// Creates a task. Text longer than the limits is cut, since a template or
@@ -124,6 +127,7 @@ pub fn create(
             tasks::kind.eq(&task.kind),
             tasks::lead_id.eq(task.lead),
             tasks::step_run_id.eq(task.step_run),
+            tasks::deal_id.eq(task.deal),
             tasks::due_at.eq(task.due_at.map(Timestamp::micros)),
             tasks::status.eq("open"),
             tasks::notes.eq(notes),

@@ -254,12 +254,12 @@ mod tests {
         let html = "<p><a href=\"https://acme.example/demo?a=1&amp;b=2\">demo</a> <a href=\"mailto:x@y.z\">mail</a></p></body>";
         let tracked = track_links(
             html,
-            |url| format!("https://t.example/c?u={}", url.len()),
+            |url| format!("https://t.example/c?u=[{url}]"),
             "<img src=\"https://t.example/o\">",
         );
         assert_eq!(
             tracked,
-            "<p><a href=\"https://t.example/c?u=32\">demo</a> <a href=\"mailto:x@y.z\">mail</a></p><img src=\"https://t.example/o\"></body>"
+            "<p><a href=\"https://t.example/c?u=[https://acme.example/demo?a=1&amp;b=2]\">demo</a> <a href=\"mailto:x@y.z\">mail</a></p><img src=\"https://t.example/o\"></body>"
         );
         assert_eq!(
             text_to_html("Hi <Ada>\nsee https://acme.example/x"),

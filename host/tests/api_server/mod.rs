@@ -45,6 +45,9 @@ pub struct Server {
     /// Acme's sequence (Ada enrolled) and a task of Acme's.
     pub acme_sequence: i64,
     pub acme_task: i64,
+    /// Acme's pipeline and its deal ("Acme secret deal", for Ada).
+    pub acme_pipeline: i64,
+    pub acme_deal: i64,
     pub http: ureq::Agent,
     pub _runtime: tokio::runtime::Runtime,
     pub _db: TestDatabase,
@@ -153,6 +156,32 @@ fn acme_engagement(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: 
     (sequence.id, task.id)
 }
 
+/// Acme's pipeline with a deal for Ada.
+fn acme_pipeline(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: i64) -> (i64, i64) {
+    use tollgate::engagement::pipeline;
+    let stage = |name: &str| pipeline::StageSpec {
+        name: name.into(),
+        outcome: None,
+        rules: Vec::new(),
+    };
+    let created = pipeline::create_pipeline(
+        conn,
+        acme,
+        "Acme sales",
+        &[stage("Lead"), stage("Proposal")],
+        NOW,
+    )
+    .unwrap();
+    let fields = pipeline::DealFields {
+        title: "Acme secret deal".into(),
+        value: pipeline::money("5000", "USD").unwrap(),
+        owner: None,
+        lead: Some(lead),
+    };
+    let moved = pipeline::create_deal(conn, acme, created.id, None, &fields, NOW).unwrap();
+    (created.id, moved.deal.id)
+}
+
 /// A server with a rate limit per tenant.
 pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
     let db = TestDatabase::new();
@@ -227,6 +256,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
             .id
     };
     let (acme_sequence, acme_task) = acme_engagement(&mut conn, acme.id, acme_lead);
+    let (acme_pipeline, acme_deal) = acme_pipeline(&mut conn, acme.id, acme_lead);
     let search = Price {
         plugin: "csv-leads".into(),
         function: "search".into(),
@@ -356,6 +386,8 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         acme_lead,
         acme_sequence,
         acme_task,
+        acme_pipeline,
+        acme_deal,
         http: ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -471,6 +503,11 @@ impl Server {
                 "sequences/{id}",
                 &format!("sequences/{}", self.acme_sequence),
             )
+            .replace(
+                "pipelines/{id}",
+                &format!("pipelines/{}", self.acme_pipeline),
+            )
+            .replace("deals/{id}", &format!("deals/{}", self.acme_deal))
     }
 
     /// A GET's status, content type and body bytes.

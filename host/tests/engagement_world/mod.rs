@@ -52,6 +52,8 @@ pub struct World {
     pub key: String,
     pub smtp: SmtpSpool,
     pub linkedin: FakeServer,
+    /// The tenant's webhook endpoint (the webhook channel's `url`).
+    pub hooks: FakeServer,
     pub http: ureq::Agent,
     _tokio: tokio::runtime::Runtime,
     _db: TestDatabase,
@@ -63,6 +65,8 @@ pub struct Setup {
     pub credits: i64,
     /// The fake LinkedIn API's answers, in order.
     pub linkedin: Vec<(u16, String)>,
+    /// The webhook endpoint's answers, in order.
+    pub hooks: Vec<(u16, String)>,
 }
 
 impl Default for Setup {
@@ -72,6 +76,7 @@ impl Default for Setup {
             start: "2026-01-08T10:00:00Z",
             credits: 1_000,
             linkedin: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl World {
     pub fn start(setup: Setup) -> World {
         let smtp = SmtpSpool::start();
         let linkedin = FakeServer::start(setup.linkedin);
+        let hooks = FakeServer::start(setup.hooks);
         let clock = Arc::new(ManualClock::new(at(setup.start)));
         let now = clock.now();
         let db = TestDatabase::new();
@@ -91,7 +97,7 @@ impl World {
         let mut conn = database.get().unwrap();
         let linkedin_host = format!("127.0.0.1:{}", linkedin.addr.port());
         for (name, manifest, wasm) in tollgate::runtime::artifacts::FIRST_PARTY {
-            if !["email", "linkedin", "csv-leads"].contains(name) {
+            if !["email", "linkedin", "webhook", "csv-leads"].contains(name) {
                 continue;
             }
             // The operator approves the fake LinkedIn API's address for
@@ -138,6 +144,25 @@ impl World {
             acme.id,
             "linkedin",
             &linkedin_settings,
+            now,
+        )
+        .unwrap();
+        let webhook_settings: BTreeMap<String, String> = [
+            (
+                "url",
+                format!("http://127.0.0.1:{}/hook", hooks.addr.port()),
+            ),
+            ("signing_secret", "a-long-webhook-signing-secret".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        plugins::enable(
+            &mut conn,
+            &secrets,
+            acme.id,
+            "webhook",
+            &webhook_settings,
             now,
         )
         .unwrap();
@@ -235,6 +260,7 @@ impl World {
             key,
             smtp,
             linkedin,
+            hooks,
             http: ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .max_redirects(0)
