@@ -11,6 +11,9 @@ use crate::ledger::Ledger;
 /// batch; a backlog is worked off over successive sweeps.
 const EXPIRIES_PER_SWEEP_MAX: usize = 1_000;
 
+/// Leads whose decayed score is rescored per sweep at most.
+const RESCORES_PER_SWEEP_MAX: i64 = 1_000;
+
 /// Sweeps expired grants and holds every `period` until `shutdown` resolves.
 pub async fn run(
     ledger: Ledger,
@@ -120,6 +123,21 @@ pub async fn run_sequences(
             Err(error) => {
                 tracing::warn!(%error, "calling stage rules' webhooks failed; will retry")
             }
+        }
+        // Scores whose engagement points have decayed since.
+        let scoring = runner.clone();
+        let rescored = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut conn = scoring.database.get()?;
+            let now = scoring.clock.now();
+            Ok(crate::db::write_transaction(&mut conn, |conn| {
+                crate::engagement::scoring::rescore_decayed(conn, now, RESCORES_PER_SWEEP_MAX)
+            })?)
+        })
+        .await;
+        match rescored {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "rescoring decayed leads failed; will retry"),
+            Err(error) => tracing::warn!(%error, "rescoring decayed leads failed; will retry"),
         }
         let ticking = runner.clone();
         match tokio::task::spawn_blocking(move || ticking.tick()).await {

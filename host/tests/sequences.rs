@@ -232,6 +232,10 @@ fn email_wait_linkedin_and_a_call_task_run_in_order_and_stop_on_reply_and_bounce
         .collect();
     assert_eq!(mails.len(), 4);
     assert_eq!(mails["bea@example.com"].subject, "Hello bea");
+    // Tracking is off for this sequence: no tracked links, no pixel.
+    let html = mails["bea@example.com"].html.clone().unwrap_or_default();
+    assert!(!html.contains("/t/o/") && !html.contains("/t/c/"), "{html}");
+    assert!(!mails["bea@example.com"].text.contains("/t/c/"));
 
     // Bea replies; Cy's out-of-office answers; Dan's address bounces.
     let replied = inbound(
@@ -489,4 +493,84 @@ fn two_hosts_running_at_once_send_each_step_once() {
     assert_eq!(sent.len(), 80, "a step went out twice");
     // 80 emails at 0.5 credits, charged once each.
     assert_eq!(world.balance(), "960");
+}
+
+#[test]
+fn a_condition_branches_on_opens_and_variants_report_their_results() {
+    let world = World::start(Setup::default());
+    let mailbox = world.mailbox("email", "sam@acme.example", None);
+    let sequence = world.sequence(json!({
+        "name": "A/B",
+        "steps": [
+            {"kind": "email", "mailbox": mailbox, "variants": [
+                {"subject": "Variant A", "body": "Short"},
+                {"subject": "Variant B", "body": "Long"},
+            ]},
+            {"kind": "wait", "business_days": 1},
+            {"kind": "condition", "if": {"engaged": "opened"}, "else": "end"},
+            {"kind": "task", "title": "Call {{ lead.email }}"},
+        ],
+    }));
+    let leads: Vec<i64> = (0..12)
+        .map(|n| world.lead(json!({"email": format!("lead{n}@example.com")})))
+        .collect();
+    world.enroll(sequence, &leads);
+    world.runner.tick().unwrap();
+    let mails: Vec<Mail> = world.smtp.received().iter().map(parse).collect();
+    assert_eq!(mails.len(), 12);
+    let subjects: std::collections::BTreeSet<&str> =
+        mails.iter().map(|mail| mail.subject.as_str()).collect();
+    assert_eq!(subjects.len(), 2, "both variants went out");
+    // Three leads open their email.
+    let mut opened: Vec<String> = Vec::new();
+    for mail in &mails[..3] {
+        let pixel = link(mail.html.as_deref().unwrap(), "https://tollgate.test/t/o/");
+        assert_eq!(world.follow("GET", &pixel, "text/plain", "").0, 200);
+        // Opening again counts once.
+        world.follow("GET", &pixel, "text/plain", "");
+        opened.push(mail.to[0].clone());
+    }
+    // A business day later the condition sends the openers to the call task.
+    world.run_until(at("2026-01-09T10:00:00Z"), Duration::from_secs(3600));
+    let (_, tasks) = world.call("GET", "/tasks", None);
+    let mut called: Vec<String> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| {
+            task["title"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Call ")
+                .to_owned()
+        })
+        .collect();
+    called.sort();
+    opened.sort();
+    assert_eq!(called, opened);
+    assert!(
+        world
+            .enrollments(sequence)
+            .values()
+            .all(|(status, _)| status == "completed")
+    );
+    // Results per variant: twelve sent between them, three opened.
+    let (_, detail) = world.call("GET", &format!("/sequences/{sequence}"), None);
+    let first_step = detail["sequence"]["steps"][0]["id"].clone();
+    let variants: Vec<&serde_json::Value> = detail["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|result| result["step"] == first_step)
+        .collect();
+    assert_eq!(variants.len(), 2, "{detail}");
+    let sent: i64 = variants
+        .iter()
+        .map(|result| result["runs"]["sent"].as_i64().unwrap())
+        .sum();
+    let opens: i64 = variants
+        .iter()
+        .map(|result| result["opened"].as_i64().unwrap())
+        .sum();
+    assert_eq!((sent, opens), (12, 3));
 }
