@@ -349,3 +349,31 @@ fn sigterm_under_load_finishes_and_settles_every_call_in_flight() {
     drop(server);
     assert!(setup.audit().contains("all invariants hold"));
 }
+
+#[test]
+fn the_demo_has_a_scored_lead_book_a_paused_sequence_and_a_pipeline() {
+    let setup = Setup::new();
+    let server = setup.serve(true);
+    let key = setup.key();
+    let leads = server.get(&key, "/leads?limit=500");
+    let leads = leads["leads"].as_array().unwrap();
+    assert_eq!(leads.len(), 60);
+    // Highest score first: a VP (20 points) before a founder (15).
+    assert_eq!(leads[0]["title"], "VP Marketing");
+    assert_eq!(leads[0]["score"], 20);
+    let sequences = server.get(&key, "/sequences");
+    assert_eq!(sequences["sequences"][0]["status"], "paused");
+    let pipelines = server.get(&key, "/pipelines");
+    let pipeline = pipelines["pipelines"][0]["id"].as_i64().unwrap();
+    let board = server.get(&key, &format!("/pipelines/{pipeline}"));
+    let deals: usize = board["pipeline"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| stage["deals"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(deals, 6);
+    // The deals that entered Proposal made its task.
+    let tasks = server.get(&key, "/tasks");
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2);
+}
