@@ -574,3 +574,54 @@ fn a_condition_branches_on_opens_and_variants_report_their_results() {
         .sum();
     assert_eq!((sent, opens), (12, 3));
 }
+
+#[test]
+fn an_hourly_cap_holds_over_every_rolling_hour() {
+    let world = World::start(Setup {
+        start: "2026-01-05T00:00:00Z",
+        ..Setup::default()
+    });
+    let body = json!({"plugin": "email", "address": "sam@acme.example", "hourly_cap": 2});
+    let (status, created) = world.call("POST", "/mailboxes", Some(&body.to_string()));
+    assert_eq!(status, 201, "{created}");
+    let mailbox = created["mailbox"]["id"].as_i64().unwrap();
+    let sequence = world.sequence(json!({
+        "name": "Hourly",
+        "tracking": false,
+        "window": {"start": "00:00", "end": "24:00", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        "steps": [email_step(mailbox, "Hi", "Hello")],
+    }));
+    let leads: Vec<i64> = (0..7)
+        .map(|n| world.lead(json!({"email": format!("lead{n}@example.com")})))
+        .collect();
+    world.enroll(sequence, &leads);
+    world.run_until(at("2026-01-05T05:00:00Z"), Duration::from_secs(600));
+    assert_eq!(world.smtp.received().len(), 7);
+    let mut conn = world.database.get().unwrap();
+    use diesel::prelude::*;
+    use tollgate::db::schema::step_runs;
+    let mut sent: Vec<i64> = step_runs::table
+        .filter(step_runs::status.eq("sent"))
+        .select(step_runs::started_at)
+        .load(&mut conn)
+        .unwrap();
+    sent.sort();
+    const HOUR: i64 = 3_600_000_000;
+    for (index, start) in sent.iter().enumerate() {
+        let in_hour = sent[index..]
+            .iter()
+            .take_while(|at| **at < start + HOUR)
+            .count();
+        assert!(
+            in_hour <= 2,
+            "{in_hour} sends in the hour from {}",
+            Timestamp::from_micros(*start)
+        );
+    }
+    // Two an hour: the seventh goes out in the fourth hour.
+    let last = Timestamp::from_micros(*sent.last().unwrap());
+    assert!(
+        last >= at("2026-01-05T03:00:00Z") && last < at("2026-01-05T04:00:00Z"),
+        "{last}"
+    );
+}
