@@ -109,7 +109,7 @@ pub async fn run_sequences(
             crate::engagement::pipeline::fire_pending(
                 &firing.database,
                 &firing.meter,
-                firing.clock.now(),
+                firing.clock.as_ref(),
                 None,
             )
         })

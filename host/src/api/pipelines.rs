@@ -277,11 +277,15 @@ async fn fire(state: &AppState, mut moved: Moved) -> Result<Moved, ApiError> {
     if pending.is_empty() {
         return Ok(moved);
     }
-    let (database, meter, now) = (state.database.clone(), state.meter.clone(), state.now());
+    let (database, meter, clock) = (
+        state.database.clone(),
+        state.meter.clone(),
+        state.engagement.clock.clone(),
+    );
     let tenant = crate::ids::TenantId(moved.deal.tenant_id);
     let deal = moved.deal.id;
     let history = run(move || {
-        pipeline::fire_pending(&database, &meter, now, Some(&pending))?;
+        pipeline::fire_pending(&database, &meter, clock.as_ref(), Some(&pending))?;
         pipeline::history(&mut *database.get()?, tenant, deal)
     })
     .await?;

@@ -87,7 +87,9 @@ pub fn apply(
             .occurred_at_ms
             .and_then(|ms| i64::try_from(ms).ok())
             .map(|ms| Timestamp::from_micros(ms.saturating_mul(1_000)))
-            .unwrap_or(now);
+            // An event from the future (a wrong clock, a forged callback)
+            // counts as now.
+            .map_or(now, |at| at.min(now));
         let kind = kind_name(event.kind);
         // Suppression needs only the address, lead or not.
         let address = event

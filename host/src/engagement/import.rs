@@ -315,9 +315,7 @@ pub fn import_csv(
     let mut conn = database.get()?;
     let rules = scoring::rules_of(&mut conn, tenant)?;
     for batch in rows.chunks(IMPORT_BATCH_ROWS) {
-        let creating = batch.iter().filter(|(_, fields)| fields.is_ok()).count();
         db::write_transaction(&mut conn, |conn| {
-            leads::ensure_room(conn, tenant, creating)?;
             import_batch(conn, tenant, &rules, batch, now, &mut report)
         })?;
     }
@@ -332,6 +330,8 @@ fn import_batch(
     now: Timestamp,
     report: &mut Report,
 ) -> Result<(), ImportError> {
+    // Rows that merge need no room; each new lead must fit.
+    let mut room = leads::room(conn, tenant)?;
     for (line, fields) in batch {
         let fields = match fields {
             Ok(fields) => fields,
@@ -341,7 +341,13 @@ fn import_batch(
             }
         };
         match leads::save(conn, tenant, rules, fields, "csv", now) {
-            Ok(saved) if saved.created => report.created += 1,
+            Ok(saved) if saved.created && room == 0 => {
+                return Err(LeadError::TooMany.into());
+            }
+            Ok(saved) if saved.created => {
+                room -= 1;
+                report.created += 1;
+            }
             Ok(_) => report.updated += 1,
             Err(LeadError::Database(error)) => return Err(LeadError::Database(error).into()),
             Err(error) => report.skip(*line, error.to_string()),
@@ -425,7 +431,7 @@ pub fn import_from_source(
     let mut conn = database.get()?;
     let rules = scoring::rules_of(&mut conn, tenant)?;
     db::write_transaction(&mut conn, |conn| {
-        leads::ensure_room(conn, tenant, leads_found.len())?;
+        let mut room = leads::room(conn, tenant)?;
         for (index, lead) in leads_found.iter().enumerate() {
             let mut fields = fields_of(lead);
             fields.tags.extend(request.tags.iter().cloned());
@@ -433,7 +439,11 @@ pub fn import_from_source(
                 leads::save(conn, tenant, &rules, &fields, &request.plugin, now)
             });
             match saved {
-                Ok(saved) if saved.created => report.created += 1,
+                Ok(saved) if saved.created && room == 0 => return Err(LeadError::TooMany.into()),
+                Ok(saved) if saved.created => {
+                    room -= 1;
+                    report.created += 1;
+                }
                 Ok(_) => report.updated += 1,
                 Err(LeadError::Database(error)) => return Err(ImportError::from(error)),
                 Err(error) => report.skips.push(Skip {

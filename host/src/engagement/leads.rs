@@ -761,6 +761,15 @@ pub fn update(
     get(conn, tenant, id)
 }
 
+/// How many more leads the tenant may hold.
+pub fn room(conn: &mut DbConnection, tenant: TenantId) -> Result<i64, LeadError> {
+    let held: i64 = leads::table
+        .filter(leads::tenant_id.eq(tenant.0))
+        .count()
+        .get_result(conn)?;
+    Ok((LEADS_PER_TENANT_MAX - held).max(0))
+}
+
 /// Refused when the tenant cannot hold `adding` more leads.
 pub fn ensure_room(
     conn: &mut DbConnection,

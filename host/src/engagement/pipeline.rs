@@ -25,9 +25,9 @@ use super::templates::{self, Context};
 use crate::db::schema::{deal_moves, deals, pipelines, rule_firings, stage_rules, stages};
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
-use crate::metering::{Meter, Request};
-use crate::runtime::{Call, Field, Message, Reply, Sender};
-use crate::units::{Currency, Money, Timestamp};
+use crate::metering::{Meter, MeterError, Request};
+use crate::runtime::{Call, CallError, Field, Message, Reply, Sender};
+use crate::units::{Clock, Currency, Money, Timestamp};
 
 /// Stages in one pipeline, rules on one stage, pipelines per tenant.
 pub const STAGES_MAX: usize = 30;
@@ -42,6 +42,10 @@ pub const PAGE_LIMIT_MAX: i64 = 500;
 const FIRING_LEASE_MICROS: i64 = 300_000_000;
 /// Firings one sweep retries.
 pub const FIRINGS_PER_SWEEP_MAX: i64 = 100;
+/// A webhook that failed for now is called again this much later.
+const RETRY_AFTER_MICROS: i64 = 3_600_000_000;
+/// Changes of stage a deal's history shows: the latest.
+pub const HISTORY_MAX: i64 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -499,9 +503,13 @@ pub fn move_deal(
     position: i64,
     now: Timestamp,
 ) -> Result<Moved, PipelineError> {
+    // Lock first, then read where the deal is: two moves of one deal at
+    // once (a double drop) then see each other, and the second finds the
+    // deal already in its stage.
+    let pipeline = get_deal(conn, tenant, id)?.pipeline_id;
+    lock_pipeline(conn, pipeline)?;
     let deal = get_deal(conn, tenant, id)?;
     let target = stage_of(conn, tenant, deal.pipeline_id, stage)?;
-    lock_pipeline(conn, deal.pipeline_id)?;
     let from = deal.stage_id;
     place(conn, target.id, Some(id), position)?;
     if from == target.id {
@@ -644,8 +652,10 @@ fn create_task(
         due_at: None,
         notes: Some(format!("{} entered {}", deal.title, stage.name)),
     };
-    let created =
-        tasks::create(conn, tenant, &task, now).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let created = tasks::create(conn, tenant, &task, now).map_err(|error| match error {
+        tasks::TaskError::TooMany => PipelineError::TooMany("1,000,000 open tasks"),
+        error => PipelineError::Other(anyhow::anyhow!("{error}")),
+    })?;
     Ok(("done".into(), Some(format!("task {}", created.id))))
 }
 
@@ -656,9 +666,10 @@ fn create_task(
 pub fn fire_pending(
     database: &Database,
     meter: &Meter,
-    now: Timestamp,
+    clock: &dyn Clock,
     only: Option<&[i64]>,
 ) -> Result<usize, PipelineError> {
+    let now = clock.now();
     let mut conn = database.get()?;
     let mut query = rule_firings::table
         .inner_join(stage_rules::table.on(stage_rules::id.eq(rule_firings::rule_id)))
@@ -686,6 +697,8 @@ pub fn fire_pending(
     let due: Vec<(i64, i64, i64, i64, String, i64, i64)> = query.load(&mut conn)?;
     let mut called = 0;
     for (firing, tenant, rule, move_id, config, deal, stage) in due {
+        // Each firing's lease from now: the calls before it took time.
+        let now = clock.now();
         let claimed = diesel::update(rule_firings::table.filter(rule_firings::id.eq(firing)))
             .filter(
                 rule_firings::status.eq("pending").or(rule_firings::status
@@ -707,11 +720,17 @@ pub fn fire_pending(
         let (status, detail) = call_webhook(
             &mut conn, meter, tenant, &plugin, rule, move_id, deal, stage,
         )?;
+        // A failure that may pass is tried again later: the firing stays
+        // unfinished, with a lease that runs out then.
+        let (status, lease_until) = match status {
+            "retry" => ("firing", Some(clock.now().micros() + RETRY_AFTER_MICROS)),
+            status => (status, None),
+        };
         diesel::update(rule_firings::table.filter(rule_firings::id.eq(firing)))
             .set((
                 rule_firings::status.eq(status),
                 rule_firings::detail.eq(detail),
-                rule_firings::lease_until.eq(None::<i64>),
+                rule_firings::lease_until.eq(lease_until),
             ))
             .execute(&mut conn)?;
         called += 1;
@@ -777,8 +796,17 @@ fn call_webhook(
         Ok(metered) => match metered.result {
             Ok(Reply::Sent(sent)) => ("done", format!("delivery {}", sent.delivery_id)),
             Ok(_) => ("done", "sent".into()),
-            Err(error) => ("failed", error.to_string()),
+            Err(error) => {
+                let retry = matches!(&error, CallError::Plugin { error, .. } if error.retryable)
+                    || matches!(error, CallError::Timeout { .. } | CallError::Host { .. });
+                (if retry { "retry" } else { "failed" }, error.to_string())
+            }
         },
+        Err(
+            error @ (MeterError::InsufficientCredits { .. }
+            | MeterError::Database(_)
+            | MeterError::Other(_)),
+        ) => ("retry", format!("not called yet: {error}")),
         Err(error) => ("failed", error.to_string()),
     })
 }
@@ -801,9 +829,10 @@ pub fn history(
     deal: i64,
 ) -> Result<Vec<Change>, PipelineError> {
     get_deal(conn, tenant, deal)?;
-    let moves: Vec<(i64, Option<i64>, i64, i64)> = deal_moves::table
+    let mut moves: Vec<(i64, Option<i64>, i64, i64)> = deal_moves::table
         .filter(deal_moves::deal_id.eq(deal))
-        .order(deal_moves::id.asc())
+        .order(deal_moves::id.desc())
+        .limit(HISTORY_MAX)
         .select((
             deal_moves::id,
             deal_moves::from_stage_id,
@@ -811,32 +840,36 @@ pub fn history(
             deal_moves::moved_at,
         ))
         .load(conn)?;
+    moves.reverse();
+    let ids: Vec<i64> = moves.iter().map(|entry| entry.0).collect();
+    let firings: Vec<(i64, i64, i64, String, String, Option<String>)> = rule_firings::table
+        .inner_join(stage_rules::table.on(stage_rules::id.eq(rule_firings::rule_id)))
+        .filter(rule_firings::move_id.eq_any(&ids))
+        .order(rule_firings::id.asc())
+        .select((
+            rule_firings::move_id,
+            rule_firings::id,
+            rule_firings::rule_id,
+            stage_rules::action,
+            rule_firings::status,
+            rule_firings::detail,
+        ))
+        .load(conn)?;
     let mut out = Vec::with_capacity(moves.len());
     for (id, from, to, at) in moves {
-        let firings: Vec<(i64, i64, String, String, Option<String>)> = rule_firings::table
-            .inner_join(stage_rules::table.on(stage_rules::id.eq(rule_firings::rule_id)))
-            .filter(rule_firings::move_id.eq(id))
-            .order(rule_firings::id.asc())
-            .select((
-                rule_firings::id,
-                rule_firings::rule_id,
-                stage_rules::action,
-                rule_firings::status,
-                rule_firings::detail,
-            ))
-            .load(conn)?;
-        let firings = firings
-            .into_iter()
-            .map(|(id, rule, action, status, detail)| Firing {
-                id,
-                rule,
+        let fired = firings
+            .iter()
+            .filter(|firing| firing.0 == id)
+            .map(|(_, id, rule, action, status, detail)| Firing {
+                id: *id,
+                rule: *rule,
                 action: match action.as_str() {
                     "start_sequence" => "start_sequence",
                     "call_webhook" => "call_webhook",
                     _ => "create_task",
                 },
-                status,
-                detail,
+                status: status.clone(),
+                detail: detail.clone(),
             })
             .collect();
         out.push(Change {
@@ -844,7 +877,7 @@ pub fn history(
             from,
             to,
             at: Timestamp::from_micros(at),
-            firings,
+            firings: fired,
         });
     }
     Ok(out)

@@ -162,6 +162,8 @@ enum Outcome {
     Defer(Timestamp, Option<String>),
     /// The enrollment ends: completed, stopped or blocked, and why.
     End(&'static str, Option<String>),
+    /// This host no longer holds the enrollment: leave it alone.
+    Lost,
 }
 
 impl Runner {
@@ -185,11 +187,12 @@ impl Runner {
             .load(&mut conn)?;
         let mut tick = Tick::default();
         for id in due {
-            if !self.lease(&mut conn, id, now)? {
+            // Another host may have run it since the list was read.
+            if !self.lease(&mut conn, id)? {
                 continue;
             }
             tick.enrollments += 1;
-            let ran = self.run(&mut conn, id, now, &mut tick);
+            let ran = self.run(&mut conn, id, &mut tick);
             // Whatever happened, the lease goes, so the enrollment is not
             // stuck for a lease's length.
             diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
@@ -206,11 +209,18 @@ impl Runner {
         Ok(tick)
     }
 
-    /// Takes the enrollment for this host unless another holds it.
-    fn lease(&self, conn: &mut DbConnection, id: i64, now: Timestamp) -> Result<bool, DieselError> {
+    /// Takes the enrollment for this host if it is still due, its
+    /// sequence still active, and no other host holds it.
+    fn lease(&self, conn: &mut DbConnection, id: i64) -> Result<bool, DieselError> {
+        let now = self.clock.now();
         let until = now.saturating_add_micros(LEASE.as_micros() as i64);
+        let active_sequences = sequence_rows::table
+            .filter(sequence_rows::status.eq("active"))
+            .select(sequence_rows::id);
         let won = diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
             .filter(enrollments::status.eq("active"))
+            .filter(enrollments::next_run_at.le(now.micros()))
+            .filter(enrollments::sequence_id.eq_any(active_sequences))
             .filter(
                 enrollments::lease_until
                     .is_null()
@@ -224,15 +234,25 @@ impl Runner {
         Ok(won == 1)
     }
 
+    /// Extends this host's lease before a step; false when it lost it (it
+    /// ran out and another host took the enrollment) or the enrollment
+    /// stopped.
+    fn renew(&self, conn: &mut DbConnection, id: i64) -> Result<bool, DieselError> {
+        let until = self
+            .clock
+            .now()
+            .saturating_add_micros(LEASE.as_micros() as i64);
+        let kept = diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
+            .filter(enrollments::status.eq("active"))
+            .filter(enrollments::lease_owner.eq(&self.owner))
+            .set(enrollments::lease_until.eq(until.micros()))
+            .execute(conn)?;
+        Ok(kept == 1)
+    }
+
     /// Runs the enrollment's steps that are due, one after another, until
     /// one is due later or the enrollment ends.
-    fn run(
-        &self,
-        conn: &mut DbConnection,
-        id: i64,
-        now: Timestamp,
-        tick: &mut Tick,
-    ) -> Result<(), SequenceError> {
+    fn run(&self, conn: &mut DbConnection, id: i64, tick: &mut Tick) -> Result<(), SequenceError> {
         let (tenant, sequence_id, version, lead_id, mut position): (i64, i64, i64, i64, i64) =
             enrollments::table
                 .filter(enrollments::id.eq(id))
@@ -250,6 +270,10 @@ impl Runner {
         let rules = scoring::rules_of(conn, tenant)?;
         // Each step moves forward, so an enrollment runs each at most once.
         for _ in 0..=steps.len() {
+            if !self.renew(conn, id)? {
+                return Ok(());
+            }
+            let now = self.clock.now();
             let lead = match leads::get(conn, tenant, lead_id) {
                 Ok(lead) => lead,
                 Err(LeadError::NotFound(_)) => {
@@ -287,13 +311,15 @@ impl Runner {
                 }
                 Outcome::Defer(at, reason) => return self.moved(conn, id, position, at, reason),
                 Outcome::End(status, reason) => return self.finish(conn, id, status, reason, now),
+                Outcome::Lost => return Ok(()),
             }
         }
         Ok(())
     }
 
     /// Moves the enrollment to `position`, due at `at`; only while it is
-    /// still active (a reply may have stopped it meanwhile).
+    /// still active (a reply may have stopped it meanwhile) and this host
+    /// holds it.
     fn moved(
         &self,
         conn: &mut DbConnection,
@@ -304,6 +330,7 @@ impl Runner {
     ) -> Result<(), SequenceError> {
         diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
             .filter(enrollments::status.eq("active"))
+            .filter(enrollments::lease_owner.eq(&self.owner))
             .set((
                 enrollments::position.eq(position),
                 enrollments::next_run_at.eq(at.micros()),
@@ -324,6 +351,7 @@ impl Runner {
     ) -> Result<(), SequenceError> {
         diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
             .filter(enrollments::status.eq("active"))
+            .filter(enrollments::lease_owner.eq(&self.owner))
             .set((
                 enrollments::status.eq(status),
                 enrollments::reason.eq(reason),
@@ -648,6 +676,7 @@ impl Runner {
             Claim::Run(run) => run,
             Claim::Done => return Ok(Outcome::Next(next)),
             Claim::Capped(at, reason) => return Ok(Outcome::Defer(at, Some(reason))),
+            Claim::Lost => return Ok(Outcome::Lost),
         };
         let content = &variants[variant];
         let unsubscribe_url = self.links.unsubscribe(run);
@@ -858,6 +887,15 @@ impl Runner {
                     .first::<i64>(pg)
                     .optional()?;
             }
+            let held: i64 = enrollments::table
+                .filter(enrollments::id.eq(enrollment))
+                .filter(enrollments::status.eq("active"))
+                .filter(enrollments::lease_owner.eq(&self.owner))
+                .count()
+                .get_result(conn)?;
+            if held == 0 {
+                return Ok(Claim::Lost);
+            }
             let existing: Option<(i64, String)> = step_runs::table
                 .filter(step_runs::enrollment_id.eq(enrollment))
                 .filter(step_runs::step_id.eq(step.id))
@@ -875,17 +913,21 @@ impl Runner {
                 (mailbox.daily_cap, DAY_MICROS, "24 hours"),
             ] {
                 let Some(cap) = cap else { continue };
-                let recent: Vec<i64> = step_runs::table
-                    .filter(step_runs::mailbox_id.eq(mailbox.id))
-                    .filter(step_runs::status.eq_any(["sending", "sent"]))
-                    .filter(step_runs::started_at.gt(now.micros() - window))
-                    .order(step_runs::started_at.desc())
-                    .limit(cap)
-                    .select(step_runs::started_at)
-                    .load(conn)?;
-                if recent.len() as i64 >= cap {
+                let recent = || {
+                    step_runs::table
+                        .filter(step_runs::mailbox_id.eq(mailbox.id))
+                        .filter(step_runs::status.eq_any(["sending", "sent"]))
+                        .filter(step_runs::started_at.gt(now.micros() - window))
+                };
+                let n_recent: i64 = recent().count().get_result(conn)?;
+                if n_recent >= cap {
                     // The cap-th newest send ages out first.
-                    let free_at = Timestamp::from_micros(recent[cap as usize - 1] + window + 1);
+                    let oldest_counted: i64 = recent()
+                        .order(step_runs::started_at.desc())
+                        .offset(cap - 1)
+                        .select(step_runs::started_at)
+                        .first(conn)?;
+                    let free_at = Timestamp::from_micros(oldest_counted + window + 1);
                     return Ok(Claim::Capped(
                         free_at,
                         format!(
@@ -925,6 +967,8 @@ fn ran(conn: &mut DbConnection, enrollment: i64, step: &Step) -> Result<bool, Di
 
 enum Claim {
     Run(i64),
+    /// Another host holds the enrollment now.
+    Lost,
     /// The step ran already.
     Done,
     Capped(Timestamp, String),

@@ -255,8 +255,12 @@ pub fn compute(
                     };
                     score += points;
                     if points != 0 {
-                        let next = at.micros() + (halvings + 1) * half_life;
-                        changes_at = Some(changes_at.map_or(next, |held| held.min(next)));
+                        let next = (halvings + 1)
+                            .checked_mul(half_life)
+                            .and_then(|span| at.micros().checked_add(span));
+                        if let Some(next) = next {
+                            changes_at = Some(changes_at.map_or(next, |held| held.min(next)));
+                        }
                     }
                 }
             }

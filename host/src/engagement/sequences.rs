@@ -35,6 +35,9 @@ pub const TEMPLATE_CHARS_MAX: usize = 20_000;
 pub const WAIT_BUSINESS_DAYS_MAX: u32 = 260;
 /// Leads enrolled by one request.
 pub const ENROLL_BATCH_MAX: usize = 1_000;
+/// Enrollments under way per tenant: a bound on what one tenant puts in
+/// front of the scheduler, which runs the oldest due steps first.
+pub const ENROLLMENTS_ACTIVE_MAX: i64 = 100_000;
 /// Sequences and mailboxes one tenant may have.
 pub const SEQUENCES_MAX: i64 = 1_000;
 pub const MAILBOXES_MAX: i64 = 200;
@@ -786,6 +789,14 @@ pub fn enroll(
         )));
     }
     let sequence = get(conn, tenant, sequence)?;
+    let active: i64 = enrollments::table
+        .filter(enrollments::tenant_id.eq(tenant.0))
+        .filter(enrollments::status.eq("active"))
+        .count()
+        .get_result(conn)?;
+    if active + leads_to_enroll.len() as i64 > ENROLLMENTS_ACTIVE_MAX {
+        return Err(SequenceError::TooMany("100,000 enrollments under way"));
+    }
     let mut outcomes = Vec::with_capacity(leads_to_enroll.len());
     for lead in leads_to_enroll {
         outcomes.push((*lead, enroll_one(conn, tenant, &sequence, *lead, now)?));

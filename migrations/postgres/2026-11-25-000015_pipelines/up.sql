@@ -75,5 +75,6 @@ CREATE TABLE rule_firings (
     UNIQUE (rule_id, move_id)
 );
 CREATE INDEX rule_firings_pending ON rule_firings (status, id);
+CREATE INDEX rule_firings_by_move ON rule_firings (move_id);
 
 ALTER TABLE tasks ADD COLUMN deal_id BIGINT REFERENCES deals (id);
