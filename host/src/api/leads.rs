@@ -17,7 +17,10 @@ use super::AppState;
 use super::admin::json_body;
 use super::analytics::json_or_csv;
 use super::error::ApiError;
-use super::v1::{Caller, call_error, credits_json, limit_param, meter_error, params, read_body};
+use super::v1::{
+    Caller, call_error, credits_json, id_param, limit_param, meter_error, number_param, params,
+    read_body,
+};
 use crate::db;
 use crate::engagement::import::{self, CsvImport, ImportError, SourceImport};
 use crate::engagement::leads::{self, DoNotContact, Fields, Filter, Lead, LeadError, Sort};
@@ -191,27 +194,14 @@ pub(super) async fn list(
             "format",
         ],
     )?;
-    let number = |name: &str| -> Result<Option<i64>, ApiError> {
-        query
-            .get(name)
-            .map(|text| {
-                text.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_parameter",
-                        format!("{name} must be a whole number"),
-                    )
-                })
-            })
-            .transpose()
-    };
     let filter = Filter {
         text: query
             .get("q")
             .cloned()
             .filter(|text| !text.trim().is_empty()),
         tag: query.get("tag").cloned(),
-        score_min: number("score_min")?,
-        score_max: number("score_max")?,
+        score_min: number_param(&query, "score_min")?,
+        score_max: number_param(&query, "score_max")?,
         do_not_contact: match query.get("do_not_contact").map(String::as_str) {
             None => None,
             Some("true") => Some(true),
@@ -333,10 +323,7 @@ pub(super) async fn create(
 }
 
 pub(super) fn lead_id(text: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::not_found(format!("lead {text} not found")))
+    id_param(text, "lead")
 }
 
 fn event_json(event: &leads::Event) -> Value {

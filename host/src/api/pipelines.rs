@@ -15,7 +15,7 @@ use super::AppState;
 use super::admin::json_body;
 use super::error::ApiError;
 use super::idempotency;
-use super::v1::{Caller, limit_param, params, read_body};
+use super::v1::{Caller, id_param, limit_param, number_param, params, read_body};
 use crate::engagement::pipeline::{
     self, Action, Deal, DealFields, Firing, Moved, Pipeline, PipelineError, StageSpec,
 };
@@ -43,13 +43,6 @@ async fn run<T: Send + 'static>(
         .await
         .map_err(ApiError::internal)?
         .map_err(pipeline_error)
-}
-
-fn id_param(text: &str, what: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::not_found(format!("{what} {text} not found")))
 }
 
 fn pipeline_json(pipeline: &Pipeline) -> Value {
@@ -191,17 +184,11 @@ pub(super) async fn list_deals(
     let tenant = caller.tenant()?;
     params(&query, &["pipeline", "lead", "limit", "cursor"])?;
     let limit = limit_param(&query, pipeline::PAGE_LIMIT_MAX)?;
-    let number = |name: &str| -> Result<Option<i64>, ApiError> {
-        query
-            .get(name)
-            .map(|text| {
-                text.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request("invalid_parameter", format!("{name} must be a number"))
-                })
-            })
-            .transpose()
-    };
-    let (filter_pipeline, lead, after) = (number("pipeline")?, number("lead")?, number("cursor")?);
+    let (filter_pipeline, lead, after) = (
+        number_param(&query, "pipeline")?,
+        number_param(&query, "lead")?,
+        number_param(&query, "cursor")?,
+    );
     let database = state.database.clone();
     let (page, next) = run(move || {
         pipeline::deals_of(

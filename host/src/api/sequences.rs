@@ -16,7 +16,7 @@ use super::AppState;
 use super::admin::json_body;
 use super::error::ApiError;
 use super::leads::{blocking, lead_error};
-use super::v1::{Caller, limit_param, meter_error, params, read_body};
+use super::v1::{Caller, id_param, limit_param, meter_error, number_param, params, read_body};
 use crate::db::{self, DbConnection};
 use crate::engagement::runner::Links;
 use crate::engagement::schedule::Window;
@@ -117,13 +117,6 @@ async fn with_conn<T: Send + 'static>(
         sequence_error,
     )
     .await
-}
-
-fn id_param(text: &str, what: &str) -> Result<i64, ApiError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::not_found(format!("{what} {text} not found")))
 }
 
 fn mailbox_json(mailbox: &Mailbox) -> Value {
@@ -567,21 +560,11 @@ pub(super) async fn list_tasks(
     let tenant = caller.tenant()?;
     params(&query, &["status", "lead", "limit", "cursor"])?;
     let limit = limit_param(&query, tasks::PAGE_LIMIT_MAX)?;
-    let number = |name: &str| -> Result<Option<i64>, ApiError> {
-        query
-            .get(name)
-            .map(|text| {
-                text.parse::<i64>().map_err(|_| {
-                    ApiError::bad_request("invalid_parameter", format!("{name} must be a number"))
-                })
-            })
-            .transpose()
-    };
     let filter = tasks::Filter {
         status: query.get("status").cloned(),
-        lead: number("lead")?,
+        lead: number_param(&query, "lead")?,
     };
-    let after = number("cursor")?;
+    let after = number_param(&query, "cursor")?;
     let (page, next) = with_tasks(&state, move |conn| {
         tasks::list(conn, tenant, &filter, after, limit)
     })

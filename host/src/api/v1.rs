@@ -378,6 +378,32 @@ pub(super) fn params(query: &BTreeMap<String, String>, known: &[&str]) -> Result
     }
 }
 
+/// A whole-number query parameter, if given.
+pub(super) fn number_param(
+    query: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<i64>, ApiError> {
+    query
+        .get(name)
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("{name} must be a whole number"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// An object's id from its path; anything else is not found.
+pub(super) fn id_param(text: &str, what: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(format!("{what} {text} not found")))
+}
+
 pub(super) fn limit_param(query: &BTreeMap<String, String>, max: i64) -> Result<i64, ApiError> {
     match query.get("limit") {
         None => Ok(max.min(100)),

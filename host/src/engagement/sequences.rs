@@ -659,25 +659,40 @@ type SequenceRow = (
     i64,
 );
 
+const SEQUENCE_COLUMNS: (
+    sequences::id,
+    sequences::tenant_id,
+    sequences::name,
+    sequences::status,
+    sequences::version,
+    sequences::time_zone,
+    sequences::window_start_minute,
+    sequences::window_end_minute,
+    sequences::window_days,
+    sequences::tracking,
+    sequences::created_at,
+    sequences::updated_at,
+) = (
+    sequences::id,
+    sequences::tenant_id,
+    sequences::name,
+    sequences::status,
+    sequences::version,
+    sequences::time_zone,
+    sequences::window_start_minute,
+    sequences::window_end_minute,
+    sequences::window_days,
+    sequences::tracking,
+    sequences::created_at,
+    sequences::updated_at,
+);
+
 /// A sequence of the tenant's, with its current steps.
 pub fn get(conn: &mut DbConnection, tenant: TenantId, id: i64) -> Result<Sequence, SequenceError> {
     let row: SequenceRow = sequences::table
         .filter(sequences::tenant_id.eq(tenant.0))
         .filter(sequences::id.eq(id))
-        .select((
-            sequences::id,
-            sequences::tenant_id,
-            sequences::name,
-            sequences::status,
-            sequences::version,
-            sequences::time_zone,
-            sequences::window_start_minute,
-            sequences::window_end_minute,
-            sequences::window_days,
-            sequences::tracking,
-            sequences::created_at,
-            sequences::updated_at,
-        ))
+        .select(SEQUENCE_COLUMNS)
         .first(conn)
         .optional()?
         .ok_or(SequenceError::NotFound(id))?;
@@ -742,20 +757,7 @@ pub fn list(conn: &mut DbConnection, tenant: TenantId) -> Result<Vec<Sequence>, 
     let rows: Vec<SequenceRow> = sequences::table
         .filter(sequences::tenant_id.eq(tenant.0))
         .order(sequences::id.desc())
-        .select((
-            sequences::id,
-            sequences::tenant_id,
-            sequences::name,
-            sequences::status,
-            sequences::version,
-            sequences::time_zone,
-            sequences::window_start_minute,
-            sequences::window_end_minute,
-            sequences::window_days,
-            sequences::tracking,
-            sequences::created_at,
-            sequences::updated_at,
-        ))
+        .select(SEQUENCE_COLUMNS)
         .load(conn)?;
     Ok(rows
         .into_iter()
