@@ -132,8 +132,14 @@ fn rollups(server: &Server) -> Vec<String> {
 fn assert_backfill_matches(server: &Server) {
     let kept = rollups(server);
     assert!(!kept.is_empty());
-    assert_eq!(server.database.revert_last().unwrap(), "20261125000012");
-    assert_eq!(server.database.migrate().unwrap().len(), 1);
+    // Back to before the analytics migration (the later ones first), and
+    // forward again.
+    let mut reverted = Vec::new();
+    while reverted.last().map(String::as_str) != Some("20261125000012") {
+        reverted.push(server.database.revert_last().unwrap());
+        assert!(reverted.len() <= 10, "{reverted:?}");
+    }
+    assert_eq!(server.database.migrate().unwrap().len(), reverted.len());
     assert_eq!(rollups(server), kept);
 }
 
