@@ -784,7 +784,8 @@ fn the_openapi_document_describes_exactly_the_operations_served() {
             .replace("{key}", "1")
             .replace("{id}", "1")
             .replace("{provider}", "bank-transfer")
-            .replace("{token}", "t1-0123456789abcdef0123456789abcdef");
+            .replace("{token}", "t1-0123456789abcdef0123456789abcdef")
+            .replace("{enrollment}", "1");
         let request = ureq::http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(format!("{}{path}", server.base))
@@ -1197,6 +1198,14 @@ fn no_write_of_one_tenant_reaches_another() {
             "/sequences/{id}" => (
                 format!("/sequences/{}", server.acme_sequence),
                 Some(r#"{"name": "Spy", "steps": [{"kind": "wait", "business_days": 1}]}"#),
+                &[404],
+            ),
+            "/sequences/{id}/enrollments/{enrollment}" => (
+                format!(
+                    "/sequences/{}/enrollments/{}",
+                    server.acme_sequence, server.acme_enrollment
+                ),
+                None,
                 &[404],
             ),
             "/sequences/{id}/enrollments" => (

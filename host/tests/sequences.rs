@@ -214,6 +214,24 @@ fn email_wait_linkedin_and_a_call_task_run_in_order_and_stop_on_reply_and_bounce
             {"kind": "task", "title": "Call {{ lead.first_name }}"},
         ],
     }));
+    // Eve is enrolled, then taken out by hand before anything is sent.
+    let eve = lead("eve");
+    let (_, enrolled) = world.call(
+        "POST",
+        &format!("/sequences/{sequence}/enrollments"),
+        Some(&json!({"leads": [eve]}).to_string()),
+    );
+    let eve_enrollment = enrolled["results"][0]["enrollment"].as_i64().unwrap();
+    let (status, stopped) = world.call(
+        "DELETE",
+        &format!("/sequences/{sequence}/enrollments/{eve_enrollment}"),
+        None,
+    );
+    assert_eq!(
+        (status, &stopped["enrollment"]["status"]),
+        (200, &json!("stopped")),
+        "{stopped}"
+    );
     world.enroll(sequence, &[ada, bea, cy, dan]);
     // Dan is in a second sequence too; his bounce stops both.
     let second = world.sequence(json!({"name": "Second", "steps": [
@@ -230,7 +248,7 @@ fn email_wait_linkedin_and_a_call_task_run_in_order_and_stop_on_reply_and_bounce
         .iter()
         .map(|received| (received.rcpt_tos[0].clone(), parse(received)))
         .collect();
-    assert_eq!(mails.len(), 4);
+    assert_eq!(mails.len(), 4, "Eve gets nothing");
     assert_eq!(mails["bea@example.com"].subject, "Hello bea");
     // Tracking is off for this sequence: no tracked links, no pixel.
     let html = mails["bea@example.com"].html.clone().unwrap_or_default();

@@ -62,9 +62,9 @@ impl AppState {
 
 fn sequence_error(error: SequenceError) -> ApiError {
     match error {
-        SequenceError::NotFound(_) | SequenceError::MailboxNotFound(_) => {
-            ApiError::not_found(error.to_string())
-        }
+        SequenceError::NotFound(_)
+        | SequenceError::MailboxNotFound(_)
+        | SequenceError::EnrollmentNotFound(_) => ApiError::not_found(error.to_string()),
         SequenceError::Invalid(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_sequence",
@@ -483,6 +483,25 @@ pub(super) async fn list_enrollments(
 #[serde(deny_unknown_fields)]
 struct EnrollBody {
     leads: Vec<i64>,
+}
+
+/// `DELETE /sequences/{id}/enrollments/{enrollment}`: stops it; no
+/// further step of it runs.
+pub(super) async fn stop_enrollment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, enrollment)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    let id = id_param(&id, "sequence")?;
+    let enrollment = id_param(&enrollment, "enrollment")?;
+    let now = state.now();
+    let stopped = with_conn(&state, true, move |conn| {
+        sequences::get(conn, tenant, id)?;
+        sequences::stop(conn, tenant, id, enrollment, now)
+    })
+    .await?;
+    Ok(Json(json!({ "enrollment": enrollment_json(&stopped) })))
 }
 
 /// `POST /sequences/{id}/enrollments` `{"leads": [1, 2]}`: enrolls each

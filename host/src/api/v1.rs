@@ -32,7 +32,8 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 74] = [
+pub const OPERATIONS: [(&str, &str); 75] = [
+    ("delete", "/sequences/{id}/enrollments/{enrollment}"),
     ("get", "/pipelines"),
     ("post", "/pipelines"),
     ("get", "/pipelines/{id}"),
@@ -149,6 +150,10 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route(
             "/sequences/{id}/enrollments",
             get(sequences::list_enrollments).post(sequences::enroll),
+        )
+        .route(
+            "/sequences/{id}/enrollments/{enrollment}",
+            axum::routing::delete(sequences::stop_enrollment),
         )
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
         .route("/pipelines/{id}", get(pipelines::get))

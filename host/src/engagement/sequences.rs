@@ -52,6 +52,8 @@ pub enum SequenceError {
     NotFound(i64),
     #[error("mailbox {0} not found")]
     MailboxNotFound(i64),
+    #[error("enrollment {0} not found in this sequence")]
+    EnrollmentNotFound(i64),
     #[error("{0}")]
     Invalid(String),
     #[error("a mailbox for {plugin} {address} exists already (mailbox {id})")]
@@ -970,6 +972,32 @@ pub fn enrollments_of_lead(
         .select(ENROLLMENT_COLUMNS)
         .load(conn)?;
     Ok(rows.into_iter().map(enrollment_of).collect())
+}
+
+/// Stops an enrollment by hand: no further step of it runs. Stopping one
+/// that has ended changes nothing.
+pub fn stop(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    sequence: i64,
+    id: i64,
+    now: Timestamp,
+) -> Result<Enrollment, SequenceError> {
+    let found = enrollment(conn, tenant, id)?
+        .filter(|enrollment| enrollment.sequence == sequence)
+        .ok_or(SequenceError::EnrollmentNotFound(id))?;
+    if found.status == "active" {
+        diesel::update(enrollments::table.filter(enrollments::id.eq(id)))
+            .filter(enrollments::status.eq("active"))
+            .set((
+                enrollments::status.eq("stopped"),
+                enrollments::reason.eq("stopped by hand"),
+                enrollments::next_run_at.eq(None::<i64>),
+                enrollments::updated_at.eq(now.micros()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(enrollment(conn, tenant, id)?.expect("found above"))
 }
 
 /// One enrollment of the tenant's.

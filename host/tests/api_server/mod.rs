@@ -44,6 +44,7 @@ pub struct Server {
     pub acme_lead: i64,
     /// Acme's sequence (Ada enrolled) and a task of Acme's.
     pub acme_sequence: i64,
+    pub acme_enrollment: i64,
     pub acme_task: i64,
     /// Acme's pipeline and its deal ("Acme secret deal", for Ada).
     pub acme_pipeline: i64,
@@ -114,7 +115,11 @@ pub fn acme_documents(conn: &mut tollgate::db::DbConnection, acme: TenantId) -> 
 }
 
 /// Acme's mailbox, a sequence with Ada enrolled, and a task.
-fn acme_engagement(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: i64) -> (i64, i64) {
+fn acme_engagement(
+    conn: &mut tollgate::db::DbConnection,
+    acme: TenantId,
+    lead: i64,
+) -> (i64, i64, i64) {
     use tollgate::engagement::{schedule, sequences, tasks};
     let mailbox = sequences::create_mailbox(
         conn,
@@ -145,7 +150,10 @@ fn acme_engagement(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: 
         }],
     };
     let sequence = sequences::create(conn, acme, &definition, NOW).unwrap();
-    sequences::enroll(conn, acme, sequence.id, &[lead], NOW).unwrap();
+    let enrolled = sequences::enroll(conn, acme, sequence.id, &[lead], NOW).unwrap();
+    let sequences::Enrolled::Enrolled(enrollment) = enrolled[0].1 else {
+        panic!("{enrolled:?}")
+    };
     let task = tasks::NewTask {
         title: "Call Ada about Acme".into(),
         kind: "call".into(),
@@ -153,7 +161,7 @@ fn acme_engagement(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: 
         ..Default::default()
     };
     let task = tasks::create(conn, acme, &task, NOW).unwrap();
-    (sequence.id, task.id)
+    (sequence.id, enrollment, task.id)
 }
 
 /// Acme's pipeline with a deal for Ada.
@@ -255,7 +263,8 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
             .unwrap()
             .id
     };
-    let (acme_sequence, acme_task) = acme_engagement(&mut conn, acme.id, acme_lead);
+    let (acme_sequence, acme_enrollment, acme_task) =
+        acme_engagement(&mut conn, acme.id, acme_lead);
     let (acme_pipeline, acme_deal) = acme_pipeline(&mut conn, acme.id, acme_lead);
     let search = Price {
         plugin: "csv-leads".into(),
@@ -385,6 +394,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         acme_method,
         acme_lead,
         acme_sequence,
+        acme_enrollment,
         acme_task,
         acme_pipeline,
         acme_deal,
