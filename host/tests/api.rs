@@ -1230,6 +1230,11 @@ fn no_write_of_one_tenant_reaches_another() {
                 Some(r#"{"name": "Spy", "stages": [{"name": "Watching"}]}"#),
                 &[201],
             ),
+            "/pipelines/{id}" => (
+                format!("/pipelines/{}", server.acme_pipeline),
+                Some(r#"{"name": "Spy", "stages": [{"name": "Watching"}]}"#),
+                &[404],
+            ),
             // A deal in Acme's pipeline, or for Acme's lead: neither found.
             "/deals" => (path.into(), Some(&deal_in_acme_pipeline), &[404]),
             "/deals/{id}" => (

@@ -287,3 +287,82 @@ fn bad_pipelines_and_deals_are_refused_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn a_pipeline_is_edited_keeping_its_deals_and_history() {
+    let world = World::start(Setup::default());
+    let body = json!({"name": "Sales", "stages": [
+        {"name": "Lead"},
+        {"name": "Demo", "rules": [{"action": "create_task", "title": "Prepare the demo", "task": "todo"}]},
+        {"name": "Stale"},
+    ]});
+    let (_, created) = world.call("POST", "/pipelines", Some(&body.to_string()));
+    let pipeline = created["pipeline"]["id"].as_i64().unwrap();
+    let stages: Vec<i64> = created["pipeline"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| stage["id"].as_i64().unwrap())
+        .collect();
+    let (lead_stage, demo, stale) = (stages[0], stages[1], stages[2]);
+    let body = json!({"pipeline": pipeline, "title": "Looms"});
+    let (_, deal) = world.call("POST", "/deals", Some(&body.to_string()));
+    let looms = deal["deal"]["id"].as_i64().unwrap();
+    move_deal(&world, looms, demo, 0);
+
+    // Demo is renamed and moved first, with a new rule; Lead keeps its
+    // place after it; Won is added; Stale goes.
+    let edit = json!({"name": "Sales 2027", "stages": [
+        {"id": demo, "name": "Demo booked", "rules": [{"action": "create_task", "title": "Send the agenda", "task": "email"}]},
+        {"id": lead_stage, "name": "Lead"},
+        {"name": "Won", "outcome": "won"},
+    ]});
+    let (status, edited) = world.call(
+        "PUT",
+        &format!("/pipelines/{pipeline}"),
+        Some(&edit.to_string()),
+    );
+    assert_eq!(status, 200, "{edited}");
+    let names: Vec<&str> = edited["pipeline"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| stage["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["Demo booked", "Lead", "Won"]);
+    assert_eq!(column(&world, pipeline, "Demo booked"), vec!["Looms"]);
+    // The new rule fires on the next entry; the old one's firing stays in
+    // the history.
+    move_deal(&world, looms, lead_stage, 0);
+    move_deal(&world, looms, demo, 0);
+    let (_, tasks) = world.call("GET", "/tasks", None);
+    let titles: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| task["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, vec!["Prepare the demo", "Send the agenda"]);
+    let (_, history) = world.call("GET", &format!("/deals/{looms}"), None);
+    assert_eq!(history["moves"].as_array().unwrap().len(), 4);
+    assert_eq!(history["moves"][1]["fired"][0]["status"], "done");
+    // A removed stage takes no deals.
+    let body = json!({"stage": stale, "position": 0}).to_string();
+    let (status, refused) = world.call("POST", &format!("/deals/{looms}/move"), Some(&body));
+    assert_eq!(status, 422, "{refused}");
+    // A stage with deals cannot be removed.
+    let edit = json!({"name": "Sales", "stages": [{"id": lead_stage, "name": "Lead"}]});
+    let (status, refused) = world.call(
+        "PUT",
+        &format!("/pipelines/{pipeline}"),
+        Some(&edit.to_string()),
+    );
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds 1 deal;"),
+        "{refused}"
+    );
+}

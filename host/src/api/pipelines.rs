@@ -94,11 +94,25 @@ fn firing_json(firing: &Firing) -> Value {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StageBody {
+    /// One of the pipeline's stages, on an edit.
+    #[serde(default)]
+    id: Option<i64>,
     name: String,
     #[serde(default)]
     outcome: Option<String>,
     #[serde(default)]
     rules: Vec<Action>,
+}
+
+impl StageBody {
+    fn spec(self) -> (Option<i64>, StageSpec) {
+        let spec = StageSpec {
+            name: self.name,
+            outcome: self.outcome,
+            rules: self.rules,
+        };
+        (self.id, spec)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -131,14 +145,17 @@ pub(super) async fn create(
     let tenant = caller.tenant_admin()?;
     let bytes = read_body(body, state.body_bytes_max).await?;
     let body: PipelineBody = json_body(&bytes)?;
+    if body.stages.iter().any(|stage| stage.id.is_some()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_pipeline",
+            "stages: a new pipeline's stages have no id yet",
+        ));
+    }
     let stages: Vec<StageSpec> = body
         .stages
         .into_iter()
-        .map(|stage| StageSpec {
-            name: stage.name,
-            outcome: stage.outcome,
-            rules: stage.rules,
-        })
+        .map(|stage| stage.spec().1)
         .collect();
     let now = state.now();
     let database = state.database.clone();
@@ -153,6 +170,32 @@ pub(super) async fn create(
         Json(json!({ "pipeline": pipeline_json(&created) })),
     )
         .into_response())
+}
+
+/// `PUT /pipelines/{id}` (a tenant admin): renames it and replaces its
+/// stages. A stage given with its `id` keeps its deals and takes the new
+/// name, outcome, place and rules; one without an id is added; one left out
+/// is removed if no deal is in it.
+pub(super) async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant_admin()?;
+    let id = id_param(&id, "pipeline")?;
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let body: PipelineBody = json_body(&bytes)?;
+    let stages: Vec<(Option<i64>, StageSpec)> =
+        body.stages.into_iter().map(StageBody::spec).collect();
+    let database = state.database.clone();
+    let updated = run(move || {
+        pipeline::in_transaction(&database, |conn| {
+            pipeline::update_pipeline(conn, tenant, id, &body.name, &stages)
+        })
+    })
+    .await?;
+    Ok(Json(json!({ "pipeline": pipeline_json(&updated) })))
 }
 
 /// `GET /pipelines/{id}`: the pipeline as a board, each stage with its

@@ -32,7 +32,8 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 75] = [
+pub const OPERATIONS: [(&str, &str); 76] = [
+    ("put", "/pipelines/{id}"),
     ("delete", "/sequences/{id}/enrollments/{enrollment}"),
     ("get", "/pipelines"),
     ("post", "/pipelines"),
@@ -156,7 +157,10 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             axum::routing::delete(sequences::stop_enrollment),
         )
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
-        .route("/pipelines/{id}", get(pipelines::get))
+        .route(
+            "/pipelines/{id}",
+            get(pipelines::get).put(pipelines::update),
+        )
         .route(
             "/deals",
             get(pipelines::list_deals).post(pipelines::create_deal),

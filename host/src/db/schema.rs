@@ -656,6 +656,7 @@ diesel::table! {
         name -> Text,
         position -> BigInt,
         outcome -> Nullable<Text>,
+        removed -> Bool,
     }
 }
 
@@ -666,6 +667,7 @@ diesel::table! {
         stage_id -> BigInt,
         action -> Text,
         config -> Text,
+        removed -> Bool,
     }
 }
 

@@ -124,16 +124,14 @@ pub struct Pipeline {
     pub created_at: Timestamp,
 }
 
-/// Checks and stores a pipeline.
-pub fn create_pipeline(
+/// Checks a pipeline's name and stages; the error names the stage.
+fn validate(
     conn: &mut DbConnection,
     tenant: TenantId,
     name: &str,
     stages_spec: &[StageSpec],
-    now: Timestamp,
-) -> Result<Pipeline, PipelineError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+) -> Result<(), PipelineError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(invalid("name: 1 to 200 characters"));
     }
     if stages_spec.is_empty() || stages_spec.len() > STAGES_MAX {
@@ -177,6 +175,18 @@ pub fn create_pipeline(
             }
         }
     }
+    Ok(())
+}
+
+/// Checks and stores a pipeline.
+pub fn create_pipeline(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+    stages_spec: &[StageSpec],
+    now: Timestamp,
+) -> Result<Pipeline, PipelineError> {
+    validate(conn, tenant, name, stages_spec)?;
     let held: i64 = pipelines::table
         .filter(pipelines::tenant_id.eq(tenant.0))
         .count()
@@ -187,7 +197,7 @@ pub fn create_pipeline(
     let id = diesel::insert_into(pipelines::table)
         .values((
             pipelines::tenant_id.eq(tenant.0),
-            pipelines::name.eq(name),
+            pipelines::name.eq(name.trim()),
             pipelines::created_at.eq(now.micros()),
         ))
         .returning(pipelines::id)
@@ -203,16 +213,108 @@ pub fn create_pipeline(
             ))
             .returning(stages::id)
             .get_result::<i64>(conn)?;
-        for rule in &stage.rules {
-            diesel::insert_into(stage_rules::table)
-                .values((
-                    stage_rules::tenant_id.eq(tenant.0),
-                    stage_rules::stage_id.eq(stage_id),
-                    stage_rules::action.eq(rule.name()),
-                    stage_rules::config.eq(serde_json::to_string(rule).expect("rules serialise")),
-                ))
-                .execute(conn)?;
+        write_rules(conn, tenant, stage_id, &stage.rules)?;
+    }
+    get_pipeline(conn, tenant, id)
+}
+
+fn write_rules(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    stage: i64,
+    rules: &[Action],
+) -> Result<(), DieselError> {
+    for rule in rules {
+        diesel::insert_into(stage_rules::table)
+            .values((
+                stage_rules::tenant_id.eq(tenant.0),
+                stage_rules::stage_id.eq(stage),
+                stage_rules::action.eq(rule.name()),
+                stage_rules::config.eq(serde_json::to_string(rule).expect("rules serialise")),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Replaces a pipeline's name and stages: each stage given with the `id`
+/// of one of its stages keeps that stage (and its deals) with the new
+/// name, outcome, place and rules; one without an id is added; a stage
+/// left out is removed, unless deals are in it. Replaced rules and removed
+/// stages stay stored for the history that names them.
+pub fn update_pipeline(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    id: i64,
+    name: &str,
+    stages_spec: &[(Option<i64>, StageSpec)],
+) -> Result<Pipeline, PipelineError> {
+    let specs: Vec<StageSpec> = stages_spec.iter().map(|(_, spec)| spec.clone()).collect();
+    validate(conn, tenant, name, &specs)?;
+    lock_pipeline(conn, id)?;
+    let current = get_pipeline(conn, tenant, id)?;
+    let kept: Vec<i64> = stages_spec.iter().filter_map(|(stage, _)| *stage).collect();
+    for stage in &kept {
+        if !current.stages.iter().any(|held| held.id == *stage) {
+            return Err(invalid(format!(
+                "stages: stage {stage} is not in pipeline {id}"
+            )));
         }
+        if kept.iter().filter(|other| *other == stage).count() > 1 {
+            return Err(invalid(format!("stages: stage {stage} is given twice")));
+        }
+    }
+    for stage in current
+        .stages
+        .iter()
+        .filter(|held| !kept.contains(&held.id))
+    {
+        let deals_in: i64 = deals::table
+            .filter(deals::stage_id.eq(stage.id))
+            .count()
+            .get_result(conn)?;
+        if deals_in > 0 {
+            return Err(invalid(format!(
+                "stage {} ({}) holds {deals_in} {}; move them to another stage before removing it",
+                stage.id,
+                stage.name,
+                if deals_in == 1 { "deal" } else { "deals" }
+            )));
+        }
+        diesel::update(stages::table.filter(stages::id.eq(stage.id)))
+            .set(stages::removed.eq(true))
+            .execute(conn)?;
+    }
+    diesel::update(pipelines::table.filter(pipelines::id.eq(id)))
+        .set(pipelines::name.eq(name.trim()))
+        .execute(conn)?;
+    for (position, (stage, spec)) in stages_spec.iter().enumerate() {
+        let stage_id = match stage {
+            Some(stage) => {
+                diesel::update(stages::table.filter(stages::id.eq(stage)))
+                    .set((
+                        stages::name.eq(spec.name.trim()),
+                        stages::position.eq(position as i64),
+                        stages::outcome.eq(&spec.outcome),
+                    ))
+                    .execute(conn)?;
+                diesel::update(stage_rules::table.filter(stage_rules::stage_id.eq(stage)))
+                    .set(stage_rules::removed.eq(true))
+                    .execute(conn)?;
+                *stage
+            }
+            None => diesel::insert_into(stages::table)
+                .values((
+                    stages::tenant_id.eq(tenant.0),
+                    stages::pipeline_id.eq(id),
+                    stages::name.eq(spec.name.trim()),
+                    stages::position.eq(position as i64),
+                    stages::outcome.eq(&spec.outcome),
+                ))
+                .returning(stages::id)
+                .get_result::<i64>(conn)?,
+        };
+        write_rules(conn, tenant, stage_id, &spec.rules)?;
     }
     get_pipeline(conn, tenant, id)
 }
@@ -231,12 +333,14 @@ pub fn get_pipeline(
         .ok_or_else(|| PipelineError::NotFound(format!("pipeline {id}")))?;
     let rows: Vec<(i64, String, i64, Option<String>)> = stages::table
         .filter(stages::pipeline_id.eq(id))
+        .filter(stages::removed.eq(false))
         .order(stages::position.asc())
         .select((stages::id, stages::name, stages::position, stages::outcome))
         .load(conn)?;
     let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
     let rules: Vec<(i64, i64, String)> = stage_rules::table
         .filter(stage_rules::stage_id.eq_any(&ids))
+        .filter(stage_rules::removed.eq(false))
         .order(stage_rules::id.asc())
         .select((stage_rules::id, stage_rules::stage_id, stage_rules::config))
         .load(conn)?;
@@ -442,13 +546,15 @@ pub fn create_deal(
     fields: &DealFields,
     now: Timestamp,
 ) -> Result<Moved, PipelineError> {
+    // Lock first: an edit of the pipeline at once cannot then remove the
+    // stage between our reading it and the deal landing in it.
     let found = get_pipeline(conn, tenant, pipeline)?;
+    lock_pipeline(conn, found.id)?;
     let stage = match stage {
         Some(stage) => stage_of(conn, tenant, pipeline, stage)?,
-        None => found.stages[0].clone(),
+        None => get_pipeline(conn, tenant, pipeline)?.stages[0].clone(),
     };
     check_fields(conn, tenant, fields)?;
-    lock_pipeline(conn, pipeline)?;
     let id = diesel::insert_into(deals::table)
         .values((
             deals::tenant_id.eq(tenant.0),

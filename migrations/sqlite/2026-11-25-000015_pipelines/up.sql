@@ -15,7 +15,9 @@ CREATE TABLE stages (
     name TEXT NOT NULL,
     position BIGINT NOT NULL,
     -- won or lost; null for a stage on the way.
-    outcome TEXT
+    outcome TEXT,
+    -- Removed from the pipeline; kept for the moves that name it.
+    removed BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX stages_by_pipeline ON stages (pipeline_id, position);
 
@@ -26,7 +28,9 @@ CREATE TABLE stage_rules (
     tenant_id BIGINT NOT NULL REFERENCES tenants (id),
     stage_id BIGINT NOT NULL REFERENCES stages (id),
     action TEXT NOT NULL,
-    config TEXT NOT NULL
+    config TEXT NOT NULL,
+    -- Replaced by an edit of the pipeline; kept for the firings that name it.
+    removed BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX stage_rules_by_stage ON stage_rules (stage_id);
 
