@@ -1,7 +1,8 @@
 //! The HTTP interface: liveness and readiness, and the REST API under
 //! `/api/v1` (`api/v1.rs`), whose every error has one shape:
-//! `{"error": {"code": "...", "message": "..."}}`. This is the only module
-//! that serves HTTP.
+//! `{"error": {"code": "...", "message": "..."}}`. This module and the
+//! dashboard (`crate::web`, which serves its pages over this API) are the
+//! only ones that serve HTTP.
 
 mod admin;
 pub mod analytics;
@@ -82,16 +83,22 @@ pub fn rate_limits_with(quota: governor::Quota) -> RateLimits {
     governor::RateLimiter::keyed(quota)
 }
 
+/// Every route: probes, metrics, the REST API, tracking links and the
+/// dashboard (`crate::web`), which calls the same API in process.
 pub fn router(state: AppState) -> Router {
+    let api: Router = Router::new()
+        .nest("/api/v1", v1::router(&state))
+        .with_state(state.clone());
     Router::new()
         .route("/health", get(health))
         .route("/healthz", get(health))
         .route("/ready", get(ready))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", v1::router(&state))
         .merge(tracking::router())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(api.clone())
+        .merge(crate::web::router(api, state))
 }
 
 /// Prometheus metrics, in the text exposition format.

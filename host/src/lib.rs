@@ -22,3 +22,4 @@ pub mod scheduler;
 pub mod secrets;
 pub mod tenants;
 pub mod units;
+pub mod web;

@@ -1179,6 +1179,7 @@ fn no_write_of_one_tenant_reaches_another() {
                 Some(r#"{"csv": "email,title\nada@acme-lead.example,Mole\n"}"#),
                 &[200],
             ),
+            "/leads/import/mapping" => (path.into(), Some(r#"{"columns": ["Email"]}"#), &[200]),
             "/leads/scoring" => (
                 path.into(),
                 Some(r#"{"rules": [{"field": "title", "contains": "spy", "points": 9}]}"#),

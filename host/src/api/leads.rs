@@ -249,6 +249,30 @@ pub(super) async fn list(
     json_or_csv(&query, body, "leads", &CSV_COLUMNS, "leads")
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingBody {
+    columns: Vec<String>,
+}
+
+/// `POST /leads/import/mapping` `{"columns": ["E-mail Address", ...]}`:
+/// where an import without a mapping would put each column, and every
+/// target a mapping may name, for a form that lets the user choose.
+pub(super) async fn guess_mapping(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.tenant()?;
+    let bytes = read_body(body, state.body_bytes_max).await?;
+    let body: MappingBody = json_body(&bytes)?;
+    let mapping = import::guessed_mapping(&body.columns).map_err(import_error)?;
+    Ok(Json(json!({
+        "mapping": mapping,
+        "targets": import::targets(),
+    })))
+}
+
 /// A lead as the API takes it.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

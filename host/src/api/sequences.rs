@@ -55,7 +55,7 @@ impl AppState {
         }
     }
 
-    pub(super) fn now(&self) -> Timestamp {
+    pub fn now(&self) -> Timestamp {
         self.engagement.clock.now()
     }
 }

@@ -32,7 +32,8 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 76] = [
+pub const OPERATIONS: [(&str, &str); 77] = [
+    ("post", "/leads/import/mapping"),
     ("put", "/pipelines/{id}"),
     ("delete", "/sequences/{id}/enrollments/{enrollment}"),
     ("get", "/pipelines"),
@@ -126,6 +127,7 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/plugins/{plugin}/invoke/{function}", post(invoke))
         .route("/leads", get(leads::list).post(leads::create))
         .route("/leads/import", post(leads::import))
+        .route("/leads/import/mapping", post(leads::guess_mapping))
         .route(
             "/leads/scoring",
             get(leads::get_scoring).put(leads::put_scoring),
@@ -250,10 +252,19 @@ pub fn router(_state: &AppState) -> Router<AppState> {
 #[derive(Clone, Copy, Debug)]
 pub struct Caller(pub Principal);
 
+/// Who a request of the dashboard comes from: the key its session was
+/// opened with. Only `crate::web` sets it, on the requests it sends this
+/// router in process; a request from outside carries no extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedIn(pub Principal);
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        if let Some(SignedIn(principal)) = parts.extensions.get::<SignedIn>().copied() {
+            return rate_limited(state, principal);
+        }
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -278,25 +289,30 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
-        if let Some(tenant) = principal.tenant
-            && let Err(not_until) = state.rate_limits.check_key(&tenant.0)
-        {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "this tenant is making requests faster than it may; retry in {} ms",
-                    wait.as_millis().max(1)
-                ),
-            );
-            error.retry_after = Some(wait.as_secs().max(1));
-            return Err(error);
-        }
-        Ok(Caller(principal))
+        rate_limited(state, principal)
     }
+}
+
+/// The caller, unless its tenant is over its request rate.
+fn rate_limited(state: &AppState, principal: Principal) -> Result<Caller, ApiError> {
+    if let Some(tenant) = principal.tenant
+        && let Err(not_until) = state.rate_limits.check_key(&tenant.0)
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this tenant is making requests faster than it may; retry in {} ms",
+                wait.as_millis().max(1)
+            ),
+        );
+        error.retry_after = Some(wait.as_secs().max(1));
+        return Err(error);
+    }
+    Ok(Caller(principal))
 }
 
 impl Caller {

@@ -742,3 +742,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     subscriptions
 );
+
+diesel::table! {
+    web_sessions (id) {
+        id -> BigInt,
+        secret_sha256 -> Text,
+        key_id -> BigInt,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::joinable!(web_sessions -> api_keys (key_id));
+diesel::allow_tables_to_appear_in_same_query!(web_sessions, api_keys);

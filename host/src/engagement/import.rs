@@ -71,7 +71,7 @@ impl Target {
             .collect();
         let normal = normal.trim_matches('_');
         let alias = match normal {
-            "email_address" | "e_mail" | "work_email" => "email",
+            "email_address" | "e_mail" | "e_mail_address" | "work_email" => "email",
             "first" | "firstname" | "given_name" => "first_name",
             "last" | "lastname" | "surname" | "family_name" => "last_name",
             "job_title" | "position" => "title",
@@ -90,6 +90,44 @@ impl Target {
             .filter(|target| !matches!(target, Target::Custom(_) | Target::Ignore))
             .unwrap_or(Target::Ignore)
     }
+}
+
+impl Target {
+    /// The target as a mapping names it.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Field(name) => (*name).to_owned(),
+            Target::CompanySize => "company_size".to_owned(),
+            Target::Custom(name) => format!("custom.{name}"),
+            Target::Tags => "tags".to_owned(),
+            Target::Ignore => "ignore".to_owned(),
+        }
+    }
+}
+
+/// Every target a mapping may name but custom fields (`custom.<name>`),
+/// in the order a form lists them.
+pub fn targets() -> Vec<String> {
+    TEXT_FIELDS
+        .iter()
+        .map(|field| (*field).to_owned())
+        .chain(["company_size", "tags", "ignore"].map(str::to_owned))
+        .collect()
+}
+
+/// The mapping an import without one uses: each column to the field its
+/// header names (`E-mail Address` to `email`), the rest ignored.
+pub fn guessed_mapping(columns: &[String]) -> Result<BTreeMap<String, String>, ImportError> {
+    if columns.len() > COLUMNS_MAX {
+        return Err(ImportError::Mapping(format!(
+            "{} columns; at most {COLUMNS_MAX}",
+            columns.len()
+        )));
+    }
+    Ok(columns
+        .iter()
+        .map(|column| (column.clone(), Target::guess(column).name()))
+        .collect())
 }
 
 /// A CSV import's request.

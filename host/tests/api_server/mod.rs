@@ -192,6 +192,20 @@ fn acme_pipeline(conn: &mut tollgate::db::DbConnection, acme: TenantId, lead: i6
 
 /// A server with a rate limit per tenant.
 pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
+    start_with(quota, None)
+}
+
+/// As [`start`], with the card provider installed against the card gateway
+/// at `gateway` (a fake one) and configured for payments.
+#[allow(dead_code)]
+pub fn start_with_card_gateway(gateway: &str) -> Server {
+    start_with(
+        governor::Quota::per_second(std::num::NonZeroU32::new(10_000).unwrap()),
+        Some(gateway),
+    )
+}
+
+fn start_with(quota: governor::Quota, card_gateway: Option<&str>) -> Server {
     let db = TestDatabase::new();
     let database = db.open();
     let ledger = Ledger::start(
@@ -207,6 +221,12 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
         if ["csv-leads", "http-leads", "bank-transfer"].contains(name) {
             let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
             plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, NOW).unwrap();
+        }
+        if let (true, Some(gateway)) = (*name == "card", card_gateway) {
+            // The gateway is the fake one, approved for the plugin.
+            let host = gateway.trim_start_matches("http://").to_owned();
+            let manifest = manifest.replace("api.stripe.com", &host);
+            plugins::install(&mut conn, &runtime, &manifest, wasm, &[host], NOW).unwrap();
         }
     }
     let (acme, wallet) = tenants::create(&mut conn, "Acme", None, Credits::ZERO, NOW).unwrap();
@@ -299,7 +319,7 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
                         .book
                         .prices
                         .iter()
-                        .filter(|price| price.plugin == "bank-transfer")
+                        .filter(|price| ["bank-transfer", "card"].contains(&price.plugin.as_str()))
                         .cloned(),
                 )
                 .collect(),
@@ -338,7 +358,21 @@ pub fn start_with_rate_limits(quota: governor::Quota) -> Server {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
             )]
-            .into(),
+            .into_iter()
+            .chain(card_gateway.map(|gateway| {
+                (
+                    "card".to_owned(),
+                    [
+                        ("secret_key", "sk_test_1"),
+                        ("webhook_secret", "whsec_1"),
+                        ("api_base_url", gateway),
+                    ]
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect(),
+                )
+            }))
+            .collect(),
             ..Default::default()
         },
     ));
