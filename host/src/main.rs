@@ -663,6 +663,7 @@ fn serve(
         tracing::info!(
             address = %listener.local_addr()?,
             database = %database.url().redacted(),
+            dashboard = %format!("http://{}/", listener.local_addr()?),
             "tollgate is serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
