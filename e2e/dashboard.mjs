@@ -205,7 +205,10 @@ const tenantPages = [
 ];
 for (const width of [1280, 390]) {
   const page = width === 1280 ? admin : await newPage(width);
-  if (width !== 1280) await signIn(page, env("ACME_ADMIN_KEY"));
+  if (width !== 1280) {
+    await visit(page, "/sign-in", "sign-in");
+    await signIn(page, env("ACME_ADMIN_KEY"));
+  }
   for (const [path, name] of tenantPages) await visit(page, path, name);
 }
 

@@ -759,11 +759,24 @@ pub fn enable(
             return Err(PluginError::SettingTooLong(setting.clone()));
         }
     }
-    if let Some(missing) = manifest
-        .settings
-        .iter()
-        .find(|spec| spec.required && !settings.contains_key(&spec.name))
-    {
+    // A secret setting left out keeps its stored value: it is never shown
+    // back, so a settings form cannot send it again.
+    let kept: BTreeMap<String, String> = match stored_settings(conn, tenant, name)? {
+        None => BTreeMap::new(),
+        Some(previous) => manifest
+            .settings
+            .iter()
+            .filter(|spec| spec.secret && !settings.contains_key(&spec.name))
+            .filter_map(|spec| {
+                previous
+                    .get(&spec.name)
+                    .map(|sealed| (spec.name.clone(), sealed.clone()))
+            })
+            .collect(),
+    };
+    if let Some(missing) = manifest.settings.iter().find(|spec| {
+        spec.required && !settings.contains_key(&spec.name) && !kept.contains_key(&spec.name)
+    }) {
         return Err(PluginError::MissingSetting {
             plugin: name.to_owned(),
             setting: missing.name.clone(),
@@ -771,9 +784,10 @@ pub fn enable(
         });
     }
     // Secrets are stored sealed, each bound to its tenant, plugin and name.
-    let stored: BTreeMap<&String, String> = settings
+    let stored: BTreeMap<&String, String> = kept
         .iter()
-        .map(|(setting, value)| {
+        .map(|(setting, sealed)| (setting, sealed.clone()))
+        .chain(settings.iter().map(|(setting, value)| {
             let secret = manifest
                 .settings
                 .iter()
@@ -783,7 +797,7 @@ pub fn enable(
                 false => value.clone(),
             };
             (setting, value)
-        })
+        }))
         .collect();
     let settings_json = serde_json::to_string(&stored).expect("a string map serializes");
     crate::db::write_transaction(conn, |conn| {
@@ -841,6 +855,22 @@ pub fn is_enabled(
         .count()
         .get_result(conn)?;
     Ok(n_rows > 0)
+}
+
+/// A tenant's settings for a plugin as stored (secrets sealed), enabled or
+/// not; `None` when it never enabled it.
+pub fn stored_settings(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, PluginError> {
+    let row: Option<String> = plugin_enablements::table
+        .filter(plugin_enablements::tenant_id.eq(tenant.0))
+        .filter(plugin_enablements::plugin.eq(name))
+        .select(plugin_enablements::settings)
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|json| serde_json::from_str(&json).expect("settings were stored as a JSON object")))
 }
 
 /// Where a sealed setting belongs: opening it anywhere else fails.

@@ -68,13 +68,74 @@ pub fn router(api: Router, state: AppState) -> Router {
         .route("/static/{file}", get(static_file))
         .route("/app/api/{*path}", any(forward))
         .merge(pages::routes())
+        .layer(axum::middleware::from_fn(guard))
         .with_state(web)
+}
+
+/// What every dashboard answer gets, and what every request that may
+/// change something must pass: it comes from one of our own pages, not
+/// another site (a browser says so in `Sec-Fetch-Site` and `Origin`), which
+/// also stops another site signing a browser in to its own tenant.
+async fn guard(request: Request, next: axum::middleware::Next) -> Response {
+    let safe = matches!(request.method(), &Method::GET | &Method::HEAD);
+    if !safe && !same_origin(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this request comes from another site; use Tollgate's own pages",
+        )
+            .into_response();
+    }
+    let is_static = request.uri().path().starts_with("/static/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !is_static {
+        // Pages show a tenant's figures and carry one-use form nonces.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Whether a request is from a page of this origin, as far as the browser
+/// tells: `Sec-Fetch-Site` is not `cross-site`, and an `Origin`, when sent,
+/// names this request's host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if text("sec-fetch-site") == Some("cross-site") {
+        return false;
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
 }
 
 /// The templates, embedded at build time.
 static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    // A field the API sends as null shows as nothing, not "none".
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            return Ok(());
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     for (name, source) in pages::TEMPLATES {
         env.add_template(name, source)
             .unwrap_or_else(|error| panic!("template {name}: {error:#}"));
@@ -326,9 +387,25 @@ impl Web {
 /// in `X-CSRF-Token`.
 async fn forward(
     State(web): State<Web>,
-    session: Session,
+    session: Result<Session, PageError>,
     request: Request,
 ) -> Result<Response, PageError> {
+    // A script's request answers as the API would, never with a redirect
+    // to a page the script would take for success.
+    let session = match session {
+        Ok(session) => session,
+        Err(PageError::SignIn) => {
+            return Ok((
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": {
+                    "code": "signed_out",
+                    "message": "the session has ended; sign in again",
+                }})),
+            )
+                .into_response());
+        }
+        Err(error) => return Err(error),
+    };
     let (parts, body) = request.into_parts();
     if parts.method != Method::GET && parts.method != Method::HEAD {
         let token = parts

@@ -576,6 +576,38 @@ fn tenants_keys_plugins_and_grants_keep_to_their_roles_and_tenants() {
             .iter()
             .any(|plugin| plugin["name"] == "http-leads" && plugin["enabled"] == true)
     );
+    // Settings saved again without the secret keep it (a form never shows
+    // it back); the listing shows plain values, and of a secret only that
+    // it is set.
+    let (status, answer) = server.call(
+        "PUT",
+        globex,
+        enable,
+        Some(r#"{"settings": {"api_base_url": "https://api.apollo.io"}}"#),
+        &[],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = server.call("GET", globex, "/plugins", None, &[]);
+    let http_leads = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|plugin| plugin["name"] == "http-leads")
+        .unwrap()
+        .clone();
+    let setting = |name: &str| {
+        http_leads["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|setting| setting["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(setting("api_key")["set"], true);
+    assert_eq!(setting("api_key")["value"], serde_json::Value::Null);
+    assert!(!listed.to_string().contains(r#""k""#), "{listed}");
+    assert_eq!(setting("api_base_url")["value"], "https://api.apollo.io");
     // Acme's view did not change.
     let (_, listed) = server.call("GET", member, "/plugins", None, &[]);
     assert!(

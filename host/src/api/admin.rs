@@ -286,6 +286,23 @@ pub(super) async fn list_plugins(
                     Some(tenant) => plugins::is_enabled(conn, tenant, &version.name)?,
                     None => false,
                 };
+                // The tenant's settings, secrets only as "set".
+                let stored = match tenant {
+                    Some(tenant) => plugins::stored_settings(conn, tenant, &version.name)?,
+                    None => None,
+                }
+                .unwrap_or_default();
+                let setting = |spec: &plugins::SettingSpec| {
+                    let value = stored.get(&spec.name);
+                    serde_json::json!({
+                        "name": spec.name,
+                        "description": spec.description,
+                        "required": spec.required,
+                        "secret": spec.secret,
+                        "value": if spec.secret { None } else { value },
+                        "set": value.is_some(),
+                    })
+                };
                 answer.push(serde_json::json!({
                     "name": version.name,
                     "version": version.version,
@@ -293,12 +310,7 @@ pub(super) async fn list_plugins(
                     "api_version": version.api_version,
                     "description": manifest.description,
                     "author": manifest.author,
-                    "settings": manifest.settings.iter().map(|spec| serde_json::json!({
-                        "name": spec.name,
-                        "description": spec.description,
-                        "required": spec.required,
-                        "secret": spec.secret,
-                    })).collect::<Vec<_>>(),
+                    "settings": manifest.settings.iter().map(setting).collect::<Vec<_>>(),
                     "enabled": enabled,
                 }));
             }

@@ -284,33 +284,54 @@ pub fn mrr(revenue: &Value) -> String {
     lines("MRR by month", &labels, &[("MRR".to_owned(), values)], None)
 }
 
-/// Revenue by month and the forecast with its band, from
-/// `GET /billing/revenue`.
+/// The month after a `YYYY-MM` key.
+fn next_month(key: &str) -> Option<String> {
+    let day = chrono::NaiveDate::parse_from_str(&format!("{key}-01"), "%Y-%m-%d").ok()?;
+    Some((day + chrono::Months::new(1)).format("%Y-%m").to_string())
+}
+
+/// Revenue by month, every month from the report's first to the last
+/// complete one (a month without revenue at zero), then the forecast with
+/// its band, from `GET /billing/revenue`.
 pub fn forecast(revenue: &Value) -> String {
-    let history = revenue["series"].as_array().cloned().unwrap_or_default();
+    let mut by_month: BTreeMap<String, f64> = BTreeMap::new();
+    if revenue["granularity"].as_str().unwrap_or("month") == "month" {
+        for period in revenue["series"].as_array().into_iter().flatten() {
+            let month = period["period"].as_str().unwrap_or_default();
+            *by_month.entry(month.to_owned()).or_default() += number(&period["revenue"]);
+        }
+    }
     let ahead = revenue["forecast"]["months"]
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let first = revenue["from"].as_str().unwrap_or_default().to_owned();
+    // History ends where the forecast starts: the current month is not
+    // complete, and the forecast is made from complete months only.
+    let end = match ahead.first().and_then(|month| month["month"].as_str()) {
+        Some(start) => start.to_owned(),
+        None => revenue["to"]
+            .as_str()
+            .and_then(next_month)
+            .unwrap_or_default(),
+    };
     let mut labels = Vec::new();
     let (mut actual, mut predicted, mut low, mut high) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for month in &history {
-        labels.push(month["period"].as_str().unwrap_or_default().to_owned());
-        actual.push(Some(number(&month["revenue"])));
+    let mut month = first;
+    while !month.is_empty() && month < end && labels.len() < 240 {
+        actual.push(Some(by_month.get(&month).copied().unwrap_or(0.0)));
         predicted.push(None);
         low.push(None);
         high.push(None);
+        labels.push(month.clone());
+        month = next_month(&month).unwrap_or_default();
     }
-    // The forecast line starts from the last actual month.
-    if let Some(last) = actual.last_mut().and_then(|value| *value) {
-        if let Some(slot) = predicted.last_mut() {
-            *slot = Some(last);
-        }
-        if let (Some(low), Some(high)) = (low.last_mut(), high.last_mut()) {
-            *low = Some(last);
-            *high = Some(last);
-        }
+    // The forecast line starts from the last complete month.
+    if let Some(last) = actual.last().copied().flatten() {
+        *predicted.last_mut().expect("as many as actual") = Some(last);
+        *low.last_mut().expect("as many as actual") = Some(last);
+        *high.last_mut().expect("as many as actual") = Some(last);
     }
     for month in &ahead {
         labels.push(month["month"].as_str().unwrap_or_default().to_owned());
@@ -351,6 +372,48 @@ mod tests {
         assert!(svg.contains("&lt;email&gt;"), "{svg}");
         assert!(!svg.contains("<email>"), "{svg}");
         assert!(svg.contains("12-02 csv-leads: 4.5"), "{svg}");
+    }
+
+    #[test]
+    fn the_forecast_fills_empty_months_and_starts_after_the_last_complete_one() {
+        let revenue = serde_json::json!({
+            "from": "2026-01", "to": "2026-05", "granularity": "month",
+            "series": [
+                {"period": "2026-01", "revenue": "100"},
+                {"period": "2026-03", "revenue": "300"},
+                {"period": "2026-05", "revenue": "50"},
+            ],
+            "forecast": {"months": [
+                {"month": "2026-05", "revenue": "400", "low": "350", "high": "450"},
+                {"month": "2026-06", "revenue": "500", "low": "400", "high": "600"},
+            ]},
+        });
+        let svg = forecast(&revenue);
+        // January to April, then the two forecast months: May once.
+        for month in [
+            "2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06",
+        ] {
+            assert_eq!(
+                svg.matches(&format!(">{month}<")).count(),
+                1,
+                "{month}: {svg}"
+            );
+        }
+        // Six points on the revenue line: Jan 100, Feb 0, Mar 300, Apr 0.
+        let revenue_line = svg.split("<polyline").nth(1).unwrap();
+        assert_eq!(
+            revenue_line
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .split(' ')
+                .count(),
+            4,
+            "{svg}"
+        );
     }
 
     #[test]

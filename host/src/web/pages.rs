@@ -205,10 +205,9 @@ pub(super) async fn sign_out(
     form: Form,
 ) -> Result<Response, PageError> {
     check_csrf(&session, &form)?;
-    let now = web.state.now();
     web.state
         .database
-        .run(move |conn| session::close(conn, session.id, now).map_err(anyhow::Error::from))
+        .run(move |conn| session::close(conn, session.id).map_err(anyhow::Error::from))
         .await
         .map_err(PageError::internal)?;
     let cookie = cookie::Cookie::build((session::COOKIE, ""))
@@ -280,7 +279,8 @@ async fn credits_page(
         true => subscription.json()["subscription"].clone(),
         false => Value::Null,
     };
-    let nonce = hex_nonce();
+    // One nonce per form: the Idempotency-Key of what it sends.
+    let nonces = json!({ "purchase": hex_nonce(), "plan": hex_nonce() });
     let status = match form.is_null() {
         true => StatusCode::OK,
         false => StatusCode::UNPROCESSABLE_ENTITY,
@@ -301,7 +301,7 @@ async fn credits_page(
             "filter_query": filters,
             "filter_error": filter_error,
             "form": form,
-            "nonce": nonce,
+            "nonces": nonces,
             "notice": query.get("notice"),
         }),
     );
@@ -451,7 +451,7 @@ async fn change_plan(
         let form = refused("plan", &form, "plan", "Choose a plan.".into());
         return credits_refused(&web, &session, form).await;
     }
-    let subscribed = web.get(&session, "/billing/subscriptions").await.is_ok();
+    let subscribed = web.get(&session, "/billing/subscriptions").await?["subscription"].is_object();
     let key = format!("web-{}-{}", session.id, field(&form, "nonce"));
     let (method, uri) = match subscribed {
         true => (Method::PUT, "/billing/subscriptions/plan"),
@@ -480,7 +480,26 @@ async fn usage(
         Role::Operator => format!("/analytics/usage?{range}"),
         _ => format!("/usage?{range}"),
     };
-    let usage = web.get(&session, &uri).await?;
+    let answer = web
+        .call(
+            &session,
+            Method::GET,
+            &uri,
+            HeaderMap::new(),
+            axum::body::Body::empty(),
+        )
+        .await?;
+    // A bad range is shown beside the filter, with the last 30 days.
+    let (usage, filter_error) = match answer.status.is_success() {
+        true => (answer.json(), Value::Null),
+        false => {
+            let default = match session.principal.role {
+                Role::Operator => "/analytics/usage",
+                _ => "/usage",
+            };
+            (web.get(&session, default).await?, answer.message().into())
+        }
+    };
     let chart = charts::usage_by_day(&usage);
     let page = context(
         &web,
@@ -490,6 +509,7 @@ async fn usage(
             "usage": usage,
             "chart": chart,
             "filters": query,
+            "filter_error": filter_error,
         }),
     );
     Ok(render("usage.html", page))

@@ -61,6 +61,9 @@ pub fn open(
     let secret = random_hex();
     let csrf = random_hex();
     let expires_at = now.saturating_add_micros(LIFETIME_MICROS);
+    // Expired sessions go as new ones come.
+    diesel::delete(web_sessions::table.filter(web_sessions::expires_at.le(now.micros())))
+        .execute(conn)?;
     let id = diesel::insert_into(web_sessions::table)
         .values((
             web_sessions::secret_sha256.eq(hex(&digest(&secret))),
@@ -119,19 +122,8 @@ pub fn find(
     )
 }
 
-/// Ends a session (signing out), and forgets every expired one.
-pub fn close(
-    conn: &mut DbConnection,
-    id: i64,
-    now: Timestamp,
-) -> Result<(), diesel::result::Error> {
-    diesel::delete(
-        web_sessions::table.filter(
-            web_sessions::id
-                .eq(id)
-                .or(web_sessions::expires_at.le(now.micros())),
-        ),
-    )
-    .execute(conn)?;
+/// Ends a session (signing out).
+pub fn close(conn: &mut DbConnection, id: i64) -> Result<(), diesel::result::Error> {
+    diesel::delete(web_sessions::table.filter(web_sessions::id.eq(id))).execute(conn)?;
     Ok(())
 }

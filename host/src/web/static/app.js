@@ -15,7 +15,14 @@ async function api(method, path, body, extraHeaders) {
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
   });
+  if (response.status === 401) {
+    // The session ended: sign in again rather than act on nothing.
+    window.location = "/sign-in";
+  }
   const text = await response.text();
+  if (response.redirected || !(response.headers.get("Content-Type") || "").includes("json")) {
+    return { status: response.ok ? 502 : response.status, body: { error: { message: `unexpected answer from the server (${response.status})` } } };
+  }
   let parsed = null;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -88,7 +95,8 @@ function setUpBoard(board) {
       }
     }
     const deal = dragged;
-    const from = deal.closest(".column");
+    const from = deal.parentNode;
+    const nextBefore = deal.nextSibling;
     list.insertBefore(deal, others[position] || null);
     recount(board);
     const answer = await api(
@@ -99,7 +107,7 @@ function setUpBoard(board) {
     );
     if (answer.status >= 400) {
       showError(error, `The deal did not move: ${errorOf(answer)}`);
-      from.querySelector(".deals").append(deal);
+      from.insertBefore(deal, nextBefore);
       recount(board);
     } else {
       showError(error, "");
@@ -125,7 +133,10 @@ function csvRecords(text) {
   let quoted = false;
   for (let index = 0; index < text.length; index++) {
     const c = text[index];
-    if (c === '"') quoted = !quoted;
+    const previous = index === 0 ? "\n" : text[index - 1];
+    // As the csv crate reads it: a quote opens quoting only at a field's
+    // start, and inside quotes "" is a quote.
+    if (c === '"' && (quoted || previous === "," || previous === "\n" || previous === "\r")) quoted = !quoted;
     else if (c === "\n") {
       if (!quoted) {
         const raw = text.slice(start, index).replace(/\r$/, "");
@@ -154,7 +165,7 @@ function csvFields(raw) {
         index++;
       } else if (c === '"') quoted = false;
       else field += c;
-    } else if (c === '"') quoted = true;
+    } else if (c === '"' && field === "") quoted = true;
     else if (c === ",") {
       fields.push(field);
       field = "";
@@ -227,6 +238,13 @@ function setUpImport(box) {
     for (let offset = 0; offset < rows.length; offset += IMPORT_CHUNK_ROWS) {
       const chunk = rows.slice(offset, offset + IMPORT_CHUNK_ROWS);
       const csv = [records[0].raw, ...chunk.map((record) => record.raw)].join("\n") + "\n";
+      // Where each row starts in the chunk, to give skips the file's lines.
+      const starts = [];
+      let at = headerLines + 1;
+      for (const record of chunk) {
+        starts.push(at);
+        at += record.raw.split("\n").length;
+      }
       status.textContent = `Importing rows ${offset + 1} to ${offset + chunk.length} of ${rows.length}…`;
       const answer = await api("POST", "/leads/import", { csv, mapping, tags });
       if (answer.status >= 400) {
@@ -239,8 +257,10 @@ function setUpImport(box) {
       total.updated += report.updated;
       total.skipped += report.skipped;
       for (const skip of report.skips) {
-        // The chunk's lines, back to the file's: the chunk's first row is the file's row at `offset`.
-        const line = skip.line - headerLines - 1 + chunk[0].line;
+        // The chunk's line, back to the file's (blank lines were left out of the chunk).
+        let index = starts.length - 1;
+        while (index > 0 && starts[index] > skip.line) index--;
+        const line = chunk[index].line + (skip.line - starts[index]);
         total.skips.push({ line, reason: skip.reason });
       }
       progress.value = Math.round(((offset + chunk.length) / rows.length) * 100);
@@ -343,7 +363,7 @@ function setUpEditor(box) {
     };
     if (SENDING.includes(step.kind)) {
       const select = el("select");
-      for (const mailbox of mailboxes) select.append(el("option", { value: mailbox.id, text: `${mailbox.name} (${mailbox.plugin})` }));
+      for (const mailbox of mailboxes) select.append(el("option", { value: mailbox.id, text: `${mailbox.name || mailbox.address} (${mailbox.plugin})` }));
       card.append(labelled("Mailbox", bind(select, () => step.mailbox, (value) => (step.mailbox = Number(value)))));
       step.variants.forEach((variant, number) => {
         const group = el("fieldset", { class: "variant" }, el("legend", { text: `Variant ${String.fromCharCode(65 + number)}` }));
@@ -386,7 +406,17 @@ function setUpEditor(box) {
     steps.push(newStep(document.getElementById("new-step-kind").value, mailboxes));
     render();
   };
-  document.getElementById("save-sequence").onclick = async () => {
+  const save = document.getElementById("save-sequence");
+  save.onclick = async () => {
+    if (save.disabled) return;
+    save.disabled = true;
+    try {
+      await saveSequence();
+    } finally {
+      save.disabled = false;
+    }
+  };
+  async function saveSequence() {
     const error = document.getElementById("editor-error");
     const status = document.getElementById("editor-status");
     showError(error, "");
@@ -414,7 +444,7 @@ function setUpEditor(box) {
       return;
     }
     status.textContent = `Saved as version ${answer.body.sequence.version}.`;
-  };
+  }
 }
 
 // ---- plugins: enable with settings, disable, install and upgrade ----
@@ -457,7 +487,8 @@ function setUpPlugins() {
         showError(error, "Choose the component (.wasm) and its manifest (.toml).");
         return;
       }
-      const body = { manifest: await manifest.text(), wasm_base64: await fileBase64(component) };
+      const approved = form.querySelector('input[name="approved_hosts"]').value.split(",").map((host) => host.trim()).filter((host) => host);
+      const body = { manifest: await manifest.text(), wasm_base64: await fileBase64(component), approved_hosts: approved };
       const path = form.dataset.plugin ? `/plugins/${form.dataset.plugin}/versions` : "/plugins";
       const answer = await api("POST", path, body);
       if (answer.status >= 400) showError(error, errorOf(answer));
@@ -467,6 +498,12 @@ function setUpPlugins() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // A form sent once is not sent again by a second click while it loads.
+  for (const form of document.querySelectorAll('form[method="post"]')) {
+    form.addEventListener("submit", () => {
+      for (const button of form.querySelectorAll('button[type="submit"]')) button.disabled = true;
+    });
+  }
   const board = document.getElementById("board");
   if (board) setUpBoard(board);
   const importBox = document.getElementById("import");
