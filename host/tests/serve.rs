@@ -376,4 +376,41 @@ fn the_demo_has_a_scored_lead_book_a_paused_sequence_and_a_pipeline() {
     // The deals that entered Proposal made its task.
     let tasks = server.get(&key, "/tasks");
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2);
+
+    // The dashboard: the demo key signs in, and the pages show the demo.
+    let browser: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let signed_in = browser
+        .post(&format!("{}/sign-in", server.base))
+        .send_form([("key", key.as_str())])
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    for (path, shows) in [
+        ("/app/credits", "1,250"),
+        ("/app/leads", "VP Marketing"),
+        (&*format!("/app/pipelines/{pipeline}"), "data-deal="),
+    ] {
+        let mut page = browser
+            .get(&format!("{}{path}", server.base))
+            .header("cookie", &session)
+            .call()
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let html = page.body_mut().read_to_string().unwrap();
+        assert!(html.contains(shows), "{path} does not show {shows:?}");
+    }
 }
