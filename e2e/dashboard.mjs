@@ -188,6 +188,23 @@ check(stage === to, `after a reload the deal is in stage ${stage}, not ${to}`);
 writeFileSync(join(SHOTS, "moved.txt"), `${deal} ${to}`);
 await shot(admin, "board-moved");
 
+// A new deal: a bad value is refused beside its field, then it is added.
+await admin.click("details.new-deal summary");
+await admin.fill("#deal-title", "Looms for Lovelace");
+await admin.fill("#deal-value", "lots");
+await Promise.all([admin.waitForNavigation(), admin.click('#deal-form button[type="submit"]')]);
+check((await admin.textContent("#deal-form")).toLowerCase().includes("value"), `deal error: ${await admin.textContent("#deal-form")}`);
+check(await admin.isVisible("#deal-form .field-error"), "the deal's error is shown beside a field");
+await shot(admin, "board-refused");
+await admin.fill("#deal-value", "1200.50");
+await Promise.all([admin.waitForNavigation(), admin.click('#deal-form button[type="submit"]')]);
+check((await admin.textContent("#board")).includes("Looms for Lovelace"), "the new deal is on the board");
+
+// A lead enrolled in a sequence from its page.
+await admin.goto(`${BASE}/app/leads/${env("ACME_LEAD")}`);
+await Promise.all([admin.waitForNavigation(), admin.click('#enroll-form button[type="submit"]')]);
+check(/Choose a sequence/.test(await admin.textContent("#enroll-form")), "enrolling without a sequence is refused beside it");
+
 // ---- every tenant page, at 1280 and 390 px, without console errors ----
 const tenantPages = [
   ["/app/credits", "credits"],

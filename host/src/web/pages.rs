@@ -48,11 +48,13 @@ pub(super) fn routes() -> Router<Web> {
         .route("/app/leads", get(leads))
         .route("/app/leads/import", get(import))
         .route("/app/leads/{id}", get(lead))
+        .route("/app/leads/{id}/enroll", post(enroll))
         .route("/app/sequences", get(sequences))
         .route("/app/sequences/new", get(new_sequence))
         .route("/app/sequences/{id}", get(sequence))
         .route("/app/pipelines", get(pipelines))
         .route("/app/pipelines/{id}", get(board))
+        .route("/app/pipelines/{id}/deals", post(create_deal))
         .route("/app/plugins", get(plugins))
 }
 
@@ -613,12 +615,69 @@ async fn lead(
     State(web): State<Web>,
     session: Session,
     Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Page, PageError> {
     tenant_only(&session)?;
-    let lead = web
-        .get(&session, &format!("/leads/{}", encode(&id)))
+    let notice = query.get("notice").cloned().map(Value::from);
+    lead_page(&web, &session, &id, notice.unwrap_or_default(), Value::Null)
+        .await
+        .map(|(_, page)| page)
+}
+
+async fn lead_page(
+    web: &Web,
+    session: &Session,
+    id: &str,
+    notice: Value,
+    form: Value,
+) -> Result<(StatusCode, Page), PageError> {
+    let mut lead = web.get(session, &format!("/leads/{}", encode(id))).await?;
+    lead["sequences"] = web.get(session, "/sequences").await?["sequences"].take();
+    lead["notice"] = notice;
+    let status = match form.is_null() {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    lead["form"] = form;
+    Ok((
+        status,
+        render("lead.html", context(web, session, "leads", lead)),
+    ))
+}
+
+/// `POST /app/leads/{id}/enroll`: enrolls the lead in a sequence.
+async fn enroll(
+    State(web): State<Web>,
+    session: Session,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, PageError> {
+    check_csrf(&session, &form)?;
+    tenant_only(&session)?;
+    let lead: i64 = id
+        .parse()
+        .map_err(|_| PageError::Status(StatusCode::NOT_FOUND, format!("lead {id} not found")))?;
+    let refuse = |message: String| refused("enroll", &form, "sequence", message);
+    let Ok(sequence) = field(&form, "sequence").parse::<i64>() else {
+        let form = refuse("Choose a sequence.".into());
+        let (status, page) = lead_page(&web, &session, &id, Value::Null, form).await?;
+        return Ok((status, page).into_response());
+    };
+    let answer = web
+        .send(
+            &session,
+            Method::POST,
+            &format!("/sequences/{sequence}/enrollments"),
+            &json!({ "leads": [lead] }),
+            None,
+        )
         .await?;
-    Ok(render("lead.html", context(&web, &session, "leads", lead)))
+    if !answer.status.is_success() {
+        let form = refuse(answer.message());
+        let (status, page) = lead_page(&web, &session, &id, Value::Null, form).await?;
+        return Ok((status, page).into_response());
+    }
+    Ok(Redirect::to(&format!("/app/leads/{lead}?notice=enrolled")).into_response())
 }
 
 /// A path segment as the user typed it, made safe to put in a URI.
@@ -718,13 +777,64 @@ async fn board(
     Path(id): Path<String>,
 ) -> Result<Page, PageError> {
     tenant_only(&session)?;
-    let board = web
-        .get(&session, &format!("/pipelines/{}", encode(&id)))
+    board_page(&web, &session, &id, Value::Null)
+        .await
+        .map(|(_, page)| page)
+}
+
+async fn board_page(
+    web: &Web,
+    session: &Session,
+    id: &str,
+    form: Value,
+) -> Result<(StatusCode, Page), PageError> {
+    let mut board = web
+        .get(session, &format!("/pipelines/{}", encode(id)))
         .await?;
-    Ok(render(
-        "board.html",
-        context(&web, &session, "pipelines", board),
+    let status = match form.is_null() {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    board["form"] = form;
+    Ok((
+        status,
+        render("board.html", context(web, session, "pipelines", board)),
     ))
+}
+
+/// `POST /app/pipelines/{id}/deals`: a new deal at the top of a stage.
+async fn create_deal(
+    State(web): State<Web>,
+    session: Session,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, PageError> {
+    check_csrf(&session, &form)?;
+    tenant_only(&session)?;
+    let pipeline: i64 = id.parse().map_err(|_| {
+        PageError::Status(StatusCode::NOT_FOUND, format!("pipeline {id} not found"))
+    })?;
+    let mut body = json!({ "pipeline": pipeline, "title": field(&form, "title") });
+    for name in ["value", "currency", "owner"] {
+        if !field(&form, name).is_empty() {
+            body[name] = field(&form, name).into();
+        }
+    }
+    if let Ok(stage) = field(&form, "stage").parse::<i64>() {
+        body["stage"] = stage.into();
+    }
+    let answer = web
+        .send(&session, Method::POST, "/deals", &body, None)
+        .await?;
+    if !answer.status.is_success() {
+        let message = answer.message();
+        let at = field_of(&message, &["title", "value", "currency", "owner", "stage"]);
+        let at = if at == "_form" { "title" } else { at };
+        let form = refused("deal", &form, at, message);
+        let (status, page) = board_page(&web, &session, &id, form).await?;
+        return Ok((status, page).into_response());
+    }
+    Ok(Redirect::to(&format!("/app/pipelines/{pipeline}")).into_response())
 }
 
 // ---- plugins ----
