@@ -11,6 +11,7 @@ mod error;
 mod idempotency;
 mod leads;
 mod pipelines;
+mod resellers;
 pub mod sequences;
 mod tracking;
 pub mod v1;

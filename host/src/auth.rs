@@ -33,6 +33,9 @@ pub enum Role {
     Admin,
     /// A tenant's member: calls, its own usage and balance.
     Member,
+    /// A reseller's administrator: the reseller's own tenants (creating
+    /// them, their keys), never another reseller's, and no tenant's data.
+    Reseller,
 }
 
 impl Role {
@@ -41,11 +44,12 @@ impl Role {
             Role::Operator => "operator",
             Role::Admin => "admin",
             Role::Member => "member",
+            Role::Reseller => "reseller",
         }
     }
 
     pub fn parse(text: &str) -> Option<Role> {
-        [Role::Operator, Role::Admin, Role::Member]
+        [Role::Operator, Role::Admin, Role::Member, Role::Reseller]
             .into_iter()
             .find(|role| role.as_str() == text)
     }
@@ -83,7 +87,9 @@ pub struct ApiKey {
 pub enum AuthError {
     #[error("the API key is missing, malformed, unknown or revoked")]
     BadKey,
-    #[error("an operator key belongs to no tenant; a tenant admin's or member's key to one")]
+    #[error(
+        "an operator key belongs to no tenant, a reseller key to a reseller, and a tenant admin's or member's key to a tenant"
+    )]
     TenantMismatch,
     #[error("a key name must be 1 to {KEY_NAME_BYTES_MAX} bytes and not blank")]
     InvalidName,
@@ -133,7 +139,10 @@ pub fn create_key(
         return Err(AuthError::TenantMismatch);
     }
     if let Some(tenant) = tenant {
-        tenants::find(conn, tenant)?;
+        let kind = tenants::find(conn, tenant)?.kind;
+        if (role == Role::Reseller) != (kind == tenants::Kind::Reseller) {
+            return Err(AuthError::TenantMismatch);
+        }
     }
     let random: [u8; KEY_RANDOM_BYTES] = rand::random();
     let secret: String = std::iter::once(KEY_PREFIX.to_owned())

@@ -19,11 +19,38 @@ pub const TENANT_NAME_BYTES_MAX: usize = 200;
 /// Most tenants one listing returns.
 pub const TENANTS_PAGE_MAX: usize = 1_000;
 
+/// What a tenant is to the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A sales team using the platform.
+    Tenant,
+    /// A white-label reseller: it sells the platform to tenants of its own
+    /// (its children), and its wallet is its wholesale account.
+    Reseller,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "tenant",
+            Kind::Reseller => "reseller",
+        }
+    }
+
+    fn parse(text: &str) -> Kind {
+        match text {
+            "reseller" => Kind::Reseller,
+            _ => Kind::Tenant,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub parent: Option<TenantId>,
+    pub kind: Kind,
     pub created_at: Timestamp,
 }
 
@@ -33,6 +60,8 @@ pub enum TenantError {
     InvalidName,
     #[error("tenant {0} does not exist")]
     NotFound(TenantId),
+    #[error("tenant {0} is not a reseller")]
+    NotAReseller(TenantId),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("database error: {0}")]
@@ -44,6 +73,41 @@ pub fn create(
     conn: &mut DbConnection,
     name: &str,
     parent: Option<TenantId>,
+    credit_limit: Credits,
+    now: Timestamp,
+) -> Result<(Tenant, AccountId), TenantError> {
+    create_of_kind(conn, name, parent, Kind::Tenant, credit_limit, now)
+}
+
+/// Creates a reseller and its wallet (its wholesale account).
+pub fn create_reseller(
+    conn: &mut DbConnection,
+    name: &str,
+    credit_limit: Credits,
+    now: Timestamp,
+) -> Result<(Tenant, AccountId), TenantError> {
+    create_of_kind(conn, name, None, Kind::Reseller, credit_limit, now)
+}
+
+/// Creates a tenant of a reseller's, its child.
+pub fn create_for_reseller(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+    name: &str,
+    credit_limit: Credits,
+    now: Timestamp,
+) -> Result<(Tenant, AccountId), TenantError> {
+    if find(conn, reseller)?.kind != Kind::Reseller {
+        return Err(TenantError::NotAReseller(reseller));
+    }
+    create_of_kind(conn, name, Some(reseller), Kind::Tenant, credit_limit, now)
+}
+
+fn create_of_kind(
+    conn: &mut DbConnection,
+    name: &str,
+    parent: Option<TenantId>,
+    kind: Kind,
     credit_limit: Credits,
     now: Timestamp,
 ) -> Result<(Tenant, AccountId), TenantError> {
@@ -63,6 +127,7 @@ pub fn create(
                 tenants::name.eq(name),
                 tenants::parent_tenant_id.eq(parent.map(|parent| parent.0)),
                 tenants::created_at.eq(now.micros()),
+                tenants::kind.eq(kind.as_str()),
             ))
             .returning(tenants::id)
             .get_result(conn)?;
@@ -73,6 +138,7 @@ pub fn create(
                 id: tenant,
                 name: name.to_owned(),
                 parent,
+                kind,
                 created_at: now,
             },
             wallet,
@@ -80,13 +146,14 @@ pub fn create(
     })
 }
 
-type TenantRow = (i64, String, Option<i64>, i64);
+type TenantRow = (i64, String, Option<i64>, i64, String);
 
-fn from_row((id, name, parent, created_at): TenantRow) -> Tenant {
+fn from_row((id, name, parent, created_at, kind): TenantRow) -> Tenant {
     Tenant {
         id: TenantId(id),
         name,
         parent: parent.map(TenantId),
+        kind: Kind::parse(&kind),
         created_at: Timestamp::from_micros(created_at),
     }
 }
@@ -98,6 +165,54 @@ pub fn find(conn: &mut DbConnection, id: TenantId) -> Result<Tenant, TenantError
         .optional()?
         .map(from_row)
         .ok_or(TenantError::NotFound(id))
+}
+
+/// A reseller's tenant: not found unless `tenant` is one of `reseller`'s
+/// children, so one reseller never learns of another's tenants.
+pub fn find_of_reseller(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+    tenant: TenantId,
+) -> Result<Tenant, TenantError> {
+    match find(conn, tenant) {
+        Ok(found) if found.parent == Some(reseller) => Ok(found),
+        Ok(_) | Err(TenantError::NotFound(_)) => Err(TenantError::NotFound(tenant)),
+        Err(error) => Err(error),
+    }
+}
+
+/// A reseller's tenants in id order, after the cursor `after`, `limit` at a
+/// time.
+pub fn list_of_reseller(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Vec<Tenant>, TenantError> {
+    let limit = limit.clamp(1, TENANTS_PAGE_MAX) as i64;
+    let rows: Vec<TenantRow> = tenants::table
+        .filter(tenants::parent_tenant_id.eq(reseller.0))
+        .filter(tenants::id.gt(after.map_or(0, |after| after.0)))
+        .order(tenants::id)
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Resellers in id order, after the cursor `after`, `limit` at a time.
+pub fn list_resellers(
+    conn: &mut DbConnection,
+    after: Option<TenantId>,
+    limit: usize,
+) -> Result<Vec<Tenant>, TenantError> {
+    let limit = limit.clamp(1, TENANTS_PAGE_MAX) as i64;
+    let rows: Vec<TenantRow> = tenants::table
+        .filter(tenants::kind.eq(Kind::Reseller.as_str()))
+        .filter(tenants::id.gt(after.map_or(0, |after| after.0)))
+        .order(tenants::id)
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 /// Tenants in id order, after the cursor `after`, `limit` at a time.

@@ -1014,6 +1014,7 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
             "/tenants" | "/billing/revenue" | "/billing/reports/monthly" | "/analytics/usage" => {
                 403
             }
+            _ if path.starts_with("/resellers") => 403,
             _ if path.contains("invoices/")
                 || path.contains("credit-notes/")
                 || path.contains("receipts/")
@@ -1065,6 +1066,7 @@ fn no_write_of_one_tenant_reaches_another() {
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
                 let allowed = match path.as_str() {
                     _ if path.ends_with("/keys") => 403,
+                    _ if path.starts_with("/resellers") => 403,
                     "/billing/revenue" | "/billing/reports/monthly" | "/analytics/usage" => 403,
                     _ if path.contains("/receipts/") => 404,
                     _ => 200,
@@ -1212,6 +1214,12 @@ fn no_write_of_one_tenant_reaches_another() {
                 &[200],
             ),
             "/leads/import/mapping" => (path.into(), Some(r#"{"columns": ["Email"]}"#), &[200]),
+            // A tenant's key is no reseller's.
+            "/resellers" | "/resellers/{id}/tenants" => (
+                path.replace("{id}", "1"),
+                Some(r#"{"name": "Spy"}"#),
+                &[403],
+            ),
             "/leads/scoring" => (
                 path.into(),
                 Some(r#"{"rules": [{"field": "title", "contains": "spy", "points": 9}]}"#),

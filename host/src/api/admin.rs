@@ -61,10 +61,11 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
     })
 }
 
-fn tenant_error(error: TenantError) -> ApiError {
+pub(super) fn tenant_error(error: TenantError) -> ApiError {
     match error {
         TenantError::NotFound(tenant) => tenant_not_found(tenant),
         TenantError::InvalidName => ApiError::bad_request("invalid_input", error.to_string()),
+        TenantError::NotAReseller(tenant) => ApiError::not_found(format!("no reseller {tenant}")),
         TenantError::Ledger(LedgerError::NegativeCreditLimit(_)) => {
             ApiError::bad_request("invalid_input", error.to_string())
         }
@@ -72,11 +73,12 @@ fn tenant_error(error: TenantError) -> ApiError {
     }
 }
 
-fn tenant_json(tenant: &tenants::Tenant) -> serde_json::Value {
+pub(super) fn tenant_json(tenant: &tenants::Tenant) -> serde_json::Value {
     serde_json::json!({
         "id": tenant.id.0,
         "name": tenant.name,
         "parent": tenant.parent.map(|parent| parent.0),
+        "kind": tenant.kind.as_str(),
         "created_at": tenant.created_at.to_string(),
     })
 }
@@ -190,15 +192,18 @@ pub(super) async fn create_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let tenant = TenantId(tenant);
-    caller.admin_of(tenant)?;
+    super::resellers::manages_keys(&state, caller, tenant).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let new: NewKey = json_body(&body)?;
     let role = match Role::parse(&new.role) {
-        Some(role @ (Role::Admin | Role::Member)) => role,
+        Some(role @ (Role::Admin | Role::Member | Role::Reseller)) => role,
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_input",
-                format!("role: {:?} is not admin or member", new.role),
+                format!(
+                    "role: {:?} is not admin or member (or reseller, for a reseller)",
+                    new.role
+                ),
             ));
         }
     };
@@ -228,7 +233,7 @@ pub(super) async fn list_keys(
     Path(tenant): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = TenantId(tenant);
-    caller.admin_of(tenant)?;
+    super::resellers::manages_keys(&state, caller, tenant).await?;
     let keys = state
         .database
         .run(move |conn| {
@@ -253,7 +258,7 @@ pub(super) async fn revoke_key(
     Path((tenant, id)): Path<(i64, i64)>,
 ) -> Result<Response, ApiError> {
     let tenant = TenantId(tenant);
-    caller.admin_of(tenant)?;
+    super::resellers::manages_keys(&state, caller, tenant).await?;
     state
         .database
         .run(move |conn| {

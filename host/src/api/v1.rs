@@ -13,7 +13,9 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::idempotency::{self, Claim};
-use super::{AppState, admin, analytics, billing, leads, pipelines, sequences, tracking};
+use super::{
+    AppState, admin, analytics, billing, leads, pipelines, resellers, sequences, tracking,
+};
 use crate::auth::{self, Principal, Role};
 use crate::ids::TenantId;
 use crate::ledger::queries;
@@ -32,7 +34,12 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 77] = [
+pub const OPERATIONS: [(&str, &str); 82] = [
+    ("get", "/resellers"),
+    ("post", "/resellers"),
+    ("get", "/resellers/{id}"),
+    ("get", "/resellers/{id}/tenants"),
+    ("post", "/resellers/{id}/tenants"),
     ("post", "/leads/import/mapping"),
     ("put", "/pipelines/{id}"),
     ("delete", "/sequences/{id}/enrollments/{enrollment}"),
@@ -228,6 +235,12 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route(
             "/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route("/resellers", get(resellers::list).post(resellers::create))
+        .route("/resellers/{id}", get(resellers::get))
+        .route(
+            "/resellers/{id}/tenants",
+            get(resellers::list_tenants).post(resellers::create_tenant),
         )
         .route(
             "/tenants/{tenant}/keys",

@@ -8,6 +8,7 @@ diesel::table! {
         name -> Text,
         parent_tenant_id -> Nullable<BigInt>,
         created_at -> BigInt,
+        kind -> Text,
     }
 }
 

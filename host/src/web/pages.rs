@@ -103,11 +103,16 @@ fn check_csrf(session: &Session, form: &BTreeMap<String, String>) -> Result<(), 
 
 fn tenant_only(session: &Session) -> Result<(), PageError> {
     match session.principal.role {
+        Role::Admin | Role::Member => Ok(()),
         Role::Operator => Err(PageError::Status(
             StatusCode::FORBIDDEN,
             "this page is a tenant's; the operator's pages are Revenue, Usage and Plugins".into(),
         )),
-        _ => Ok(()),
+        Role::Reseller => Err(PageError::Status(
+            StatusCode::FORBIDDEN,
+            "this page is a tenant's; a reseller manages its tenants through /api/v1/resellers"
+                .into(),
+        )),
     }
 }
 

@@ -1,0 +1,2 @@
+DROP INDEX tenants_by_parent;
+ALTER TABLE tenants DROP COLUMN kind;
