@@ -135,12 +135,7 @@ pub(super) async fn list_tenants(
     caller.operator()?;
     super::v1::params(&query, &["after", "limit"])?;
     let limit = super::v1::limit_param(&query, tenants::TENANTS_PAGE_MAX as i64)?;
-    let after = match query.get("after") {
-        None => None,
-        Some(text) => Some(TenantId(text.parse().map_err(|_| {
-            ApiError::bad_request("invalid_parameter", "after must be a tenant id")
-        })?)),
-    };
+    let after = super::resellers::after_param(&query)?;
     let page = state
         .database
         .run(move |conn| tenants::list(conn, after, limit as usize).map_err(anyhow::Error::from))

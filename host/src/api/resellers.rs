@@ -74,7 +74,8 @@ fn credit_limit(new: &NewTenant) -> Result<Credits, ApiError> {
     }
 }
 
-fn after_param(query: &BTreeMap<String, String>) -> Result<Option<TenantId>, ApiError> {
+/// A listing's `after` cursor: a tenant id.
+pub(super) fn after_param(query: &BTreeMap<String, String>) -> Result<Option<TenantId>, ApiError> {
     query
         .get("after")
         .map(|text| {

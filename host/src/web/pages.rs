@@ -89,6 +89,20 @@ fn field_of<'a>(message: &str, fields: &[&'a str]) -> &'a str {
         .unwrap_or("_form")
 }
 
+/// A page's status: 200, or 422 when it shows a refused form again.
+fn form_status(form: &Value) -> StatusCode {
+    match form.is_null() {
+        true => StatusCode::OK,
+        false => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// An object's id from a form's path; anything else is not found.
+fn path_id(id: &str, what: &str) -> Result<i64, PageError> {
+    id.parse()
+        .map_err(|_| PageError::Status(StatusCode::NOT_FOUND, format!("{what} {id} not found")))
+}
+
 /// Checks a form's CSRF token; a form without the session's token changes
 /// nothing.
 fn check_csrf(session: &Session, form: &BTreeMap<String, String>) -> Result<(), PageError> {
@@ -288,10 +302,7 @@ async fn credits_page(
     };
     // One nonce per form: the Idempotency-Key of what it sends.
     let nonces = json!({ "purchase": hex_nonce(), "plan": hex_nonce() });
-    let status = match form.is_null() {
-        true => StatusCode::OK,
-        false => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = form_status(&form);
     let page = context(
         web,
         session,
@@ -639,10 +650,7 @@ async fn lead_page(
     let mut lead = web.get(session, &format!("/leads/{}", encode(id))).await?;
     lead["sequences"] = web.get(session, "/sequences").await?["sequences"].take();
     lead["notice"] = notice;
-    let status = match form.is_null() {
-        true => StatusCode::OK,
-        false => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = form_status(&form);
     lead["form"] = form;
     Ok((
         status,
@@ -659,9 +667,7 @@ async fn enroll(
 ) -> Result<Response, PageError> {
     check_csrf(&session, &form)?;
     tenant_only(&session)?;
-    let lead: i64 = id
-        .parse()
-        .map_err(|_| PageError::Status(StatusCode::NOT_FOUND, format!("lead {id} not found")))?;
+    let lead = path_id(&id, "lead")?;
     let refuse = |message: String| refused("enroll", &form, "sequence", message);
     let Ok(sequence) = field(&form, "sequence").parse::<i64>() else {
         let form = refuse("Choose a sequence.".into());
@@ -796,10 +802,7 @@ async fn board_page(
     let mut board = web
         .get(session, &format!("/pipelines/{}", encode(id)))
         .await?;
-    let status = match form.is_null() {
-        true => StatusCode::OK,
-        false => StatusCode::UNPROCESSABLE_ENTITY,
-    };
+    let status = form_status(&form);
     board["form"] = form;
     Ok((
         status,
@@ -816,9 +819,7 @@ async fn create_deal(
 ) -> Result<Response, PageError> {
     check_csrf(&session, &form)?;
     tenant_only(&session)?;
-    let pipeline: i64 = id.parse().map_err(|_| {
-        PageError::Status(StatusCode::NOT_FOUND, format!("pipeline {id} not found"))
-    })?;
+    let pipeline = path_id(&id, "pipeline")?;
     let mut body = json!({ "pipeline": pipeline, "title": field(&form, "title") });
     for name in ["value", "currency", "owner"] {
         if !field(&form, name).is_empty() {
