@@ -301,11 +301,18 @@ enum TenantCommand {
         #[arg(long, default_value = "0", allow_hyphen_values = true)]
         credit_limit: String,
         /// The reseller this tenant belongs to.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reseller")]
         parent: Option<i64>,
+        /// Create a white-label reseller (its wallet is its wholesale
+        /// account); its keys have the role `reseller`.
+        #[arg(long)]
+        reseller: bool,
     },
     /// List tenants.
     List {
+        /// Only this reseller's tenants.
+        #[arg(long)]
+        reseller: Option<i64>,
         #[arg(long)]
         after: Option<i64>,
         #[arg(long, default_value_t = 100)]
@@ -797,28 +804,56 @@ fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
             name,
             credit_limit,
             parent,
+            reseller,
         } => {
             let credit_limit = Credits::parse(&credit_limit).context("--credit-limit")?;
-            let (tenant, wallet) = tenants::create(
-                &mut conn,
-                &name,
-                parent.map(TenantId),
-                credit_limit,
-                SystemClock.now(),
-            )?;
+            let now = SystemClock.now();
+            let (tenant, wallet) = match (reseller, parent) {
+                (true, _) => tenants::create_reseller(&mut conn, &name, credit_limit, now)?,
+                (false, Some(parent)) => tenants::create_for_reseller(
+                    &mut conn,
+                    TenantId(parent),
+                    &name,
+                    credit_limit,
+                    now,
+                )?,
+                (false, None) => tenants::create(&mut conn, &name, None, credit_limit, now)?,
+            };
             println!(
-                "created tenant {} {:?} with wallet account {wallet}",
-                tenant.id, tenant.name
+                "created {} {} {:?} with wallet account {wallet}",
+                tenant.kind.as_str(),
+                tenant.id,
+                tenant.name
             );
         }
-        TenantCommand::List { after, limit } => {
-            for tenant in tenants::list(&mut conn, after.map(TenantId), limit)? {
+        TenantCommand::List {
+            reseller,
+            after,
+            limit,
+        } => {
+            let after = after.map(TenantId);
+            let listed = match reseller {
+                Some(reseller) => {
+                    let reseller = TenantId(reseller);
+                    if tenants::find(&mut conn, reseller)?.kind != tenants::Kind::Reseller {
+                        anyhow::bail!("tenant {reseller} is not a reseller");
+                    }
+                    tenants::list_of_reseller(&mut conn, reseller, after, limit)?
+                }
+                None => tenants::list(&mut conn, after, limit)?,
+            };
+            for tenant in listed {
                 let parent = tenant.parent.map(|parent| format!(" parent {parent}"));
+                let kind = match tenant.kind {
+                    tenants::Kind::Reseller => " reseller",
+                    tenants::Kind::Tenant => "",
+                };
                 println!(
-                    "{}\t{}\t{}{}",
+                    "{}\t{}\t{}{}{}",
                     tenant.id,
                     tenant.name,
                     tenant.created_at,
+                    kind,
                     parent.unwrap_or_default()
                 );
             }

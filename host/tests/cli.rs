@@ -769,3 +769,51 @@ fn billing_commands_sell_record_payments_render_and_refuse_bad_input() {
         "0 periods renewed, 0 payments attempted\n"
     );
 }
+
+#[test]
+fn resellers_are_created_given_tenants_and_keys_and_listed() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    cli.ok(&["tenant", "create", "--name", "Acme"]);
+    assert!(
+        cli.ok(&["tenant", "create", "--name", "North Agency", "--reseller"])
+            .starts_with("created reseller 2 \"North Agency\"")
+    );
+    assert!(
+        cli.ok(&["tenant", "create", "--name", "Alpha", "--parent", "2"])
+            .starts_with("created tenant 3 \"Alpha\"")
+    );
+    // Only a reseller has tenants of its own.
+    assert!(
+        cli.fails(&["tenant", "create", "--name", "Beta", "--parent", "1"])
+            .contains("tenant 1 is not a reseller")
+    );
+    let north = cli.ok(&["tenant", "list", "--reseller", "2"]);
+    assert!(
+        north.contains("3\tAlpha") && north.contains("parent 2"),
+        "{north}"
+    );
+    assert!(!north.contains("Acme"), "{north}");
+    assert!(
+        cli.fails(&["tenant", "list", "--reseller", "1"])
+            .contains("tenant 1 is not a reseller")
+    );
+    let all = cli.ok(&["tenant", "list"]);
+    assert!(
+        all.contains("North Agency") && all.contains(" reseller"),
+        "{all}"
+    );
+    // A reseller's key has the role reseller; a tenant's cannot.
+    assert!(
+        cli.ok(&[
+            "key", "create", "--role", "reseller", "--tenant", "2", "--name", "agency"
+        ])
+        .contains("tg_")
+    );
+    cli.fails(&[
+        "key", "create", "--role", "reseller", "--tenant", "1", "--name", "x",
+    ]);
+    cli.fails(&[
+        "key", "create", "--role", "admin", "--tenant", "2", "--name", "x",
+    ]);
+}
