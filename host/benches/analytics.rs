@@ -225,6 +225,7 @@ fn generate(conn: &mut DbConnection, sizes: &Sizes) -> anyhow::Result<()> {
                     created_at: Timestamp::from_micros(at),
                     finalized_at: Some(Timestamp::from_micros(at)),
                     closed_at: Some(Timestamp::from_micros(at)),
+                    reseller: None,
                 };
                 let row = (
                     invoices::id.eq(id),
@@ -310,6 +311,9 @@ fn generate(conn: &mut DbConnection, sizes: &Sizes) -> anyhow::Result<()> {
                     period: usage::month_of(created_at),
                     state: "settled".into(),
                     created_at,
+                    reseller_id: None,
+                    wholesale_held: 0,
+                    wholesale: 0,
                 }
             })
             .collect();

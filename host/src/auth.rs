@@ -91,6 +91,10 @@ pub enum AuthError {
         "an operator key belongs to no tenant, a reseller key to a reseller, and a tenant admin's or member's key to a tenant"
     )]
     TenantMismatch,
+    #[error(
+        "this account is suspended, so its keys are refused; its reseller or the operator can resume it"
+    )]
+    Suspended,
     #[error("a key name must be 1 to {KEY_NAME_BYTES_MAX} bytes and not blank")]
     InvalidName,
     #[error("no API key {0}")]
@@ -239,6 +243,11 @@ pub fn authenticate(conn: &mut DbConnection, presented: &str) -> Result<Principa
         .first(conn)
         .optional()?;
     let (key_id, tenant, role) = row.ok_or(AuthError::BadKey)?;
+    if let Some(tenant) = tenant
+        && tenants::is_suspended(conn, TenantId(tenant))?
+    {
+        return Err(AuthError::Suspended);
+    }
     Ok(Principal {
         key_id,
         role: Role::parse(&role).expect("roles are written by this module"),

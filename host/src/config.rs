@@ -826,7 +826,7 @@ const PRICED_FUNCTIONS: [&str; 7] = [
 ];
 
 /// Most prices and rule bindings one file may hold.
-const PRICES_MAX: usize = 10_000;
+pub const PRICES_MAX: usize = 10_000;
 
 /// The largest amount a price may name, in credits: small enough that no
 /// call's charge can overflow.
@@ -939,6 +939,15 @@ fn parse_price(index: usize, raw: RawPrice) -> Result<Price, Invalid> {
         per_million_fuel: amount(raw.per_million_fuel, "per_million_fuel")?,
         charge_failed: raw.charge_failed,
     })
+}
+
+/// Parses one price of a list given as JSON (a reseller's retail prices),
+/// checked exactly as a `[[price]]` of `pricing.toml` is; the error names
+/// the field at fault.
+pub fn parse_price_json(index: usize, value: serde_json::Value) -> Result<Price, String> {
+    let raw: RawPrice = serde_path_to_error::deserialize(value)
+        .map_err(|error| format!("price[{index}].{}: {}", error.path(), error.inner()))?;
+    parse_price(index, raw).map_err(|Invalid { key, reason }| format!("{key}: {reason}"))
 }
 
 #[derive(Deserialize)]

@@ -553,6 +553,16 @@ impl Ledger {
         )
     }
 
+    /// Applies commands in one batch, writing each attachment with its
+    /// command if that command is applied.
+    pub fn execute_attached_blocking(
+        &self,
+        commands: Vec<Command>,
+        attachments: Vec<Option<writer::Attachment>>,
+    ) -> Vec<CommandResult> {
+        self.writer.execute_attached_blocking(commands, attachments)
+    }
+
     /// Expires due grants and times out forgotten holds, up to `limit` of
     /// each; returns how many transfers that wrote. The scheduler calls this
     /// every few seconds; spending also expires a wallet's due grants first.

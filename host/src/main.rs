@@ -63,6 +63,9 @@ enum Commands {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// A white-label reseller's retail prices, balance alerts and margins.
+    #[command(subcommand)]
+    Reseller(ResellerCommand),
     /// Grant credits and read balances and history.
     #[command(subcommand)]
     Credits(CreditsCommand),
@@ -308,6 +311,17 @@ enum TenantCommand {
         #[arg(long)]
         reseller: bool,
     },
+    /// Suspend a tenant: its keys, sessions and calls are refused until it
+    /// is resumed (a reseller's tenants with it).
+    Suspend {
+        #[arg(long)]
+        tenant: i64,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        #[arg(long)]
+        tenant: i64,
+    },
     /// List tenants.
     List {
         /// Only this reseller's tenants.
@@ -317,6 +331,45 @@ enum TenantCommand {
         after: Option<i64>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ResellerCommand {
+    /// Replace a reseller's retail price list with a TOML file:
+    /// `markup_percent`, `[[price]]` tables like pricing.toml's, and
+    /// `[plans]` and `[packages]` tables of prices by id.
+    SetPricing {
+        #[arg(long)]
+        reseller: i64,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Show a reseller's retail price list, and each plan's and package's
+    /// wholesale and retail price.
+    Pricing {
+        #[arg(long)]
+        reseller: i64,
+    },
+    /// Set the wallet balances (credits, comma-separated) below which a
+    /// wholesale charge alerts the reseller; show its latest alerts.
+    Alerts {
+        #[arg(long)]
+        reseller: i64,
+        #[arg(long, value_delimiter = ',')]
+        set: Option<Vec<String>>,
+    },
+    /// A reseller's margins: retail less wholesale, for calls by month,
+    /// tenant and plugin, and for plan periods.
+    Margins {
+        #[arg(long)]
+        reseller: i64,
+        /// First month, YYYY-MM (default: --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last month, YYYY-MM (default: this month).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -391,6 +444,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Serve { listen, demo } => serve(&config, &url, listen, demo),
         Commands::Migrate { revert_all } => migrate(&config, &url, revert_all),
         Commands::Tenant(command) => tenant(open(&config, &url)?, command),
+        Commands::Reseller(command) => reseller(&config, open(&config, &url)?, command),
         Commands::Credits(command) => credits(&config, open(&config, &url)?, command),
         Commands::Plugin(PluginCommand::Call {
             dir,
@@ -514,10 +568,11 @@ fn billing(config: &Config, database: Database, command: BillingCommand) -> anyh
                 Some(invoice) => invoices::get(&mut conn, tenant, invoice)?.display_number(),
                 None => None,
             };
+            let address = tollgate::branding::issuer_address(&mut conn, &document, &issuer)?;
             let sheet = render::Sheet::new(
                 &document,
                 &render::Parties {
-                    issuer_address: &issuer.address,
+                    issuer_address: &address,
                     customer: &customer,
                     credited_number: credited.as_deref(),
                 },
@@ -826,6 +881,15 @@ fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
                 tenant.name
             );
         }
+        TenantCommand::Suspend { tenant } | TenantCommand::Resume { tenant } => {
+            let suspend = matches!(command, TenantCommand::Suspend { .. });
+            let tenant =
+                tenants::set_suspended(&mut conn, TenantId(tenant), suspend, SystemClock.now())?;
+            match tenant.suspended_at {
+                Some(at) => println!("tenant {} suspended since {at}", tenant.id),
+                None => println!("tenant {} resumed", tenant.id),
+            }
+        }
         TenantCommand::List {
             reseller,
             after,
@@ -855,6 +919,146 @@ fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
                     tenant.created_at,
                     kind,
                     parent.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reseller(config: &Config, database: Database, command: ResellerCommand) -> anyhow::Result<()> {
+    use tollgate::resale::{self, RetailPrices};
+    let mut conn = database.get()?;
+    let checked = |conn: &mut DbConnection, id: i64| -> anyhow::Result<TenantId> {
+        let id = TenantId(id);
+        if tenants::find(conn, id)?.kind != tenants::Kind::Reseller {
+            anyhow::bail!("tenant {id} is not a reseller");
+        }
+        Ok(id)
+    };
+    match command {
+        ResellerCommand::SetPricing { reseller, file } => {
+            let reseller = checked(&mut conn, reseller)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+            let mut document = serde_json::to_value(table)?;
+            // `[[price]]` as in pricing.toml; `prices` in the API.
+            if let Some(prices) = document.as_object_mut().and_then(|map| map.remove("price")) {
+                document["prices"] = prices;
+            }
+            let document: resale::PricingDocument =
+                serde_json::from_value(document).with_context(|| format!("{}", file.display()))?;
+            let prices = RetailPrices::parse(&document)?;
+            prices.check_products(&config.plans, &config.pricing.packages)?;
+            for price in &prices.book.prices {
+                if let Some(tenant) = price.tenant {
+                    tenants::find_of_reseller(&mut conn, reseller, tenant).with_context(|| {
+                        format!("tenant {tenant} is not one of reseller {reseller}'s tenants")
+                    })?;
+                }
+            }
+            let mut settings = resale::settings(&mut conn, reseller)?;
+            settings.pricing = document;
+            resale::store(&mut conn, reseller, &settings, SystemClock.now())?;
+            println!(
+                "reseller {reseller}: {}% markup, {} prices, {} plan and {} package prices",
+                prices.markup_percent,
+                prices.book.prices.len(),
+                prices.plans.len(),
+                prices.packages.len()
+            );
+        }
+        ResellerCommand::Pricing { reseller } => {
+            let reseller = checked(&mut conn, reseller)?;
+            let settings = resale::settings(&mut conn, reseller)?;
+            let prices = RetailPrices::parse(&settings.pricing)?;
+            println!("markup\t{}%", prices.markup_percent);
+            for plan in config.plans.iter().filter(|plan| plan.tenant.is_none()) {
+                println!(
+                    "plan\t{}\twholesale {}\tretail {}",
+                    plan.id,
+                    plan.price,
+                    prices.plan(plan).price
+                );
+            }
+            for package in &config.pricing.packages {
+                println!(
+                    "package\t{}\twholesale {}\tretail {}",
+                    package.id,
+                    package.price,
+                    prices.package(package).price
+                );
+            }
+            for price in &prices.book.prices {
+                println!("price\t{} {}\tits own", price.plugin, price.function);
+            }
+        }
+        ResellerCommand::Alerts { reseller, set } => {
+            let reseller = checked(&mut conn, reseller)?;
+            if let Some(set) = set {
+                let thresholds = set
+                    .iter()
+                    .map(|text| {
+                        Credits::parse(text.trim()).with_context(|| format!("--set {text}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let mut settings = resale::settings(&mut conn, reseller)?;
+                settings.thresholds = resale::check_thresholds(thresholds)?;
+                resale::store(&mut conn, reseller, &settings, SystemClock.now())?;
+            }
+            let settings = resale::settings(&mut conn, reseller)?;
+            let thresholds: Vec<String> = settings
+                .thresholds
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            println!("thresholds\t{}", thresholds.join(", "));
+            for alert in resale::alerts(&mut conn, reseller, 100)? {
+                println!(
+                    "alert\t{}\tbelow {}\tbalance {}",
+                    alert.created_at, alert.threshold, alert.balance
+                );
+            }
+        }
+        ResellerCommand::Margins { reseller, from, to } => {
+            let reseller = checked(&mut conn, reseller)?;
+            let to = to.unwrap_or_else(|| tollgate::metering::period_of(SystemClock.now()));
+            let from = from.unwrap_or_else(|| to.clone());
+            let (mut retail, mut wholesale) = (0_i64, 0_i64);
+            for row in resale::call_margins(&mut conn, reseller, &from, &to)? {
+                println!(
+                    "calls\t{}\ttenant {}\t{}\t{} calls\tretail {}\twholesale {}\tmargin {}",
+                    row.period,
+                    row.tenant,
+                    row.plugin,
+                    row.calls,
+                    row.retail,
+                    row.wholesale,
+                    row.margin
+                );
+                retail += row.retail.micros();
+                wholesale += row.wholesale.micros();
+            }
+            println!(
+                "calls\ttotal\tretail {}\twholesale {}\tmargin {}",
+                Credits::from_micros(retail),
+                Credits::from_micros(wholesale),
+                Credits::from_micros(retail - wholesale)
+            );
+            for row in resale::plan_margins(&mut conn, reseller, &from, &to)? {
+                let currency = tollgate::units::Currency::parse(&row.currency)?;
+                let money = |minor| tollgate::units::Money { minor, currency };
+                println!(
+                    "plan\t{}\ttenant {}\tinvoice {}\t{}\tretail {}\twholesale {}\tmargin {}",
+                    row.period,
+                    row.tenant,
+                    row.invoice,
+                    row.description,
+                    money(row.retail_minor),
+                    money(row.wholesale_minor),
+                    money(row.retail_minor - row.wholesale_minor)
                 );
             }
         }

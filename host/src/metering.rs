@@ -31,12 +31,13 @@ use crate::db::schema::{usage_counters, usage_records};
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{
-    AccountId, Attached, Attachment, Command, HoldState, Ledger, LedgerError, PlatformAccount,
-    TransferId, queries,
+    AccountId, Attached, Attachment, Command, CommandResult, HoldState, Ledger, LedgerError,
+    PlatformAccount, TransferId, queries,
 };
 use crate::plugins::kv::DbKv;
 use crate::plugins::{self, ActivePlugin, PluginError, Registry};
 use crate::pricing::{PriceBook, Unpriced, Usage};
+use crate::resale::Reseller;
 use crate::runtime::{Call, CallContext, CallError, HttpPolicy, Reply};
 use crate::secrets::SecretBox;
 use crate::units::{Clock, Credits, Timestamp};
@@ -90,6 +91,21 @@ pub enum MeterError {
         available: Credits,
         required: Credits,
     },
+    #[error(
+        "this account is suspended, so no call is made; its reseller or the operator can resume it"
+    )]
+    Suspended,
+    #[error(
+        "your provider's account cannot cover this call, so it was not made and nothing was charged; ask your provider to top up its account"
+    )]
+    ResellerBalanceExhausted {
+        reseller: TenantId,
+        /// What the reseller's wallet had, and what the call needed of it
+        /// at wholesale: for the reseller and the operator, never shown to
+        /// the tenant.
+        available: Credits,
+        required: Credits,
+    },
     #[error("the pricing rule {rule} bound to this tenant could not price the call: {reason}")]
     PricingRule { rule: String, reason: String },
     #[error("the ledger refused the call: {0}")]
@@ -128,6 +144,17 @@ pub struct Meter {
     /// Each tenant's plan (`None`: no live subscription), for the free
     /// units of its price and the pricing rules bound to the plan.
     plans: moka::sync::Cache<i64, Option<Arc<str>>>,
+    /// Each tenant's standing: suspended or not, and its reseller with its
+    /// retail prices.
+    standings: moka::sync::Cache<i64, Arc<Standing>>,
+}
+
+/// Whether a tenant may call, and at whose prices.
+#[derive(Debug)]
+struct Standing {
+    suspended: bool,
+    /// `None`: the platform sells to it directly.
+    reseller: Option<Reseller>,
 }
 
 pub type Settings = std::collections::BTreeMap<String, String>;
@@ -192,6 +219,17 @@ fn settle_id(call_id: &str) -> TransferId {
     TransferId::new(format!("call:{call_id}:settle")).expect("hex ids make valid transfer ids")
 }
 
+/// A resold call's hold on its reseller's wallet, at wholesale.
+fn wholesale_hold_id(call_id: &str) -> TransferId {
+    TransferId::new(format!("call:{call_id}:wholesale-hold"))
+        .expect("hex ids make valid transfer ids")
+}
+
+fn wholesale_settle_id(call_id: &str) -> TransferId {
+    TransferId::new(format!("call:{call_id}:wholesale-settle"))
+        .expect("hex ids make valid transfer ids")
+}
+
 impl Meter {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -217,6 +255,7 @@ impl Meter {
             plugins: ttl_cache(),
             settings: ttl_cache(),
             plans: ttl_cache(),
+            standings: ttl_cache(),
         }
     }
 
@@ -279,6 +318,24 @@ impl Meter {
         self.plugins.invalidate_all();
         self.settings.invalidate_all();
         self.plans.invalidate_all();
+        self.standings.invalidate_all();
+    }
+
+    /// Whether the tenant is suspended, and its reseller with its retail
+    /// prices.
+    fn standing(&self, tenant: TenantId) -> Result<Arc<Standing>, MeterError> {
+        if let Some(standing) = self.standings.get(&tenant.0) {
+            return Ok(standing);
+        }
+        let mut conn = self.database.get()?;
+        let other = |error: crate::tenants::TenantError| MeterError::Other(error.into());
+        let standing = Arc::new(Standing {
+            suspended: crate::tenants::is_suspended(&mut conn, tenant).map_err(other)?,
+            reseller: crate::resale::reseller_of(&mut conn, tenant)
+                .map_err(|error| MeterError::Other(error.into()))?,
+        });
+        self.standings.insert(tenant.0, standing.clone());
+        Ok(standing)
     }
 
     /// Quotes, holds, invokes, records and settles one call. Blocking: run
@@ -429,6 +486,8 @@ impl Meter {
             Err(error) => {
                 let reason = match error {
                     MeterError::InsufficientCredits { .. } => "insufficient_credits",
+                    MeterError::ResellerBalanceExhausted { .. } => "reseller_balance_exhausted",
+                    MeterError::Suspended => "suspended",
                     MeterError::NotEnabled(_) => "not_enabled",
                     MeterError::Unpriced(_) => "unpriced",
                     MeterError::PricingRule { .. } => "pricing_rule",
@@ -509,16 +568,29 @@ impl Meter {
                 _ => Ok(base),
             }
         };
-        let held = adjust(
-            price.max_charge(Usage {
-                plan,
-                period_units,
-                units: max_units,
-                fuel: plugin.limits.fuel,
-            }),
-            max_units,
-        )?;
-
+        let usage_max = Usage {
+            plan,
+            period_units,
+            units: max_units,
+            fuel: plugin.limits.fuel,
+        };
+        let held_platform = adjust(price.max_charge(usage_max), max_units)?;
+        // A resold tenant pays its reseller's retail price; the reseller
+        // pays the platform's for the same call.
+        let standing = self.standing(tenant)?;
+        if standing.suspended {
+            return Err(MeterError::Suspended);
+        }
+        let reseller = standing.reseller.as_ref();
+        let (held, wholesale_held) = match reseller {
+            Some(reseller) => (
+                reseller
+                    .prices
+                    .call(tenant, &name, function, now, held_platform, usage_max, true),
+                held_platform,
+            ),
+            None => (held_platform, Credits::ZERO),
+        };
         let call_id = new_call_id();
         let created_at = self.clock.now().micros();
         let record = UsageRow {
@@ -538,36 +610,11 @@ impl Meter {
             period,
             state: STATE_INVOKING.to_owned(),
             created_at,
+            reseller_id: reseller.map(|reseller| reseller.id.0),
+            wholesale_held: wholesale_held.micros(),
+            wholesale: 0,
         };
-        if held > Credits::ZERO {
-            let hold = Command::Hold {
-                id: hold_id(&call_id),
-                debit: wallet,
-                credit: PlatformAccount::Revenue.id(),
-                amount: held,
-                timeout_us: i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX),
-                memo: format!("{name} {function}"),
-            };
-            let insert = Attachment::new(Invoking(record.clone()));
-            match self.ledger.submit_attached_blocking(hold, insert) {
-                Ok(_) => {}
-                Err(LedgerError::InsufficientCredits {
-                    available, amount, ..
-                }) => {
-                    return Err(MeterError::InsufficientCredits {
-                        available,
-                        required: amount,
-                    });
-                }
-                Err(error) => return Err(error.into()),
-            }
-        } else {
-            let mut conn = self.database.get()?;
-            diesel::insert_into(usage_records::table)
-                .values(&record)
-                .execute(&mut conn)?;
-        }
-
+        self.hold(&record, wallet, reseller, &name, function)?;
         let mut http = self.http.clone();
         http.allowed_hosts = plugin.manifest.http_hosts.clone();
         let context = CallContext {
@@ -590,31 +637,44 @@ impl Meter {
         };
         // A plugin cannot be charged for more units than were held for.
         let units = reported.min(max_units);
-        let charged = match outcome {
-            OUTCOME_OK => price.charge(Usage {
+        let usage = match outcome {
+            OUTCOME_OK => Some(Usage {
                 plan,
                 period_units,
                 units,
                 fuel: invocation.fuel_consumed,
             }),
-            OUTCOME_PLUGIN_ERROR if price.charge_failed => price.charge(Usage {
+            OUTCOME_PLUGIN_ERROR if price.charge_failed => Some(Usage {
                 plan,
                 period_units,
                 units: 0,
                 fuel: invocation.fuel_consumed,
             }),
-            _ => Credits::ZERO,
+            _ => None,
         };
+        let charged = usage.map_or(Credits::ZERO, |usage| price.charge(usage));
         // The call ran: if the rule fails now, the unadjusted charge stands.
         let charged = adjust(charged, units)
             .unwrap_or_else(|error| {
                 tracing::warn!(%error, call = %call_id, "pricing rule failed at settlement; charging the configured price");
                 charged
             })
-            .min(held);
+            .min(held_platform);
+        let (charged, wholesale) = match (reseller, usage) {
+            (Some(reseller), Some(usage)) => (
+                reseller
+                    .prices
+                    .call(tenant, &name, function, now, charged, usage, false)
+                    .min(held),
+                charged,
+            ),
+            (Some(_), None) => (Credits::ZERO, Credits::ZERO),
+            (None, _) => (charged, Credits::ZERO),
+        };
         let settled = UsageRow {
             units: units as i64,
             credits: charged.micros(),
+            wholesale: wholesale.micros(),
             fuel: invocation.fuel_consumed as i64,
             duration_us: invocation.duration.as_micros() as i64,
             outcome: outcome.to_owned(),
@@ -622,7 +682,7 @@ impl Meter {
             state: STATE_SETTLED.to_owned(),
             ..record
         };
-        let balance = self.settle(settled)?;
+        let balance = self.settle(settled, reseller)?;
         Ok(Metered {
             balance,
             call_id,
@@ -700,63 +760,266 @@ impl Meter {
         Ok(wallet)
     }
 
-    /// Posts the record's charge from its hold (releasing the rest) or
-    /// voids the hold, and in the same transaction writes the record as
-    /// settled. A hold that timed out first makes the record `lost`: the
-    /// charge is gone, and the record says so.
-    fn settle(&self, record: UsageRow) -> Result<Option<queries::Balance>, MeterError> {
-        let (id, plugin, function, units, credits) = (
-            record.id.clone(),
-            record.plugin.clone(),
-            record.function.clone(),
-            record.units,
-            record.credits,
-        );
-        let completion = Attachment::new(Completed(record.clone()));
-        if record.held == 0 {
+    /// Holds what the call may cost, and writes its record `invoking` in
+    /// the same transaction: on the tenant's wallet (at its reseller's
+    /// retail prices, for a resold tenant, credited to the reseller's sales
+    /// account) and, for a resold tenant, on the reseller's wallet at the
+    /// platform's prices. Both go to the ledger in one batch; when either is
+    /// refused, the other is voided, the record is withdrawn with it, and
+    /// the call is refused having charged nothing.
+    fn hold(
+        &self,
+        record: &UsageRow,
+        wallet: AccountId,
+        reseller: Option<&Reseller>,
+        plugin: &str,
+        function: &str,
+    ) -> Result<(), MeterError> {
+        let timeout_us = i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX);
+        let memo = format!("{plugin} {function}");
+        let mut commands = Vec::new();
+        if record.held > 0 {
+            commands.push(Command::Hold {
+                id: hold_id(&record.id),
+                debit: wallet,
+                credit: reseller.map_or(PlatformAccount::Revenue.id(), |reseller| reseller.sales),
+                amount: Credits::from_micros(record.held),
+                timeout_us,
+                memo: memo.clone(),
+            });
+        }
+        if let Some(reseller) = reseller
+            && record.wholesale_held > 0
+        {
+            commands.push(Command::Hold {
+                id: wholesale_hold_id(&record.id),
+                debit: reseller.wallet,
+                credit: PlatformAccount::Revenue.id(),
+                amount: Credits::from_micros(record.wholesale_held),
+                timeout_us,
+                memo: format!("{memo} for tenant {}", record.tenant_id),
+            });
+        }
+        if commands.is_empty() {
+            let mut conn = self.database.get()?;
+            diesel::insert_into(usage_records::table)
+                .values(record)
+                .execute(&mut conn)?;
+            return Ok(());
+        }
+        let mut attachments = vec![None; commands.len()];
+        attachments[commands.len() - 1] = Some(Attachment::new(Invoking(record.clone())));
+        let results = self
+            .ledger
+            .execute_attached_blocking(commands.clone(), attachments);
+        if results.iter().all(Result::is_ok) {
+            return Ok(());
+        }
+        // Release whatever was held, withdrawing the record if it was
+        // written, in one transaction.
+        let voids: Vec<Command> = commands
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .map(|(command, _)| {
+                let wholesale = *command.id() == wholesale_hold_id(&record.id);
+                Command::Void {
+                    id: match wholesale {
+                        true => wholesale_settle_id(&record.id),
+                        false => settle_id(&record.id),
+                    },
+                    hold: command.id().clone(),
+                    memo: format!("{memo}: refused, nothing charged"),
+                }
+            })
+            .collect();
+        if !voids.is_empty() {
+            let mut attachments = vec![None; voids.len()];
+            attachments[0] = Some(Attachment::new(Withdrawn(record.id.clone())));
+            for result in self.ledger.execute_attached_blocking(voids, attachments) {
+                result?;
+            }
+        }
+        let refusal = commands
+            .iter()
+            .zip(results)
+            .find_map(|(command, result)| Some((command.id().clone(), result.err()?)))
+            .expect("one was refused");
+        match refusal {
+            (
+                id,
+                LedgerError::InsufficientCredits {
+                    available, amount, ..
+                },
+            ) if id == hold_id(&record.id) => Err(MeterError::InsufficientCredits {
+                available,
+                required: amount,
+            }),
+            (
+                _,
+                LedgerError::InsufficientCredits {
+                    available, amount, ..
+                },
+            ) => Err(MeterError::ResellerBalanceExhausted {
+                reseller: TenantId(record.reseller_id.expect("a wholesale hold has a reseller")),
+                available,
+                required: amount,
+            }),
+            (_, error) => Err(error.into()),
+        }
+    }
+
+    /// Resolves a call's holds in one ledger batch: posts `credits` of the
+    /// tenant's hold and `wholesale` of its reseller's (voiding a hold whose
+    /// amount is zero), and writes `completion` with the first of them.
+    fn resolve_holds(
+        &self,
+        record: &UsageRow,
+        credits: i64,
+        wholesale: i64,
+        memo: &str,
+        completion: UsageRow,
+    ) -> Sides {
+        let resolution = |id: TransferId, hold: TransferId, amount: i64| match amount {
+            0 => Command::Void {
+                id,
+                hold,
+                memo: format!("{memo}: nothing charged"),
+            },
+            amount => Command::Post {
+                id,
+                hold,
+                amount: Some(Credits::from_micros(amount)),
+                memo: memo.to_owned(),
+            },
+        };
+        let mut commands = Vec::new();
+        if record.held > 0 {
+            commands.push(resolution(
+                settle_id(&record.id),
+                hold_id(&record.id),
+                credits,
+            ));
+        }
+        if record.wholesale_held > 0 {
+            commands.push(resolution(
+                wholesale_settle_id(&record.id),
+                wholesale_hold_id(&record.id),
+                wholesale,
+            ));
+        }
+        let mut attachments = vec![None; commands.len()];
+        if let Some(first) = attachments.first_mut() {
+            *first = Some(Attachment::new(Completed(completion)));
+        }
+        let mut results = self
+            .ledger
+            .execute_attached_blocking(commands, attachments)
+            .into_iter();
+        let mut side = |held: i64| (held > 0).then(|| results.next().expect("a result each"));
+        Sides {
+            tenant: side(record.held),
+            wholesale: side(record.wholesale_held),
+        }
+    }
+
+    /// Posts the record's charges from its holds (releasing the rest) or
+    /// voids them, and in the same transaction writes the record as
+    /// settled. A hold that timed out first makes the record `lost`: that
+    /// charge is gone, and the record says so. A wholesale charge that took
+    /// the reseller's balance below one of its thresholds records an alert.
+    fn settle(
+        &self,
+        record: UsageRow,
+        reseller: Option<&Reseller>,
+    ) -> Result<Option<queries::Balance>, MeterError> {
+        if record.held == 0 && record.wholesale_held == 0 {
             let mut conn = self.database.get()?;
             db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &record))?;
             return Ok(None);
         }
-        let command = match credits {
-            0 => Command::Void {
-                id: settle_id(&id),
-                hold: hold_id(&id),
-                memo: format!("{plugin} {function}: nothing charged"),
-            },
-            credits => Command::Post {
-                id: settle_id(&id),
-                hold: hold_id(&id),
-                amount: Some(Credits::from_micros(credits)),
-                memo: format!("{plugin} {function}: {units} units"),
-            },
-        };
-        match self.ledger.submit_attached_blocking(command, completion) {
-            Ok(receipt) => Ok(receipt.wallet_balance),
-            Err(
-                LedgerError::HoldTimedOut(_)
-                | LedgerError::HoldResolved {
-                    state: HoldState::TimedOut,
-                    ..
-                },
-            ) => {
-                let lost = UsageRow {
-                    credits: 0,
-                    state: STATE_LOST.to_owned(),
-                    ..record
-                };
-                let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &lost))?;
-                Ok(None)
+        let memo = format!(
+            "{} {}: {} units",
+            record.plugin, record.function, record.units
+        );
+        let sides = self.resolve_holds(
+            &record,
+            record.credits,
+            record.wholesale,
+            &memo,
+            record.clone(),
+        );
+        for result in [&sides.tenant, &sides.wholesale].into_iter().flatten() {
+            if let Err(error) = result
+                && !timed_out(error)
+            {
+                return Err(error.clone().into());
             }
-            Err(error) => Err(error.into()),
         }
+        let posted = |side: &Option<CommandResult>| matches!(side, Some(Ok(_)));
+        let lost = |side: &Option<CommandResult>| matches!(side, Some(Err(_)));
+        let charged = UsageRow {
+            credits: if lost(&sides.tenant) {
+                0
+            } else {
+                record.credits
+            },
+            wholesale: if posted(&sides.wholesale) {
+                record.wholesale
+            } else {
+                0
+            },
+            state: match lost(&sides.tenant) || lost(&sides.wholesale) {
+                true => STATE_LOST.to_owned(),
+                false => STATE_SETTLED.to_owned(),
+            },
+            ..record.clone()
+        };
+        let first = sides.tenant.as_ref().or(sides.wholesale.as_ref());
+        if !matches!(first, Some(Ok(_))) {
+            let mut conn = self.database.get()?;
+            db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &charged))?;
+        } else if charged != record {
+            // The tenant's side posted with the record, the reseller's hold
+            // had timed out: the record says what the ledger charged.
+            let mut conn = self.database.get()?;
+            diesel::update(usage_records::table.find(&record.id))
+                .set((
+                    usage_records::wholesale.eq(charged.wholesale),
+                    usage_records::state.eq(&charged.state),
+                ))
+                .execute(&mut conn)?;
+        }
+        if let (Some(reseller), Some(Ok(receipt))) = (reseller, &sides.wholesale)
+            && charged.wholesale > 0
+            && let Some(balance) = receipt.wallet_balance
+        {
+            let after = Credits::from_micros(
+                balance.posted.micros() + balance.credit_limit.unwrap_or(Credits::ZERO).micros(),
+            );
+            let before = Credits::from_micros(after.micros() + charged.wholesale);
+            let mut conn = self.database.get()?;
+            if let Err(error) = crate::resale::record_alerts(
+                &mut conn,
+                reseller,
+                &record.id,
+                before,
+                after,
+                self.clock.now(),
+            ) {
+                tracing::error!(%error, reseller = reseller.id.0, "could not record a reseller's balance alert");
+            }
+        }
+        Ok(match sides.tenant {
+            Some(Ok(receipt)) => receipt.wallet_balance,
+            _ => None,
+        })
     }
 
     /// Ends every call left `invoking` for longer than a hold lasts, so
     /// its host must have died (a live call settles, or is marked `lost`,
     /// by then; another host's calls in flight are left alone): voids its
-    /// hold and marks it `interrupted`, charged nothing. Returns how many.
+    /// holds and marks it `interrupted`, charged nothing. Returns how many.
     /// Run at start and then periodically.
     pub fn recover(&self) -> Result<usize, MeterError> {
         let hold_us = i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX);
@@ -771,39 +1034,67 @@ impl Meter {
         for record in &invoking {
             let interrupted = UsageRow {
                 credits: 0,
+                wholesale: 0,
                 outcome: OUTCOME_PLATFORM_ERROR.to_owned(),
                 error: Some("the host stopped during the call".to_owned()),
                 state: STATE_INTERRUPTED.to_owned(),
                 ..record.clone()
             };
-            if record.held == 0 {
-                let mut conn = self.database.get()?;
-                db::write_transaction(&mut conn, |conn| complete_if_invoking(conn, &interrupted))?;
-                continue;
-            }
-            let completion = Attachment::new(Completed(interrupted.clone()));
-            let void = Command::Void {
-                id: settle_id(&record.id),
-                hold: hold_id(&record.id),
-                memo: format!(
-                    "{} {}: interrupted by a restart",
-                    record.plugin, record.function
-                ),
-            };
-            match self.ledger.submit_attached_blocking(void, completion) {
-                Ok(_) => {}
-                Err(LedgerError::HoldTimedOut(_) | LedgerError::HoldResolved { .. }) => {
-                    // The call itself may have settled (or been marked
+            let memo = format!(
+                "{} {}: interrupted by a restart",
+                record.plugin, record.function
+            );
+            let sides = self.resolve_holds(record, 0, 0, &memo, interrupted.clone());
+            match sides.tenant.or(sides.wholesale) {
+                Some(Ok(_)) => {}
+                None
+                | Some(Err(LedgerError::HoldTimedOut(_) | LedgerError::HoldResolved { .. })) => {
+                    // No hold, or the call itself settled (or was marked
                     // lost) meanwhile: what it wrote stands.
                     let mut conn = self.database.get()?;
                     db::write_transaction(&mut conn, |conn| {
                         complete_if_invoking(conn, &interrupted)
                     })?;
                 }
-                Err(error) => return Err(error.into()),
+                Some(Err(error)) => return Err(error.into()),
             }
         }
         Ok(invoking.len())
+    }
+}
+
+/// What became of each side of a call's holds: the tenant's, and its
+/// reseller's at wholesale (`None`: that side held nothing).
+struct Sides {
+    tenant: Option<CommandResult>,
+    wholesale: Option<CommandResult>,
+}
+
+fn timed_out(error: &LedgerError) -> bool {
+    matches!(
+        error,
+        LedgerError::HoldTimedOut(_)
+            | LedgerError::HoldResolved {
+                state: HoldState::TimedOut,
+                ..
+            }
+    )
+}
+
+/// A refused call's record, deleted in the transaction that voids what
+/// its other hold reserved.
+struct Withdrawn(String);
+
+impl Attached for Withdrawn {
+    fn write_all(conn: &mut DbConnection, rows: &[&Withdrawn]) -> QueryResult<()> {
+        let ids: Vec<&str> = rows.iter().map(|Withdrawn(id)| id.as_str()).collect();
+        diesel::delete(
+            usage_records::table
+                .filter(usage_records::id.eq_any(ids))
+                .filter(usage_records::state.eq(STATE_INVOKING)),
+        )
+        .execute(conn)?;
+        Ok(())
     }
 }
 
@@ -842,6 +1133,7 @@ fn complete_if_invoking(conn: &mut DbConnection, record: &UsageRow) -> QueryResu
     .set((
         usage_records::units.eq(record.units),
         usage_records::credits.eq(record.credits),
+        usage_records::wholesale.eq(record.wholesale),
         usage_records::fuel.eq(record.fuel),
         usage_records::duration_us.eq(record.duration_us),
         usage_records::outcome.eq(&record.outcome),
@@ -871,6 +1163,7 @@ fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
             (
                 usage_records::units.eq(excluded(usage_records::units)),
                 usage_records::credits.eq(excluded(usage_records::credits)),
+                usage_records::wholesale.eq(excluded(usage_records::wholesale)),
                 usage_records::fuel.eq(excluded(usage_records::fuel)),
                 usage_records::duration_us.eq(excluded(usage_records::duration_us)),
                 usage_records::outcome.eq(excluded(usage_records::outcome)),
@@ -942,6 +1235,11 @@ pub struct UsageRow {
     pub period: String,
     pub state: String,
     pub created_at: i64,
+    /// A resold tenant's reseller; `credits` and `held` are then at its
+    /// retail prices, and these at the platform's.
+    pub reseller_id: Option<i64>,
+    pub wholesale_held: i64,
+    pub wholesale: i64,
 }
 
 fn period_units(

@@ -261,7 +261,7 @@ impl Price {
     }
 }
 
-fn to_credits(amount: Decimal) -> Credits {
+pub(crate) fn to_credits(amount: Decimal) -> Credits {
     let rounded = amount.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero);
     // Prices are validated at load to be small enough that no call's
     // charge overflows; saturate rather than wrap if one ever did.

@@ -52,6 +52,8 @@ pub struct Tenant {
     pub parent: Option<TenantId>,
     pub kind: Kind,
     pub created_at: Timestamp,
+    /// When it was suspended, if it is: its keys and calls are refused.
+    pub suspended_at: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,9 @@ fn create_of_kind(
             .get_result(conn)?;
         let tenant = TenantId(id);
         let wallet = queries::open_wallet(conn, tenant, credit_limit, now)?;
+        if kind == Kind::Reseller {
+            queries::open_sales_account(conn, tenant, now)?;
+        }
         Ok((
             Tenant {
                 id: tenant,
@@ -140,21 +145,57 @@ fn create_of_kind(
                 parent,
                 kind,
                 created_at: now,
+                suspended_at: None,
             },
             wallet,
         ))
     })
 }
 
-type TenantRow = (i64, String, Option<i64>, i64, String);
+type TenantRow = (i64, String, Option<i64>, i64, String, Option<i64>);
 
-fn from_row((id, name, parent, created_at, kind): TenantRow) -> Tenant {
+fn from_row((id, name, parent, created_at, kind, suspended_at): TenantRow) -> Tenant {
     Tenant {
         id: TenantId(id),
         name,
         parent: parent.map(TenantId),
         kind: Kind::parse(&kind),
         created_at: Timestamp::from_micros(created_at),
+        suspended_at: suspended_at.map(Timestamp::from_micros),
+    }
+}
+
+/// Suspends the tenant (`suspended`), refusing its keys and its calls, or
+/// resumes it. Suspending a suspended tenant keeps its first time.
+pub fn set_suspended(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    suspended: bool,
+    now: Timestamp,
+) -> Result<Tenant, TenantError> {
+    crate::db::write_transaction(conn, |conn| {
+        let found = find(conn, tenant)?;
+        let at = match (suspended, found.suspended_at) {
+            (true, Some(at)) => Some(at),
+            (true, None) => Some(now),
+            (false, _) => None,
+        };
+        diesel::update(tenants::table.find(tenant.0))
+            .set(tenants::suspended_at.eq(at.map(Timestamp::micros)))
+            .execute(conn)?;
+        find(conn, tenant)
+    })
+}
+
+/// Whether the tenant is suspended, or its reseller is.
+pub fn is_suspended(conn: &mut DbConnection, tenant: TenantId) -> Result<bool, TenantError> {
+    let found = find(conn, tenant)?;
+    if found.suspended_at.is_some() {
+        return Ok(true);
+    }
+    match found.parent {
+        Some(parent) => Ok(find(conn, parent)?.suspended_at.is_some()),
+        None => Ok(false),
     }
 }
 

@@ -259,6 +259,12 @@ impl ManualClock {
         self.0
             .fetch_add(micros, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Moves the clock to `at`.
+    pub fn set(&self, at: Timestamp) {
+        self.0
+            .store(at.micros(), std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

@@ -255,13 +255,68 @@ impl FromRequestParts<Web> for Session {
     async fn from_request_parts(parts: &mut Parts, web: &Web) -> Result<Session, PageError> {
         let secret = cookie_value(&parts.headers, session::COOKIE).ok_or(PageError::SignIn)?;
         let now = web.state.now();
+        let host = host_of(&parts.headers);
         web.state
             .database
-            .run(move |conn| session::find(conn, &secret, now).map_err(anyhow::Error::from))
+            .run(move |conn| {
+                let Some(mut session) = session::find(conn, &secret, now)? else {
+                    return Ok(None);
+                };
+                session.brand = match crate::branding::by_domain(conn, &host)? {
+                    Some((_, brand)) => Some(brand),
+                    None => match session.principal.tenant {
+                        Some(tenant) => {
+                            crate::branding::of_tenant(conn, tenant)?.map(|(_, brand)| brand)
+                        }
+                        None => None,
+                    },
+                };
+                anyhow::Ok(Some(session))
+            })
             .await
             .map_err(PageError::internal)?
             .ok_or(PageError::SignIn)
     }
+}
+
+/// The request's host name as its `Host` header gives it.
+fn host_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// What a page shows of a brand: a reseller's, or the platform's.
+pub fn brand_json(brand: Option<&crate::branding::Brand>) -> Value {
+    match brand {
+        Some(brand) => json!({
+            "name": brand.name,
+            "custom": true,
+            "primary": brand.primary_color(),
+            "accent": brand.accent_color(),
+            "logo": brand.logo_url(),
+            "support_email": brand.support_email,
+        }),
+        None => json!({ "name": "Tollgate", "custom": false }),
+    }
+}
+
+/// The brand of the reseller whose domain a request without a session
+/// came to (the sign-in page), else the platform's.
+async fn brand_of_host(web: &Web, headers: &HeaderMap) -> Value {
+    let host = host_of(headers);
+    let brand = web
+        .state
+        .database
+        .run(move |conn| crate::branding::by_domain(conn, &host).map_err(anyhow::Error::from))
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(error = %format!("{error:#}"), "could not read a domain's brand");
+            None
+        });
+    brand_json(brand.as_ref().map(|(_, brand)| brand))
 }
 
 /// The value of the cookie `name`, if the request carries it.
@@ -372,6 +427,7 @@ impl Web {
         json!({
             "csrf": session.csrf,
             "active": active,
+            "brand": brand_json(session.brand.as_ref()),
             "user": {
                 "role": role.as_str(),
                 "tenant": session.principal.tenant.map(|tenant| tenant.0),

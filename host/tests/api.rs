@@ -1214,6 +1214,13 @@ fn no_write_of_one_tenant_reaches_another() {
                 &[200],
             ),
             "/leads/import/mapping" => (path.into(), Some(r#"{"columns": ["Email"]}"#), &[200]),
+            // A tenant's key is no reseller's, and suspends no one.
+            "/resellers/{id}/pricing" | "/resellers/{id}/alerts" | "/resellers/{id}/branding" => (
+                path.replace("{id}", "1"),
+                Some(r#"{"name": "Spy"}"#),
+                &[403],
+            ),
+            "/tenants/{tenant}/suspension" => (format!("/tenants/{acme}/suspension"), None, &[403]),
             // A tenant's key is no reseller's.
             "/resellers" | "/resellers/{id}/tenants" => (
                 path.replace("{id}", "1"),

@@ -199,3 +199,288 @@ fn resellers_manage_their_own_tenants_and_see_no_one_elses() {
     );
     assert_eq!(status, 404);
 }
+
+fn grant(server: &Server, tenant: i64, amount: &str) {
+    let body = format!(r#"{{"tenant": {tenant}, "amount": "{amount}", "source": "purchase"}}"#);
+    let key = format!("grant-{tenant}-{amount}");
+    let (status, granted) = server.call(
+        "POST",
+        &server.operator_key,
+        "/billing/credits/grants",
+        Some(&body),
+        &[("idempotency-key", &key)],
+    );
+    assert_eq!(status, 201, "{granted}");
+}
+
+#[test]
+fn a_reseller_sells_at_retail_is_alerted_refused_when_its_wallet_runs_out_and_suspends_tenants() {
+    let server = api_server::start();
+    let operator = server.operator_key.clone();
+    let (_, north) = call(
+        &server,
+        &operator,
+        "POST",
+        "/resellers",
+        Some(r#"{"name": "North Agency"}"#),
+    );
+    let north = north["id"].as_i64().unwrap();
+    let (_, south) = call(
+        &server,
+        &operator,
+        "POST",
+        "/resellers",
+        Some(r#"{"name": "South Agency"}"#),
+    );
+    let south = south["id"].as_i64().unwrap();
+    let (north_key, south_key) = (reseller_key(&server, north), reseller_key(&server, south));
+    let pricing = format!("/resellers/{north}/pricing");
+
+    // A price list is checked like pricing.toml, each refusal naming its
+    // field.
+    for (body, status, names) in [
+        (r#"{"markup_percent": "-1"}"#, 422, "markup_percent"),
+        (
+            r#"{"prices": [{"plugin": "csv-leads", "function": "fetch"}]}"#,
+            422,
+            "price[0].function",
+        ),
+        (
+            r#"{"prices": [{"plugin": "csv-leads", "function": "search", "per_unit": "-2"}]}"#,
+            422,
+            "price[0].per_unit",
+        ),
+        (r#"{"plans": {"gold": "10.00"}}"#, 422, "plans.gold"),
+        (
+            r#"{"packages": {"pack-500": "0"}}"#,
+            422,
+            "packages.pack-500",
+        ),
+        (r#"{"plans": {"starter": "10.001"}}"#, 422, "plans.starter"),
+        (r#"{"markup": "30"}"#, 400, "markup"),
+    ] {
+        let (got, refused) = call(&server, &north_key, "PUT", &pricing, Some(body));
+        assert_eq!(got, status, "{body}: {refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(names),
+            "{refused}"
+        );
+    }
+    let (status, stored) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &pricing,
+        Some(r#"{"markup_percent": "30", "plans": {"professional": "199.00"}}"#),
+    );
+    assert_eq!(status, 200, "{stored}");
+    let retail_of = |list: &Value, id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["id"] == id)
+            .map(|item| (item["wholesale"].clone(), item["retail"].clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        retail_of(&stored["catalog"]["plans"], "starter"),
+        ("49.00".into(), "63.70".into())
+    );
+    assert_eq!(
+        retail_of(&stored["catalog"]["plans"], "professional"),
+        ("149.00".into(), "199.00".into())
+    );
+    assert_eq!(
+        retail_of(&stored["catalog"]["packages"], "pack-500"),
+        ("5.00".into(), "6.50".into())
+    );
+
+    // Its tenant, with credits and csv-leads, sees retail prices only.
+    let (_, alpha) = call(
+        &server,
+        &north_key,
+        "POST",
+        &format!("/resellers/{north}/tenants"),
+        Some(r#"{"name": "Alpha"}"#),
+    );
+    let alpha = alpha["id"].as_i64().unwrap();
+    let (_, key) = call(
+        &server,
+        &north_key,
+        "POST",
+        &format!("/tenants/{alpha}/keys"),
+        Some(r#"{"role": "admin", "name": "alpha admin"}"#),
+    );
+    let alpha_key = key["key"].as_str().unwrap().to_owned();
+    grant(&server, alpha, "100");
+    grant(&server, north, "5");
+    let (status, enabled) = call(
+        &server,
+        &alpha_key,
+        "PUT",
+        "/plugins/csv-leads/enablement",
+        Some(r#"{"settings": {}}"#),
+    );
+    assert_eq!(status, 200, "{enabled}");
+    {
+        let mut conn = server.database.get().unwrap();
+        let csv = "First Name,Email\nAda,ada@example.com\nBob,bob@example.com\n";
+        tollgate::plugins::kv::put_file(
+            &mut conn,
+            tollgate::ids::TenantId(alpha),
+            "csv-leads",
+            "leads.csv",
+            csv.as_bytes(),
+            tollgate::units::Timestamp::from_micros(0),
+        )
+        .unwrap();
+    }
+    let (_, plans) = call(&server, &alpha_key, "GET", "/billing/plans", None);
+    let price_of = |list: &Value, id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["id"] == id)
+            .map(|item| item["price"].clone())
+            .unwrap()
+    };
+    assert_eq!(price_of(&plans["plans"], "starter"), "63.70");
+    assert_eq!(price_of(&plans["plans"], "professional"), "199.00");
+    let (_, packages) = call(&server, &alpha_key, "GET", "/billing/packages", None);
+    assert_eq!(price_of(&packages["packages"], "pack-500"), "6.50");
+
+    // Alerted below 3 credits of its 5; one lead costs it 1 at wholesale,
+    // and its tenant 1.3.
+    let (status, alerts) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/resellers/{north}/alerts"),
+        Some(r#"{"thresholds": ["3", "100"]}"#),
+    );
+    assert_eq!(status, 200, "{alerts}");
+    assert_eq!(alerts["thresholds"], serde_json::json!(["100", "3"]));
+    for n in 0..5 {
+        let (status, searched) = server.search(&alpha_key, r#"{"limit": 1}"#);
+        assert_eq!(status, 200, "search {n}: {searched}");
+        assert_eq!(searched["charged"], "1.3");
+        let (_, alerts) = call(
+            &server,
+            &north_key,
+            "GET",
+            &format!("/resellers/{north}/alerts"),
+            None,
+        );
+        let below_3 = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|alert| alert["threshold"] == "3")
+            .count();
+        assert_eq!(below_3, usize::from(n >= 2), "after search {n}: {alerts}");
+    }
+    // The sixth is refused: its reseller's wallet is empty. The tenant is
+    // told why, and nothing of the reseller's figures.
+    let (status, refused) = server.search(&alpha_key, r#"{"limit": 1}"#);
+    assert_eq!(status, 402, "{refused}");
+    assert_eq!(refused["error"]["code"], "reseller_balance_exhausted");
+    assert!(refused["error"].get("available").is_none(), "{refused}");
+    let (_, credits) = call(&server, &alpha_key, "GET", "/billing/credits", None);
+    assert_eq!(credits["balance"]["available"], "93.5", "{credits}");
+    let (_, records) = call(&server, &alpha_key, "GET", "/usage/records", None);
+    assert_eq!(records["records"].as_array().unwrap().len(), 5, "{records}");
+    assert!(!records.to_string().contains("wholesale"), "{records}");
+
+    // The reseller's figures: what it sold, what it paid, the margin.
+    let (status, margins) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/margins"),
+        None,
+    );
+    assert_eq!(status, 200, "{margins}");
+    assert_eq!(margins["totals"]["calls"]["retail"], "6.5");
+    assert_eq!(margins["totals"]["calls"]["wholesale"], "5");
+    assert_eq!(margins["totals"]["calls"]["margin"], "1.5");
+    assert_eq!(margins["calls"][0]["tenant_id"], alpha);
+    let (status, _) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/margins?from=2027-13"),
+        None,
+    );
+    assert_eq!(status, 400);
+
+    // None of it is South's to read or change, nor the tenant's.
+    for (method, path, body) in [
+        ("GET", pricing.clone(), None),
+        ("PUT", pricing.clone(), Some(r#"{"markup_percent": "0"}"#)),
+        ("GET", format!("/resellers/{north}/alerts"), None),
+        (
+            "PUT",
+            format!("/resellers/{north}/alerts"),
+            Some(r#"{"thresholds": []}"#),
+        ),
+        ("GET", format!("/resellers/{north}/margins"), None),
+        ("PUT", format!("/tenants/{alpha}/suspension"), None),
+        ("DELETE", format!("/tenants/{alpha}/suspension"), None),
+    ] {
+        let (status, answer) = call(&server, &south_key, method, &path, body);
+        assert_eq!(status, 404, "South {method} {path}: {answer}");
+        let (status, answer) = call(&server, &alpha_key, method, &path, body);
+        assert_eq!(status, 403, "Alpha {method} {path}: {answer}");
+    }
+    let (status, _) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/tenants/{north}/suspension"),
+        None,
+    );
+    assert_eq!(status, 403, "a reseller does not suspend itself");
+
+    // North suspends Alpha: its key is refused until North resumes it.
+    let (status, suspended) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/tenants/{alpha}/suspension"),
+        None,
+    );
+    assert_eq!(status, 200, "{suspended}");
+    assert!(suspended["suspended_at"].is_string());
+    let (status, refused) = call(&server, &alpha_key, "GET", "/billing/credits", None);
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "tenant_suspended");
+    let (status, resumed) = call(
+        &server,
+        &north_key,
+        "DELETE",
+        &format!("/tenants/{alpha}/suspension"),
+        None,
+    );
+    assert_eq!(status, 200, "{resumed}");
+    assert!(resumed["suspended_at"].is_null());
+    let (status, _) = call(&server, &alpha_key, "GET", "/billing/credits", None);
+    assert_eq!(status, 200);
+
+    // The operator suspends North, and its tenants with it.
+    let (status, _) = call(
+        &server,
+        &operator,
+        "PUT",
+        &format!("/tenants/{north}/suspension"),
+        None,
+    );
+    assert_eq!(status, 200);
+    for key in [&north_key, &alpha_key] {
+        let (status, refused) = call(&server, key, "GET", &format!("/resellers/{north}"), None);
+        assert_eq!(status, 403, "{refused}");
+        assert_eq!(refused["error"]["code"], "tenant_suspended");
+    }
+}

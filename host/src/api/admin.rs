@@ -80,6 +80,7 @@ pub(super) fn tenant_json(tenant: &tenants::Tenant) -> serde_json::Value {
         "parent": tenant.parent.map(|parent| parent.0),
         "kind": tenant.kind.as_str(),
         "created_at": tenant.created_at.to_string(),
+        "suspended_at": tenant.suspended_at.map(|at| at.to_string()),
     })
 }
 

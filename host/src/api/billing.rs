@@ -145,7 +145,7 @@ async fn get(
     };
     let not_found = || ApiError::not_found(format!("this tenant has no {noun} {id:?}"));
     let (document_id, format) = split_format(&id).ok_or_else(not_found)?;
-    let address = state.issuer.address.clone();
+    let platform = state.issuer.clone();
     let found = state
         .database
         .run(move |conn| {
@@ -159,11 +159,12 @@ async fn get(
                 Some(invoice) => invoices::get(conn, tenant, invoice)?.display_number(),
                 None => None,
             };
-            anyhow::Ok(Some((document, customer, credited)))
+            let address = crate::branding::issuer_address(conn, &document, &platform)?;
+            anyhow::Ok(Some((document, customer, credited, address)))
         })
         .await
         .map_err(ApiError::internal)?;
-    let (document, customer, credited) = found.ok_or_else(not_found)?;
+    let (document, customer, credited, address) = found.ok_or_else(not_found)?;
     if format == Format::Json {
         return Ok(Json(document_json(&document)).into_response());
     }
@@ -258,14 +259,19 @@ fn document_json(document: &Document) -> serde_json::Value {
 pub(super) async fn plans(
     State(state): State<AppState>,
     caller: Caller,
-) -> Json<serde_json::Value> {
-    // A tenant sees the plans on sale and its own custom plans; the
-    // operator sees them all.
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // A tenant sees the plans on sale and its own custom plans, a resold
+    // tenant at its reseller's prices; the operator sees them all.
+    let retail = retail_prices(&state, &caller).await?;
     let plans: Vec<serde_json::Value> = state
         .subscriptions
         .plans
         .iter()
         .filter(|plan| caller.0.tenant.is_none_or(|tenant| plan.offered_to(tenant)))
+        .map(|plan| match &retail {
+            Some(prices) => prices.plan(plan),
+            None => plan.clone(),
+        })
         .map(|plan| {
             serde_json::json!({
                 "id": plan.id,
@@ -286,7 +292,7 @@ pub(super) async fn plans(
             })
         })
         .collect();
-    Json(serde_json::json!({ "plans": plans }))
+    Ok(Json(serde_json::json!({ "plans": plans })))
 }
 
 fn subscription_json(subscription: &Subscription) -> serde_json::Value {
@@ -454,11 +460,16 @@ struct PaymentReceived {
 /// `GET /billing/packages`: the credit packages on sale.
 pub(super) async fn packages(
     State(state): State<AppState>,
-    _caller: Caller,
-) -> Json<serde_json::Value> {
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let retail = retail_prices(&state, &caller).await?;
     let packages: Vec<serde_json::Value> = state
         .packages
         .iter()
+        .map(|package| match &retail {
+            Some(prices) => prices.package(package),
+            None => package.clone(),
+        })
         .map(|package| {
             serde_json::json!({
                 "id": package.id,
@@ -469,7 +480,29 @@ pub(super) async fn packages(
             })
         })
         .collect();
-    Json(serde_json::json!({ "packages": packages }))
+    Ok(Json(serde_json::json!({ "packages": packages })))
+}
+
+/// The retail prices a resold tenant's caller sees instead of the
+/// platform's; `None` for everyone else.
+pub(super) async fn retail_prices(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Option<crate::resale::RetailPrices>, ApiError> {
+    let Some(tenant) = caller
+        .0
+        .tenant
+        .filter(|_| caller.0.role != crate::auth::Role::Reseller)
+    else {
+        return Ok(None);
+    };
+    let reseller = state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(crate::resale::reseller_of(conn, tenant)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(reseller.map(|reseller| reseller.prices))
 }
 
 fn purchase_json(purchase: &purchases::Purchase) -> serde_json::Value {
@@ -868,6 +901,7 @@ pub(super) async fn receipt(
     let not_found = || ApiError::not_found(format!("this tenant has no receipt {id:?}"));
     let (payment, format) = split_format(&id).ok_or_else(not_found)?;
     let payments = state.payments.clone();
+    let platform = state.issuer.clone();
     let found = run(
         move || {
             let (payment, invoice, method) = payments.receipt(tenant, payment)?;
@@ -875,12 +909,14 @@ pub(super) async fn receipt(
             let customer = crate::tenants::find(&mut conn, tenant)
                 .map_err(|error| anyhow::anyhow!(error))?
                 .name;
-            Ok((payment, invoice, method, customer))
+            let address = crate::branding::issuer_address(&mut conn, &invoice, &platform)
+                .map_err(|error| anyhow::anyhow!(error))?;
+            Ok((payment, invoice, method, customer, address))
         },
         payment_error,
     )
     .await;
-    let (payment, invoice, method, customer) = match found {
+    let (payment, invoice, method, customer, address) = match found {
         Err(error) if error.status == axum::http::StatusCode::NOT_FOUND => {
             return Err(not_found());
         }
@@ -895,7 +931,7 @@ pub(super) async fn receipt(
             provider_reference: payment.provider_reference.as_deref(),
         },
         &Parties {
-            issuer_address: &state.issuer.address,
+            issuer_address: &address,
             customer: &customer,
             credited_number: None,
         },

@@ -16,11 +16,14 @@ use serde::Deserialize;
 use super::AppState;
 use super::admin::{json_body, tenant_error, tenant_json};
 use super::error::ApiError;
-use super::v1::{Caller, id_param, limit_param, params, read_body};
+use super::v1::{Caller, credits_json, id_param, limit_param, params, read_body};
 use crate::auth::Role;
+use crate::branding;
 use crate::ids::TenantId;
+use crate::ledger::queries;
+use crate::resale::{self, RetailPrices};
 use crate::tenants::{self, Kind, Tenant, TenantError};
-use crate::units::{Clock as _, Credits, SystemClock};
+use crate::units::{Clock as _, Credits, Money, SystemClock};
 
 fn no_reseller(id: TenantId) -> ApiError {
     ApiError::not_found(format!("no reseller {id}"))
@@ -227,4 +230,491 @@ pub(super) async fn manages_keys(
         .map_err(ApiError::internal)?
         .map(drop)
         .map_err(tenant_error)
+}
+
+fn resale_error(error: resale::ResaleError) -> ApiError {
+    match error {
+        resale::ResaleError::InvalidPricing(_) | resale::ResaleError::InvalidThresholds(_) => {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                error.to_string(),
+            )
+        }
+        resale::ResaleError::Tenant(error) => tenant_error(error),
+        error => ApiError::internal(error),
+    }
+}
+
+fn money_json(money: Money) -> serde_json::Value {
+    money.to_decimal().to_string().into()
+}
+
+/// The reseller's retail price list as stored, and beside it what each
+/// plan and package costs it (wholesale) and its tenants (retail).
+fn pricing_json(
+    state: &AppState,
+    settings: &resale::Settings,
+) -> Result<serde_json::Value, ApiError> {
+    let prices = RetailPrices::parse(&settings.pricing).map_err(resale_error)?;
+    let plans: Vec<serde_json::Value> = state
+        .subscriptions
+        .plans
+        .iter()
+        .filter(|plan| plan.tenant.is_none())
+        .map(|plan| {
+            serde_json::json!({
+                "id": plan.id,
+                "currency": plan.price.currency.code(),
+                "wholesale": money_json(plan.price),
+                "retail": money_json(prices.plan(plan).price),
+            })
+        })
+        .collect();
+    let packages: Vec<serde_json::Value> = state
+        .packages
+        .iter()
+        .map(|package| {
+            serde_json::json!({
+                "id": package.id,
+                "credits": credits_json(package.credits),
+                "currency": package.price.currency.code(),
+                "wholesale": money_json(package.price),
+                "retail": money_json(prices.package(package).price),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "markup_percent": settings.pricing.markup_percent.to_string(),
+        "prices": settings.pricing.prices,
+        "plans": settings.pricing.plans.iter().map(|(id, price)| (id.clone(), price.to_string())).collect::<BTreeMap<_, _>>(),
+        "packages": settings.pricing.packages.iter().map(|(id, price)| (id.clone(), price.to_string())).collect::<BTreeMap<_, _>>(),
+        "updated_at": settings.updated_at.map(|at| at.to_string()),
+        "catalog": { "plans": plans, "packages": packages },
+    }))
+}
+
+async fn settings_of(state: &AppState, id: TenantId) -> Result<resale::Settings, ApiError> {
+    state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(resale::settings(conn, id)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(resale_error)
+}
+
+/// `GET /resellers/{id}/pricing` (operator, or the reseller): its retail
+/// price list, and each plan's and package's wholesale and retail price.
+pub(super) async fn get_pricing(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let settings = settings_of(&state, id).await?;
+    Ok(Json(pricing_json(&state, &settings)?))
+}
+
+/// `PUT /resellers/{id}/pricing` (operator, or the reseller): replaces its
+/// retail price list, checked like `pricing.toml`; a price for one tenant
+/// must name one of the reseller's own.
+pub(super) async fn put_pricing(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let body = read_body(body, state.body_bytes_max).await?;
+    let document: resale::PricingDocument = json_body(&body)?;
+    let prices = RetailPrices::parse(&document).map_err(resale_error)?;
+    prices
+        .check_products(&state.subscriptions.plans, &state.packages)
+        .map_err(resale_error)?;
+    let now = state.now();
+    let settings = state
+        .database
+        .run(move |conn| {
+            let result = (|| {
+                for (index, price) in prices.book.prices.iter().enumerate() {
+                    if let Some(tenant) = price.tenant
+                        && tenants::find_of_reseller(conn, id, tenant).is_err()
+                    {
+                        return Err(resale::ResaleError::InvalidPricing(format!(
+                            "price[{index}].tenant: {tenant} is not one of this reseller's tenants"
+                        )));
+                    }
+                }
+                let mut settings = resale::settings(conn, id)?;
+                settings.pricing = document;
+                resale::store(conn, id, &settings, now)?;
+                resale::settings(conn, id)
+            })();
+            Ok::<_, anyhow::Error>(result)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(resale_error)?;
+    state.forget_cached();
+    Ok(Json(pricing_json(&state, &settings)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    thresholds: Vec<String>,
+}
+
+/// `GET /resellers/{id}/alerts` (operator, or the reseller): its wallet's
+/// balance, its alert thresholds and the latest alerts, newest first.
+pub(super) async fn get_alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let (settings, alerts, balance) = state
+        .database
+        .run(move |conn| {
+            let settings = resale::settings(conn, id)?;
+            let alerts = resale::alerts(conn, id, ALERTS_PAGE_MAX)?;
+            let wallet = queries::wallet_of(conn, id)?;
+            let balance = queries::balance(conn, wallet)?;
+            Ok::<_, anyhow::Error>((settings, alerts, balance))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(alerts_json(&settings, &alerts, Some(&balance))))
+}
+
+/// Alerts one listing returns at most.
+const ALERTS_PAGE_MAX: i64 = 100;
+
+fn alerts_json(
+    settings: &resale::Settings,
+    alerts: &[resale::Alert],
+    balance: Option<&queries::Balance>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "thresholds": settings.thresholds.iter().map(|t| credits_json(*t)).collect::<Vec<_>>(),
+        "balance": balance.map(|balance| serde_json::json!({
+            "posted": credits_json(balance.posted),
+            "available": credits_json(balance.available),
+            "credit_limit": balance.credit_limit.map(credits_json),
+        })),
+        "alerts": alerts.iter().map(|alert| serde_json::json!({
+            "id": alert.id,
+            "threshold": credits_json(alert.threshold),
+            "balance": credits_json(alert.balance),
+            "created_at": alert.created_at.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `PUT /resellers/{id}/alerts` (operator, or the reseller): the wallet
+/// balances (credits, at most ten) below which a wholesale charge alerts
+/// the reseller.
+pub(super) async fn put_alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let body = read_body(body, state.body_bytes_max).await?;
+    let given: Thresholds = json_body(&body)?;
+    let thresholds = given
+        .thresholds
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            Credits::parse(text).map_err(|error| {
+                ApiError::bad_request("invalid_input", format!("thresholds[{index}]: {error}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let thresholds = resale::check_thresholds(thresholds).map_err(resale_error)?;
+    let now = state.now();
+    let settings = state
+        .database
+        .run(move |conn| {
+            let result = (|| {
+                let mut settings = resale::settings(conn, id)?;
+                settings.thresholds = thresholds;
+                resale::store(conn, id, &settings, now)?;
+                resale::settings(conn, id)
+            })();
+            Ok::<_, anyhow::Error>(result)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(resale_error)?;
+    state.forget_cached();
+    Ok(Json(alerts_json(&settings, &[], None)))
+}
+
+/// A `YYYY-MM` month parameter.
+fn month_param(query: &BTreeMap<String, String>, name: &str) -> Result<Option<String>, ApiError> {
+    query
+        .get(name)
+        .map(|text| {
+            chrono::NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d")
+                .map(|_| text.clone())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("{name} must be a month such as 2027-01, got {text:?}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// `GET /resellers/{id}/margins?from=YYYY-MM&to=YYYY-MM` (operator, or the
+/// reseller): what its tenants paid at retail, what it paid at wholesale,
+/// and the difference, for calls (credits) by month, tenant and plugin,
+/// and for plan periods (money) by month and tenant, with totals.
+pub(super) async fn margins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    params(&query, &["from", "to"])?;
+    let this_month = crate::metering::period_of(state.now());
+    let to = month_param(&query, "to")?.unwrap_or_else(|| this_month.clone());
+    let from = month_param(&query, "from")?.unwrap_or_else(|| to.clone());
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("from ({from}) is after to ({to})"),
+        ));
+    }
+    let (calls, plans) = {
+        let (from, to) = (from.clone(), to.clone());
+        state
+            .database
+            .run(move |conn| {
+                Ok::<_, anyhow::Error>((
+                    resale::call_margins(conn, id, &from, &to)?,
+                    resale::plan_margins(conn, id, &from, &to)?,
+                ))
+            })
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let sum = |pick: fn(&resale::CallMargin) -> Credits| {
+        Credits::from_micros(calls.iter().map(|row| pick(row).micros()).sum())
+    };
+    let mut plan_totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for row in &plans {
+        let total = plan_totals.entry(row.currency.clone()).or_default();
+        total.0 += row.retail_minor;
+        total.1 += row.wholesale_minor;
+    }
+    let minor = |amount: i64, currency: &str| {
+        crate::units::Currency::parse(currency)
+            .map(|currency| {
+                money_json(Money {
+                    minor: amount,
+                    currency,
+                })
+            })
+            .unwrap_or_else(|_| amount.into())
+    };
+    Ok(Json(serde_json::json!({
+        "from": from,
+        "to": to,
+        "calls": calls.iter().map(|row| serde_json::json!({
+            "period": row.period,
+            "tenant_id": row.tenant.0,
+            "plugin": row.plugin,
+            "calls": row.calls,
+            "retail": credits_json(row.retail),
+            "wholesale": credits_json(row.wholesale),
+            "margin": credits_json(row.margin),
+        })).collect::<Vec<_>>(),
+        "plans": plans.iter().map(|row| serde_json::json!({
+            "period": row.period,
+            "tenant_id": row.tenant.0,
+            "invoice_id": row.invoice,
+            "description": row.description,
+            "currency": row.currency,
+            "retail": minor(row.retail_minor, &row.currency),
+            "wholesale": minor(row.wholesale_minor, &row.currency),
+            "margin": minor(row.retail_minor - row.wholesale_minor, &row.currency),
+        })).collect::<Vec<_>>(),
+        "totals": {
+            "calls": {
+                "retail": credits_json(sum(|row| row.retail)),
+                "wholesale": credits_json(sum(|row| row.wholesale)),
+                "margin": credits_json(sum(|row| row.margin)),
+            },
+            "plans": plan_totals.iter().map(|(currency, (retail, wholesale))| serde_json::json!({
+                "currency": currency,
+                "retail": minor(*retail, currency),
+                "wholesale": minor(*wholesale, currency),
+                "margin": minor(retail - wholesale, currency),
+            })).collect::<Vec<_>>(),
+        },
+    })))
+}
+
+/// Whether `caller` may suspend or resume `tenant`: the operator any tenant
+/// or reseller, a reseller its own tenants (another's is not found).
+async fn governs(state: &AppState, caller: Caller, tenant: TenantId) -> Result<(), ApiError> {
+    let own = match (caller.0.role, caller.0.tenant) {
+        (Role::Operator, _) => None,
+        (Role::Reseller, Some(own)) if own != tenant => Some(own),
+        _ => {
+            return Err(ApiError::forbidden(
+                "the operator suspends tenants and resellers, a reseller its own tenants",
+            ));
+        }
+    };
+    state
+        .database
+        .run(move |conn| {
+            Ok::<_, anyhow::Error>(match own {
+                Some(own) => tenants::find_of_reseller(conn, own, tenant),
+                None => tenants::find(conn, tenant),
+            })
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map(drop)
+        .map_err(tenant_error)
+}
+
+async fn set_suspended(
+    state: &AppState,
+    caller: Caller,
+    tenant: &str,
+    suspended: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = TenantId(id_param(tenant, "tenant")?);
+    governs(state, caller, tenant).await?;
+    let now = state.now();
+    let updated = state
+        .database
+        .run(move |conn| {
+            Ok::<_, anyhow::Error>(tenants::set_suspended(conn, tenant, suspended, now))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(tenant_error)?;
+    state.forget_cached();
+    Ok(Json(tenant_json(&updated)))
+}
+
+/// `PUT /tenants/{tenant}/suspension` (operator, or the tenant's
+/// reseller): suspends the tenant. Its keys, dashboard sessions and calls
+/// (its sequences' too) are refused until it is resumed; suspending a
+/// reseller suspends its tenants with it.
+pub(super) async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_suspended(&state, caller, &tenant, true).await
+}
+
+/// `DELETE /tenants/{tenant}/suspension` (operator, or the tenant's
+/// reseller): resumes the tenant.
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_suspended(&state, caller, &tenant, false).await
+}
+
+fn brand_error(error: branding::BrandError) -> ApiError {
+    match error {
+        branding::BrandError::Invalid(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            error.to_string(),
+        ),
+        branding::BrandError::DomainTaken(_) => {
+            ApiError::new(StatusCode::CONFLICT, "domain_taken", error.to_string())
+        }
+        branding::BrandError::Tenant(error) => tenant_error(error),
+        error => ApiError::internal(error),
+    }
+}
+
+fn brand_json(reseller: TenantId, brand: &branding::Brand, set: bool) -> serde_json::Value {
+    let mut value = serde_json::to_value(brand).expect("a brand serialises");
+    value["reseller"] = reseller.0.into();
+    value["set"] = set.into();
+    value
+}
+
+/// `GET /resellers/{id}/branding` (operator, or the reseller): the brand
+/// its tenants see; `set` is false while it shows only the reseller's name.
+pub(super) async fn get_branding(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    let reseller = reseller(&state, id).await?;
+    let brand = state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(branding::get(conn, id)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(brand_error)?;
+    Ok(Json(match brand {
+        Some(brand) => brand_json(id, &brand, true),
+        None => brand_json(
+            id,
+            &branding::Brand {
+                name: reseller.name,
+                ..Default::default()
+            },
+            false,
+        ),
+    }))
+}
+
+/// `PUT /resellers/{id}/branding` (operator, or the reseller): replaces its
+/// brand: name, address, tax id, logo, colours, support address, custom
+/// domain and the tax its invoices charge.
+pub(super) async fn put_branding(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let body = read_body(body, state.body_bytes_max).await?;
+    let brand: branding::Brand = json_body(&body)?;
+    if brand
+        .name
+        .trim()
+        .eq_ignore_ascii_case(state.issuer.name.trim())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "invalid branding: name: that is the platform's name; use the reseller's own",
+        ));
+    }
+    let now = state.now();
+    let brand = state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(branding::put(conn, id, brand, now)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(brand_error)?;
+    Ok(Json(brand_json(id, &brand, true)))
 }

@@ -34,12 +34,21 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 82] = [
+pub const OPERATIONS: [(&str, &str); 91] = [
     ("get", "/resellers"),
     ("post", "/resellers"),
     ("get", "/resellers/{id}"),
     ("get", "/resellers/{id}/tenants"),
     ("post", "/resellers/{id}/tenants"),
+    ("get", "/resellers/{id}/pricing"),
+    ("put", "/resellers/{id}/pricing"),
+    ("get", "/resellers/{id}/alerts"),
+    ("put", "/resellers/{id}/alerts"),
+    ("get", "/resellers/{id}/margins"),
+    ("get", "/resellers/{id}/branding"),
+    ("put", "/resellers/{id}/branding"),
+    ("put", "/tenants/{tenant}/suspension"),
+    ("delete", "/tenants/{tenant}/suspension"),
     ("post", "/leads/import/mapping"),
     ("put", "/pipelines/{id}"),
     ("delete", "/sequences/{id}/enrollments/{enrollment}"),
@@ -243,6 +252,23 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             get(resellers::list_tenants).post(resellers::create_tenant),
         )
         .route(
+            "/resellers/{id}/pricing",
+            get(resellers::get_pricing).put(resellers::put_pricing),
+        )
+        .route(
+            "/resellers/{id}/alerts",
+            get(resellers::get_alerts).put(resellers::put_alerts),
+        )
+        .route("/resellers/{id}/margins", get(resellers::margins))
+        .route(
+            "/resellers/{id}/branding",
+            get(resellers::get_branding).put(resellers::put_branding),
+        )
+        .route(
+            "/tenants/{tenant}/suspension",
+            put(resellers::suspend).delete(resellers::resume),
+        )
+        .route(
             "/tenants/{tenant}/keys",
             post(admin::create_key).get(admin::list_keys),
         )
@@ -293,12 +319,17 @@ impl FromRequestParts<AppState> for Caller {
                 state
                     .database
                     .run(move |conn| match keys.authenticate(conn, &presented) {
-                        Ok(principal) => Ok(Some(principal)),
-                        Err(auth::AuthError::BadKey) => Ok(None),
+                        Ok(principal) => Ok(Ok(Some(principal))),
+                        Err(auth::AuthError::BadKey) => Ok(Ok(None)),
+                        Err(error @ auth::AuthError::Suspended) => Ok(Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "tenant_suspended",
+                            error.to_string(),
+                        ))),
                         Err(error) => Err(anyhow::Error::from(error)),
                     })
                     .await
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)??
             }
         };
         let principal = principal.ok_or_else(ApiError::unauthorized)?;
@@ -916,6 +947,15 @@ pub(super) fn meter_error(plugin: &str, error: MeterError) -> ApiError {
         )
         .with("available", credits_json(available))
         .with("required", credits_json(required)),
+        MeterError::Suspended => {
+            ApiError::new(StatusCode::FORBIDDEN, "tenant_suspended", error.to_string())
+        }
+        // The tenant is told why, never its reseller's wholesale figures.
+        MeterError::ResellerBalanceExhausted { .. } => ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "reseller_balance_exhausted",
+            error.to_string(),
+        ),
         error => ApiError::internal(error),
     }
 }

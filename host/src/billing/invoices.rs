@@ -170,6 +170,8 @@ pub struct Document {
     pub finalized_at: Option<Timestamp>,
     /// When it was paid or voided, as its state says.
     pub closed_at: Option<Timestamp>,
+    /// The reseller that issued it to its tenant; `None`: the platform.
+    pub reseller: Option<TenantId>,
 }
 
 impl Document {
@@ -184,6 +186,8 @@ impl Document {
 pub enum InvoiceError {
     #[error("a document needs at least one line")]
     NoLines,
+    #[error("who issues this tenant's documents could not be read: {0}")]
+    Issuer(String),
     #[error("{0} lines is more than a document may hold ({LINES_MAX})")]
     TooManyLines(usize),
     #[error("line {line}: {reason}")]
@@ -299,6 +303,7 @@ struct DocumentRow {
     created_at: i64,
     finalized_at: Option<i64>,
     closed_at: Option<i64>,
+    reseller_id: Option<i64>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -334,6 +339,7 @@ impl DocumentRow {
             created_at: Timestamp::from_micros(self.created_at),
             finalized_at: self.finalized_at.map(Timestamp::from_micros),
             closed_at: self.closed_at.map(Timestamp::from_micros),
+            reseller: self.reseller_id.map(TenantId),
         }
     }
 }
@@ -357,6 +363,10 @@ pub(crate) fn create_within(
     now: Timestamp,
 ) -> Result<Document, InvoiceError> {
     check(document)?;
+    // A resold tenant's documents are the reseller's, in its brand.
+    let (issuer, reseller) = crate::branding::issuer_for(conn, document.tenant, issuer)
+        .map_err(|error| InvoiceError::Issuer(error.to_string()))?;
+    let issuer = &issuer;
     let sums = totals(&document.lines, issuer.tax_rate)?;
     {
         if let Some(invoice) = document.credits_invoice {
@@ -376,6 +386,7 @@ pub(crate) fn create_within(
                 invoices::total_minor.eq(sums.total_minor),
                 invoices::credits_invoice_id.eq(document.credits_invoice),
                 invoices::created_at.eq(now.micros()),
+                invoices::reseller_id.eq(reseller.map(|reseller| reseller.0)),
             ))
             .returning(invoices::id)
             .get_result(conn)?;
@@ -456,8 +467,13 @@ pub(crate) fn finalize_within(
     {
         let document = get(conn, tenant, id)?;
         require(&document, &[State::Draft], "finalized")?;
+        // A reseller numbers its documents in a series of its own.
+        let issuer = match document.reseller {
+            Some(reseller) => format!("reseller:{reseller}"),
+            None => document.issuer.clone(),
+        };
         let series = (
-            invoice_series::issuer.eq(&document.issuer),
+            invoice_series::issuer.eq(&issuer),
             invoice_series::kind.eq(document.kind.as_str()),
             invoice_series::last_number.eq(0),
         );
@@ -473,7 +489,7 @@ pub(crate) fn finalize_within(
         // The update locks the series' row until the transaction ends, so
         // two hosts finalizing at once take consecutive numbers.
         let number: i64 =
-            diesel::update(invoice_series::table.find((&document.issuer, document.kind.as_str())))
+            diesel::update(invoice_series::table.find((&issuer, document.kind.as_str())))
                 .set(invoice_series::last_number.eq(invoice_series::last_number + 1))
                 .returning(invoice_series::last_number)
                 .get_result(conn)?;

@@ -601,6 +601,8 @@ impl Payments {
                 | MeterError::WrongFunction { .. }
                 | MeterError::Unpriced(_)
                 | MeterError::InsufficientCredits { .. }
+                | MeterError::ResellerBalanceExhausted { .. }
+                | MeterError::Suspended
                 | MeterError::PricingRule { .. }
                 | MeterError::Plugin(_)),
             ) => {

@@ -33,6 +33,8 @@ pub enum PurchaseError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
+    Resale(#[from] crate::resale::ResaleError),
+    #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
 
@@ -60,7 +62,9 @@ impl Row {
     }
 }
 
-/// Buys `package` for the tenant: the purchase and its invoice, issued.
+/// Buys `package` for the tenant: the purchase and its invoice, issued. A
+/// resold tenant pays its reseller's retail price for it; the reseller
+/// pays the platform only for the calls those credits make, at wholesale.
 pub fn buy(
     conn: &mut DbConnection,
     issuer: &Issuer,
@@ -73,6 +77,10 @@ pub fn buy(
         .iter()
         .find(|known| known.id == package)
         .ok_or_else(|| PurchaseError::UnknownPackage(package.to_owned()))?;
+    let package = &match crate::resale::reseller_of(conn, tenant)? {
+        Some(reseller) => reseller.prices.package(package),
+        None => package.clone(),
+    };
     db::write_transaction(conn, |conn| {
         let discount = match package.discount_percent.is_zero() {
             true => String::new(),

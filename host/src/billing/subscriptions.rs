@@ -44,7 +44,7 @@ use crate::db::schema::{
 use crate::db::{self, Database, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{Command, GrantSource, Ledger, LedgerError, TransferId, queries};
-use crate::units::{Clock, Credits, Timestamp};
+use crate::units::{Clock, Credits, Money, Timestamp};
 
 /// Carried credits are spent before the period's own allowance (one step
 /// ahead of the allowance's default priority), so what the tenant did not
@@ -122,6 +122,8 @@ pub enum SubscriptionError {
     },
     #[error(transparent)]
     Invoice(#[from] invoices::InvoiceError),
+    #[error(transparent)]
+    Resale(#[from] crate::resale::ResaleError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -248,6 +250,21 @@ impl Subscriptions {
         })
     }
 
+    /// The plan as `tenant` buys it: at its reseller's retail price, with
+    /// the reseller and the plan at the platform's (wholesale) price, for a
+    /// resold tenant; as it is, for a tenant the platform sells to.
+    fn priced(
+        &self,
+        conn: &mut DbConnection,
+        tenant: TenantId,
+        plan: &Plan,
+    ) -> Result<(Plan, Option<TenantId>), SubscriptionError> {
+        Ok(match crate::resale::reseller_of(conn, tenant)? {
+            Some(reseller) => (reseller.prices.plan(plan), Some(reseller.id)),
+            None => (plan.clone(), None),
+        })
+    }
+
     /// Writes period `index` of the subscription with its invoice, issued.
     #[allow(clippy::too_many_arguments)]
     fn open_period(
@@ -262,6 +279,8 @@ impl Subscriptions {
     ) -> Result<invoices::Document, SubscriptionError> {
         let (start, end) = periods::period(anchor, plan.interval, index);
         let day = |at: Timestamp| at.to_chrono().format("%Y-%m-%d").to_string();
+        let (retail, reseller) = self.priced(conn, tenant, plan)?;
+        let dates = format!("{} to {}", day(start), day(end));
         let document = invoices::create_within(
             conn,
             &self.issuer,
@@ -269,12 +288,30 @@ impl Subscriptions {
                 tenant,
                 kind: invoices::Kind::Invoice,
                 currency: plan.price.currency,
-                lines: plan_lines(plan, format!("{} to {}", day(start), day(end))),
+                lines: plan_lines(&retail, dates.clone()),
                 credits_invoice: None,
             },
             now,
         )?;
         let document = invoices::finalize_within(conn, tenant, document.id, now)?;
+        if let Some(reseller) = reseller {
+            crate::resale::record_plan_charge(
+                conn,
+                reseller,
+                tenant,
+                document.id,
+                &format!("{} plan, {dates}", plan.name),
+                Money {
+                    minor: retail.net_minor(),
+                    currency: plan.price.currency,
+                },
+                Money {
+                    minor: plan.net_minor(),
+                    currency: plan.price.currency,
+                },
+                now,
+            )?;
+        }
         diesel::insert_into(subscription_periods::table)
             .values(PeriodRow {
                 subscription_id: id,
@@ -321,13 +358,21 @@ impl Subscriptions {
                     .execute(conn)?;
                 return Ok(PlanChange::Scheduled(get_row(conn, live.id)?));
             }
-            let proration = periods::proration(
-                old.net_minor(),
-                new.net_minor(),
-                live.period_start,
-                live.period_end,
-                now,
-            );
+            // A resold tenant's change is prorated at its reseller's retail
+            // prices, and the reseller's at the platform's.
+            let (wholesale_old, wholesale_new) = (old, new.clone());
+            let (old, reseller) = self.priced(conn, tenant, &wholesale_old)?;
+            let (new, _) = self.priced(conn, tenant, &wholesale_new)?;
+            let prorate = |old: &Plan, new: &Plan| {
+                periods::proration(
+                    old.net_minor(),
+                    new.net_minor(),
+                    live.period_start,
+                    live.period_end,
+                    now,
+                )
+            };
+            let proration = prorate(&old, &new);
             let day = |at: Timestamp| at.to_chrono().format("%Y-%m-%d").to_string();
             let rest = format!("{} to {}", day(now), day(live.period_end));
             let draft = invoices::create_within(
@@ -354,6 +399,23 @@ impl Subscriptions {
                 now,
             )?;
             let invoice = invoices::finalize_within(conn, tenant, draft.id, now)?;
+            if let Some(reseller) = reseller {
+                let wholesale = prorate(&wholesale_old, &wholesale_new);
+                let net = |proration: &periods::Proration| Money {
+                    minor: proration.charge_minor - proration.credit_minor,
+                    currency: new.price.currency,
+                };
+                crate::resale::record_plan_charge(
+                    conn,
+                    reseller,
+                    tenant,
+                    invoice.id,
+                    &format!("{} to {} plan, {rest}", old.name, new.name),
+                    net(&proration),
+                    net(&wholesale),
+                    now,
+                )?;
+            }
             diesel::insert_into(subscription_changes::table)
                 .values((
                     subscription_changes::subscription_id.eq(live.id),

@@ -9,6 +9,7 @@ diesel::table! {
         parent_tenant_id -> Nullable<BigInt>,
         created_at -> BigInt,
         kind -> Text,
+        suspended_at -> Nullable<BigInt>,
     }
 }
 
@@ -160,6 +161,9 @@ diesel::table! {
         period -> Text,
         state -> Text,
         created_at -> BigInt,
+        reseller_id -> Nullable<BigInt>,
+        wholesale_held -> BigInt,
+        wholesale -> BigInt,
     }
 }
 
@@ -223,6 +227,7 @@ diesel::table! {
         created_at -> BigInt,
         finalized_at -> Nullable<BigInt>,
         closed_at -> Nullable<BigInt>,
+        reseller_id -> Nullable<BigInt>,
     }
 }
 
@@ -757,3 +762,47 @@ diesel::table! {
 
 diesel::joinable!(web_sessions -> api_keys (key_id));
 diesel::allow_tables_to_appear_in_same_query!(web_sessions, api_keys);
+
+diesel::table! {
+    reseller_settings (reseller_id) {
+        reseller_id -> BigInt,
+        pricing -> Text,
+        alert_thresholds -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    reseller_alerts (id) {
+        id -> BigInt,
+        reseller_id -> BigInt,
+        threshold -> BigInt,
+        balance -> BigInt,
+        call_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    wholesale_charges (id) {
+        id -> BigInt,
+        reseller_id -> BigInt,
+        tenant_id -> BigInt,
+        invoice_id -> BigInt,
+        description -> Text,
+        currency -> Text,
+        retail_minor -> BigInt,
+        wholesale_minor -> BigInt,
+        period -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    reseller_brands (reseller_id) {
+        reseller_id -> BigInt,
+        domain -> Nullable<Text>,
+        document -> Text,
+        updated_at -> BigInt,
+    }
+}

@@ -910,6 +910,8 @@ fn call_webhook(
         },
         Err(
             error @ (MeterError::InsufficientCredits { .. }
+            | MeterError::ResellerBalanceExhausted { .. }
+            | MeterError::Suspended
             | MeterError::Database(_)
             | MeterError::Other(_)),
         ) => ("retry", format!("not called yet: {error}")),

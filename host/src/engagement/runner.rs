@@ -778,6 +778,8 @@ impl Runner {
                 );
                 return match error {
                     MeterError::InsufficientCredits { .. }
+                    | MeterError::ResellerBalanceExhausted { .. }
+                    | MeterError::Suspended
                     | MeterError::Database(_)
                     | MeterError::Other(_) => Ok(Outcome::Defer(
                         now.saturating_add_micros(RETRY_AFTER.as_micros() as i64),

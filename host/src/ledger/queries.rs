@@ -118,6 +118,43 @@ pub fn open_wallet(
     wallet_of(conn, tenant)
 }
 
+/// The kind of a reseller's sales account.
+pub const SALES_KIND: &str = "sales";
+
+/// Opens a reseller's sales account, which its tenants' charges at its
+/// retail prices credit. Like the platform's revenue account, it has no
+/// limit and receives no grants.
+pub fn open_sales_account(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+    now: Timestamp,
+) -> Result<AccountId, LedgerError> {
+    diesel::insert_into(accounts::table)
+        .values((
+            accounts::code.eq(format!("tenant:{reseller}:{SALES_KIND}")),
+            accounts::kind.eq(SALES_KIND),
+            accounts::tenant_id.eq(reseller.0),
+            accounts::created_at.eq(now.micros()),
+        ))
+        .execute(conn)?;
+    sales_account_of(conn, reseller)
+}
+
+/// A reseller's sales account.
+pub fn sales_account_of(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+) -> Result<AccountId, LedgerError> {
+    accounts::table
+        .filter(accounts::tenant_id.eq(reseller.0))
+        .filter(accounts::kind.eq(SALES_KIND))
+        .select(accounts::id)
+        .first::<i64>(conn)
+        .optional()?
+        .map(AccountId)
+        .ok_or(LedgerError::UnknownTenant(reseller))
+}
+
 /// The credit wallet of a tenant.
 pub fn wallet_of(conn: &mut DbConnection, tenant: TenantId) -> Result<AccountId, LedgerError> {
     accounts::table

@@ -390,6 +390,9 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
             period: "2026-01".into(),
             state: "invoking".into(),
             created_at: started,
+            reseller_id: None,
+            wholesale_held: 0,
+            wholesale: 0,
         };
         if held == 0 {
             diesel::insert_into(usage_records::table)
@@ -430,6 +433,9 @@ fn recovery_ends_calls_a_crash_left_invoking_and_charges_nothing_for_them() {
         period: "2026-01".into(),
         state: "invoking".into(),
         created_at: START.micros(),
+        reseller_id: None,
+        wholesale_held: 0,
+        wholesale: 0,
     };
     diesel::insert_into(usage_records::table)
         .values(&live)

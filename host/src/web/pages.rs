@@ -164,15 +164,19 @@ fn query_string(query: &BTreeMap<String, String>, names: &[&str]) -> String {
 
 // ---- signing in and out ----
 
-pub(super) async fn sign_in_page() -> Page {
-    render("sign_in.html", json!({}))
+pub(super) async fn sign_in_page(State(web): State<Web>, headers: HeaderMap) -> Page {
+    render(
+        "sign_in.html",
+        json!({ "brand": super::brand_of_host(&web, &headers).await }),
+    )
 }
 
 /// `POST /sign-in` with the field `key`: a live API key opens a session.
-pub(super) async fn sign_in(State(web): State<Web>, form: Form) -> Response {
+pub(super) async fn sign_in(State(web): State<Web>, headers: HeaderMap, form: Form) -> Response {
+    let brand = super::brand_of_host(&web, &headers).await;
     let key = field(&form, "key").to_owned();
     if key.is_empty() {
-        return sign_in_refused("Paste an API key (tg_ and 64 hex digits).");
+        return sign_in_refused(brand, "Paste an API key (tg_ and 64 hex digits).");
     }
     let now = web.state.now();
     let opened = web
@@ -182,13 +186,18 @@ pub(super) async fn sign_in(State(web): State<Web>, form: Form) -> Response {
             let principal = match crate::auth::authenticate(conn, &key) {
                 Ok(principal) => principal,
                 Err(crate::auth::AuthError::BadKey) => return Ok(None),
+                Err(crate::auth::AuthError::Suspended) => return Ok(Some(Err(()))),
                 Err(error) => return Err(anyhow::Error::from(error)),
             };
-            Ok(Some(session::open(conn, principal, now)?))
+            Ok(Some(Ok(session::open(conn, principal, now)?)))
         })
         .await;
     match opened {
-        Ok(Some((_, secret))) => {
+        Ok(Some(Err(()))) => sign_in_refused(
+            brand,
+            "This account is suspended. Ask your provider to resume it, then sign in again.",
+        ),
+        Ok(Some(Ok((_, secret)))) => {
             let cookie = cookie::Cookie::build((session::COOKIE, secret))
                 .path("/")
                 .http_only(true)
@@ -205,16 +214,20 @@ pub(super) async fn sign_in(State(web): State<Web>, form: Form) -> Response {
                 .into_response()
         }
         Ok(None) => sign_in_refused(
-            "That key is malformed, unknown or revoked. Ask your admin for a key, or create one with `tollgate key create`.",
+            brand,
+            "That key is malformed, unknown or revoked. Ask your admin for a key.",
         ),
         Err(error) => PageError::internal(error).into_response(),
     }
 }
 
-fn sign_in_refused(message: &str) -> Response {
+fn sign_in_refused(brand: Value, message: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        render("sign_in.html", json!({ "errors": { "key": message } })),
+        render(
+            "sign_in.html",
+            json!({ "brand": brand, "errors": { "key": message } }),
+        ),
     )
         .into_response()
 }

@@ -28,6 +28,9 @@ pub struct Session {
     /// The token its forms carry.
     pub csrf: String,
     pub expires_at: Timestamp,
+    /// The brand its pages show: the reseller's whose domain the request
+    /// came to, else its tenant's reseller's; `None` for the platform's.
+    pub brand: Option<crate::branding::Brand>,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ pub fn open(
         principal,
         csrf,
         expires_at,
+        brand: None,
     };
     Ok((session, secret))
 }
@@ -108,6 +112,14 @@ pub fn find(
         ))
         .first(conn)
         .optional()?;
+    // A suspended tenant's sessions end with its keys.
+    if let Some((.., Some(tenant), _)) = &row {
+        match crate::tenants::is_suspended(conn, TenantId(*tenant)) {
+            Ok(false) => {}
+            Err(crate::tenants::TenantError::Database(error)) => return Err(error),
+            Ok(true) | Err(_) => return Ok(None),
+        }
+    }
     Ok(
         row.map(|(id, csrf, expires_at, key_id, tenant, role)| Session {
             id,
@@ -118,6 +130,7 @@ pub fn find(
             },
             csrf,
             expires_at: Timestamp::from_micros(expires_at),
+            brand: None,
         }),
     )
 }

@@ -29,6 +29,7 @@ fn document(lines: Vec<Line>) -> Document {
         created_at: ISSUED,
         finalized_at: Some(ISSUED),
         closed_at: Some(ISSUED),
+        reseller: None,
     }
 }
 

@@ -1,0 +1,524 @@
+//! Resale, end to end under a manual clock: a reseller's tenants pay its
+//! retail prices for calls and plan periods, the reseller pays the
+//! platform's prices for the same, both through the one metered path and
+//! the ledger, and its margin is the difference to the last millionth of a
+//! credit and the last cent; a reseller whose wallet runs out has its
+//! tenants' calls refused after its alerts. SQLite or PostgreSQL
+//! (TEST_DATABASE_URL).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+use tollgate::billing::invoices::{self, Issuer};
+use tollgate::billing::subscriptions::Subscriptions;
+use tollgate::db::schema::usage_records;
+use tollgate::db::testing::TestDatabase;
+use tollgate::ids::TenantId;
+use tollgate::ledger::{
+    AccountId, Command, GrantSource, Ledger, TransferId, WriterOptions, queries,
+};
+use tollgate::metering::{Meter, MeterError, Request, UsageRow};
+use tollgate::plugins::{self, Registry};
+use tollgate::pricing::{ChargeModel, Price, PriceBook, Tier};
+use tollgate::resale::{self, PricingDocument};
+use tollgate::runtime::{Call, HttpPolicy, Runtime, RuntimeConfig, SearchQuery};
+use tollgate::secrets::SecretBox;
+use tollgate::tenants;
+use tollgate::units::{Clock as _, Credits, ManualClock, Timestamp};
+
+const DAY_US: i64 = 86_400_000_000;
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(text).unwrap()
+}
+
+fn credits(text: &str) -> Credits {
+    Credits::parse(text).unwrap()
+}
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+/// The platform's price of a csv-leads search: 0.05 a call, and its leads
+/// graduated, 0.7 each for a period's first 10 and 0.33 after.
+fn search_price() -> Price {
+    Price {
+        plugin: "csv-leads".into(),
+        function: "search".into(),
+        tenant: None,
+        effective_from: Timestamp::from_micros(0),
+        per_call: dec("0.05"),
+        units: ChargeModel::Graduated {
+            tiers: vec![
+                Tier {
+                    up_to: Some(10),
+                    per_unit: dec("0.7"),
+                    flat: Decimal::ZERO,
+                },
+                Tier {
+                    up_to: None,
+                    per_unit: dec("0.33"),
+                    flat: Decimal::ZERO,
+                },
+            ],
+        },
+        free_units: BTreeMap::new(),
+        per_million_fuel: Decimal::ZERO,
+        charge_failed: false,
+    }
+}
+
+struct World {
+    clock: Arc<ManualClock>,
+    database: tollgate::db::Database,
+    ledger: Ledger,
+    meter: Meter,
+    secrets: Arc<SecretBox>,
+    subscriptions: Subscriptions,
+    _db: TestDatabase,
+}
+
+impl World {
+    fn new(start: &str) -> World {
+        let db = TestDatabase::new();
+        let database = db.open();
+        let clock = Arc::new(ManualClock::new(at(start)));
+        let ledger =
+            Ledger::start(database.clone(), clock.clone(), WriterOptions::default()).unwrap();
+        let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+        let mut conn = database.get().unwrap();
+        for (name, manifest, wasm) in tollgate::runtime::artifacts::FIRST_PARTY {
+            if *name == "csv-leads" {
+                let hosts = plugins::Manifest::parse(manifest).unwrap().http_hosts;
+                plugins::install(&mut conn, &runtime, manifest, wasm, &hosts, clock.now()).unwrap();
+            }
+        }
+        let secrets = Arc::new(SecretBox::new([3; 32]));
+        let meter = Meter::new(
+            database.clone(),
+            ledger.clone(),
+            Arc::new(Registry::new(runtime)),
+            secrets.clone(),
+            Arc::new(PriceBook {
+                prices: vec![search_price()],
+                rules: Vec::new(),
+            }),
+            clock.clone(),
+            HttpPolicy::default(),
+            Duration::from_secs(300),
+        );
+        let subscriptions = Subscriptions {
+            database: database.clone(),
+            ledger: ledger.clone(),
+            plans: Arc::new(
+                tollgate::config::parse_plans(
+                    std::path::Path::new("plans.toml"),
+                    include_str!("../../config/plans.toml"),
+                )
+                .unwrap(),
+            ),
+            issuer: Arc::new(Issuer {
+                name: "Tollgate".into(),
+                address: "1 Main Street".into(),
+                tax_rate: dec("0.2"),
+                tax_name: "VAT".into(),
+            }),
+            clock: clock.clone(),
+        };
+        World {
+            clock,
+            database,
+            ledger,
+            meter,
+            secrets,
+            subscriptions,
+            _db: db,
+        }
+    }
+
+    fn grant(&self, tenant: TenantId, amount: &str) {
+        let wallet = queries::wallet_of(&mut self.database.get().unwrap(), tenant).unwrap();
+        self.ledger
+            .submit_blocking(Command::Grant {
+                id: TransferId::new(format!("grant-{tenant}")).unwrap(),
+                account: wallet,
+                source: GrantSource::Purchase,
+                amount: credits(amount),
+                expires_at: None,
+                priority: None,
+                memo: String::new(),
+            })
+            .unwrap();
+    }
+
+    /// A tenant (of `reseller`, or sold to directly) with `grant` credits
+    /// and csv-leads enabled on a file of 50 leads.
+    fn tenant(&self, name: &str, reseller: Option<TenantId>, grant: &str) -> TenantId {
+        let mut conn = self.database.get().unwrap();
+        let now = self.clock.now();
+        let (tenant, _) = match reseller {
+            Some(reseller) => {
+                tenants::create_for_reseller(&mut conn, reseller, name, Credits::ZERO, now)
+            }
+            None => tenants::create(&mut conn, name, None, Credits::ZERO, now),
+        }
+        .unwrap();
+        plugins::enable(
+            &mut conn,
+            &self.secrets,
+            tenant.id,
+            "csv-leads",
+            &BTreeMap::new(),
+            now,
+        )
+        .unwrap();
+        let mut csv = String::from("First Name,Email\n");
+        for n in 0..50 {
+            csv.push_str(&format!("Lead{n},lead{n}@example.com\n"));
+        }
+        plugins::kv::put_file(
+            &mut conn,
+            tenant.id,
+            "csv-leads",
+            "leads.csv",
+            csv.as_bytes(),
+            now,
+        )
+        .unwrap();
+        drop(conn);
+        self.grant(tenant.id, grant);
+        tenant.id
+    }
+
+    fn search(
+        &self,
+        tenant: TenantId,
+        limit: u32,
+    ) -> Result<tollgate::metering::Metered, MeterError> {
+        self.meter.invoke(Request {
+            tenant,
+            plugin: "csv-leads".into(),
+            call: Call::Search(SearchQuery {
+                keywords: None,
+                title: None,
+                company: None,
+                domain: None,
+                location: None,
+                limit,
+                cursor: None,
+            }),
+            idempotency_key: None,
+        })
+    }
+
+    fn records(&self, tenant: TenantId) -> Vec<UsageRow> {
+        usage_records::table
+            .filter(usage_records::tenant_id.eq(tenant.0))
+            .order((usage_records::created_at, usage_records::id))
+            .select(UsageRow::as_select())
+            .load(&mut self.database.get().unwrap())
+            .unwrap()
+    }
+
+    fn balance(&self, account: AccountId) -> queries::Balance {
+        queries::balance(&mut self.database.get().unwrap(), account).unwrap()
+    }
+}
+
+/// `amount` marked up by 30%, rounded half away from zero to `places`.
+fn plus_30_percent(amount: Decimal, places: u32) -> Decimal {
+    (amount * dec("1.3")).round_dp_with_strategy(places, RoundingStrategy::MidpointAwayFromZero)
+}
+
+#[test]
+fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesale_to_the_cent() {
+    let world = World::new("2027-03-01T00:00:00Z");
+    let mut conn = world.database.get().unwrap();
+    let (reseller, reseller_wallet) =
+        tenants::create_reseller(&mut conn, "North Agency", Credits::ZERO, world.clock.now())
+            .unwrap();
+    let reseller = reseller.id;
+    let sales = queries::sales_account_of(&mut conn, reseller).unwrap();
+    resale::store(
+        &mut conn,
+        reseller,
+        &resale::Settings {
+            pricing: PricingDocument {
+                markup_percent: dec("30"),
+                ..Default::default()
+            },
+            thresholds: Vec::new(),
+            updated_at: None,
+        },
+        world.clock.now(),
+    )
+    .unwrap();
+    drop(conn);
+    world.grant(reseller, "100000");
+    // Three tenants of the reseller's, and for each a twin the platform
+    // sells to directly that makes exactly the same calls: what the twin
+    // pays is the platform's price for them.
+    let resold: Vec<TenantId> = ["Alpha", "Beta", "Gamma"]
+        .iter()
+        .map(|name| world.tenant(name, Some(reseller), "5000"))
+        .collect();
+    let twins: Vec<TenantId> = ["Alpha twin", "Beta twin", "Gamma twin"]
+        .iter()
+        .map(|name| world.tenant(name, None, "5000"))
+        .collect();
+
+    // Each resold tenant subscribes to Starter (49.00 at the platform's
+    // price, so 63.70 at retail) and pays.
+    for &tenant in &resold {
+        let (_, invoice) = world.subscriptions.subscribe(tenant, "starter").unwrap();
+        assert_eq!(invoice.lines[0].unit_price_minor, 6370, "{invoice:?}");
+        world
+            .subscriptions
+            .invoice_paid(tenant, invoice.id)
+            .unwrap();
+    }
+
+    // A month of searches: every day, each tenant and its twin search for
+    // a few leads, a different number each day and tenant.
+    for day in 0..30 {
+        world
+            .clock
+            .set(at("2027-03-01T09:00:00Z").saturating_add_micros(day * DAY_US));
+        for (index, (&tenant, &twin)) in resold.iter().zip(&twins).enumerate() {
+            let limit = (day as u32 * 7 + index as u32 * 3) % 9 + 1;
+            let sold = world.search(tenant, limit).unwrap();
+            let direct = world.search(twin, limit).unwrap();
+            assert!(sold.result.is_ok() && direct.result.is_ok());
+        }
+    }
+
+    // The period ends: each subscription renews, invoiced at retail.
+    world.clock.set(at("2027-04-01T01:00:00Z"));
+    assert_eq!(world.subscriptions.renew_due().unwrap(), 3);
+
+    let (mut retail_total, mut wholesale_total) = (Credits::ZERO, Credits::ZERO);
+    for (&tenant, &twin) in resold.iter().zip(&twins) {
+        let (sold, direct) = (world.records(tenant), world.records(twin));
+        assert_eq!(sold.len(), 30);
+        assert_eq!(direct.len(), 30);
+        for (sold, direct) in sold.iter().zip(&direct) {
+            assert_eq!(sold.units, direct.units);
+            assert_eq!(sold.reseller_id, Some(reseller.0));
+            assert_eq!(direct.reseller_id, None);
+            // The reseller pays the platform's price for the same call...
+            assert_eq!(sold.wholesale, direct.credits, "{sold:?} {direct:?}");
+            // ...and its tenant pays that plus 30%.
+            let wholesale = Credits::from_micros(direct.credits).to_decimal();
+            assert_eq!(
+                Credits::from_micros(sold.credits).to_decimal(),
+                plus_30_percent(wholesale, 6),
+                "{sold:?}"
+            );
+            retail_total = retail_total
+                .checked_add(Credits::from_micros(sold.credits))
+                .unwrap();
+            wholesale_total = wholesale_total
+                .checked_add(Credits::from_micros(sold.wholesale))
+                .unwrap();
+        }
+    }
+    assert!(
+        wholesale_total > credits("100"),
+        "a month of use: {wholesale_total}"
+    );
+
+    // The ledger agrees: the tenants' retail charges are in the reseller's
+    // sales account, and its wallet paid the wholesale ones.
+    assert_eq!(world.balance(sales).posted, retail_total);
+    assert_eq!(
+        world.balance(reseller_wallet).posted,
+        credits("100000").checked_sub(wholesale_total).unwrap()
+    );
+    assert_eq!(world.balance(reseller_wallet).pending, Credits::ZERO);
+
+    // Each plan period (the first and the renewal) was invoiced at retail,
+    // and charged to the reseller at the platform's price.
+    let mut conn = world.database.get().unwrap();
+    for &tenant in &resold {
+        let documents =
+            invoices::list(&mut conn, tenant, invoices::Kind::Invoice, None, 10).unwrap();
+        assert_eq!(documents.len(), 2);
+        for document in documents {
+            assert_eq!(document.lines[0].unit_price_minor, 6370);
+            assert_eq!(document.totals.subtotal_minor, 6370);
+        }
+    }
+
+    // The margins, by tenant and plugin for the month, add up exactly.
+    let calls = resale::call_margins(&mut conn, reseller, "2027-03", "2027-04").unwrap();
+    assert_eq!(calls.len(), 3);
+    let sum = |pick: fn(&resale::CallMargin) -> Credits| {
+        Credits::from_micros(calls.iter().map(|row| pick(row).micros()).sum())
+    };
+    assert_eq!(sum(|row| row.retail), retail_total);
+    assert_eq!(sum(|row| row.wholesale), wholesale_total);
+    assert_eq!(
+        sum(|row| row.margin),
+        retail_total.checked_sub(wholesale_total).unwrap()
+    );
+    for (row, &tenant) in calls.iter().zip(&resold) {
+        assert_eq!(
+            (row.period.as_str(), row.tenant, row.calls),
+            ("2027-03", tenant, 30)
+        );
+    }
+    let plans = resale::plan_margins(&mut conn, reseller, "2027-03", "2027-04").unwrap();
+    assert_eq!(plans.len(), 6);
+    assert!(
+        plans
+            .iter()
+            .all(|row| (row.retail_minor, row.wholesale_minor) == (6370, 4900))
+    );
+    assert_eq!(
+        plans
+            .iter()
+            .map(|row| row.retail_minor - row.wholesale_minor)
+            .sum::<i64>(),
+        6 * 1470
+    );
+    // Another reseller's figures hold none of these.
+    let (other, _) =
+        tenants::create_reseller(&mut conn, "South Agency", Credits::ZERO, world.clock.now())
+            .unwrap();
+    assert!(
+        resale::call_margins(&mut conn, other.id, "2027-01", "2027-12")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        resale::plan_margins(&mut conn, other.id, "2027-01", "2027-12")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_reseller_whose_wallet_runs_out_is_alerted_first_then_its_tenants_calls_are_refused() {
+    let world = World::new("2027-03-01T00:00:00Z");
+    let mut conn = world.database.get().unwrap();
+    let (reseller, reseller_wallet) =
+        tenants::create_reseller(&mut conn, "North Agency", Credits::ZERO, world.clock.now())
+            .unwrap();
+    let reseller = reseller.id;
+    resale::store(
+        &mut conn,
+        reseller,
+        &resale::Settings {
+            pricing: PricingDocument {
+                markup_percent: dec("30"),
+                ..Default::default()
+            },
+            thresholds: vec![credits("6"), credits("3")],
+            updated_at: None,
+        },
+        world.clock.now(),
+    )
+    .unwrap();
+    drop(conn);
+    world.grant(reseller, "10");
+    let tenant = world.tenant("Alpha", Some(reseller), "1000");
+    let tenant_wallet = queries::wallet_of(&mut world.database.get().unwrap(), tenant).unwrap();
+
+    // One lead a search: 0.75 at wholesale while the period's first ten
+    // leads last, so the reseller's 10 credits cover 13 searches.
+    let mut alerts_before = Vec::new();
+    for n in 0..13 {
+        world
+            .clock
+            .set(at("2027-03-02T09:00:00Z").saturating_add_micros(n * 60_000_000));
+        world.search(tenant, 1).unwrap();
+        alerts_before.push(
+            resale::alerts(&mut world.database.get().unwrap(), reseller, 10)
+                .unwrap()
+                .len(),
+        );
+    }
+    // The alerts came as the balance fell below 6 (after the 6th search,
+    // 10 − 6 × 0.75 = 5.5) and below 3 (after the 10th, 2.5); searches 11
+    // to 13 cost 0.05 + 0.33 each, past the first tier.
+    let wallet = world.balance(reseller_wallet);
+    let alerts = resale::alerts(&mut world.database.get().unwrap(), reseller, 10).unwrap();
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|alert| alert.threshold)
+            .collect::<Vec<_>>(),
+        vec![credits("3"), credits("6")],
+        "newest first"
+    );
+    assert_eq!(alerts_before[4], 0);
+    assert_eq!(alerts_before[5], 1);
+    assert_eq!(alerts_before[8], 1);
+    assert_eq!(alerts_before[9], 2);
+    assert_eq!(alerts[1].balance, credits("5.5"));
+    assert_eq!(alerts[0].balance, credits("2.5"));
+
+    // Spend the rest; then the next call is refused, naming the reason.
+    let mut refused = None;
+    for n in 0..20 {
+        world
+            .clock
+            .set(at("2027-03-03T09:00:00Z").saturating_add_micros(n * 60_000_000));
+        match world.search(tenant, 1) {
+            Ok(_) => continue,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    let error = refused.expect("the wallet ran out");
+    assert!(
+        matches!(error, MeterError::ResellerBalanceExhausted { reseller: r, .. } if r == reseller),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("your provider's account cannot cover this call")
+    );
+    let records = world.records(tenant).len();
+    let (tenant_before, reseller_before) =
+        (world.balance(tenant_wallet), world.balance(reseller_wallet));
+    assert!(
+        reseller_before.available < credits("0.38"),
+        "{wallet:?} {reseller_before:?}"
+    );
+
+    // Refused again: nothing was recorded, held or charged on either side.
+    let error = world.search(tenant, 1).unwrap_err();
+    assert!(matches!(error, MeterError::ResellerBalanceExhausted { .. }));
+    assert_eq!(world.records(tenant).len(), records);
+    assert_eq!(world.balance(tenant_wallet), tenant_before);
+    assert_eq!(world.balance(reseller_wallet), reseller_before);
+    assert!(
+        world
+            .records(tenant)
+            .iter()
+            .all(|record| record.state == "settled")
+    );
+
+    // Topped up, the reseller's tenants call again.
+    world
+        .ledger
+        .submit_blocking(Command::Grant {
+            id: TransferId::new("top-up").unwrap(),
+            account: reseller_wallet,
+            source: GrantSource::Purchase,
+            amount: credits("100"),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })
+        .unwrap();
+    world.search(tenant, 1).unwrap();
+}

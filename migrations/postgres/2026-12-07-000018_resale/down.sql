@@ -1,0 +1,11 @@
+ALTER TABLE invoices DROP COLUMN reseller_id;
+DROP TABLE reseller_brands;
+DROP TABLE wholesale_charges;
+DELETE FROM accounts WHERE kind = 'sales';
+DROP INDEX usage_records_by_reseller;
+ALTER TABLE usage_records DROP COLUMN wholesale;
+ALTER TABLE usage_records DROP COLUMN wholesale_held;
+ALTER TABLE usage_records DROP COLUMN reseller_id;
+DROP TABLE reseller_alerts;
+DROP TABLE reseller_settings;
+ALTER TABLE tenants DROP COLUMN suspended_at;
