@@ -146,6 +146,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         Arc::new(PriceBook {
             prices: vec![price],
             rules: Vec::new(),
+            reseller_plugins: Default::default(),
         }),
         Arc::new(SystemClock),
         HttpPolicy::default(),

@@ -16,7 +16,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TenantId;
-use crate::pricing::{ChargeModel, Price, PriceBook, RuleBinding, Tier};
+use crate::pricing::{ChargeModel, Price, PriceBook, ResellerPluginPrice, RuleBinding, Tier};
 use crate::units::{Credits, Currency, Money, Timestamp};
 
 /// Prefix of environment variables that override `tollgate.toml`.
@@ -766,6 +766,17 @@ struct RawPricing {
     price: Vec<RawPrice>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    reseller_plugins: RawResellerPlugins,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResellerPlugins {
+    #[serde(default)]
+    per_call: Decimal,
+    #[serde(default)]
+    per_million_fuel: Decimal,
 }
 
 #[derive(Deserialize)]
@@ -1058,11 +1069,31 @@ pub fn parse_pricing(path: &Path, text: &str) -> anyhow::Result<Pricing> {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let amount = |value: Decimal, key: &str| {
+            if value.is_sign_negative() || value > Decimal::from(PRICE_CREDITS_MAX) {
+                return Err(invalid(
+                    key,
+                    format!("must be 0 to {PRICE_CREDITS_MAX} credits, got {value}"),
+                ));
+            }
+            Ok(value)
+        };
+        let reseller_plugins = ResellerPluginPrice {
+            per_call: amount(raw.reseller_plugins.per_call, "reseller_plugins.per_call")?,
+            per_million_fuel: amount(
+                raw.reseller_plugins.per_million_fuel,
+                "reseller_plugins.per_million_fuel",
+            )?,
+        };
         Ok(Pricing {
             currency,
             credit_price: raw.credit_price,
             packages,
-            book: PriceBook { prices, rules },
+            book: PriceBook {
+                prices,
+                rules,
+                reseller_plugins,
+            },
         })
     })
 }

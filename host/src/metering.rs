@@ -528,13 +528,29 @@ impl Meter {
                 function,
             });
         }
+        let standing = self.standing(tenant)?;
+        if standing.suspended {
+            return Err(MeterError::Suspended);
+        }
+        let reseller = standing.reseller.as_ref();
+        // A reseller's own plugin serves it and its tenants alone, and the
+        // platform charges it the reseller-plugin price for each call.
+        if let Some(owner) = plugin.owner
+            && owner != tenant
+            && reseller.map(|reseller| reseller.id) != Some(owner)
+        {
+            return Err(MeterError::Plugin(PluginError::NotInstalled(name)));
+        }
         let settings = match merchant {
             Some(settings) => settings,
             None => self
                 .settings(tenant, &plugin)?
                 .ok_or_else(|| MeterError::NotEnabled(name.clone()))?,
         };
-        let price = self.book.price(tenant, &name, function, now)?;
+        let price = match plugin.owner {
+            Some(_) => std::borrow::Cow::Owned(self.book.reseller_plugin_price(&name, function)),
+            None => std::borrow::Cow::Borrowed(self.book.price(tenant, &name, function, now)?),
+        };
         let period = period_of(now);
         let period_units = match price.uses_period() {
             true => {
@@ -577,16 +593,13 @@ impl Meter {
         let held_platform = adjust(price.max_charge(usage_max), max_units)?;
         // A resold tenant pays its reseller's retail price; the reseller
         // pays the platform's for the same call.
-        let standing = self.standing(tenant)?;
-        if standing.suspended {
-            return Err(MeterError::Suspended);
-        }
-        let reseller = standing.reseller.as_ref();
+        let own_price =
+            reseller.and_then(|reseller| reseller.prices.own_price(tenant, &name, function, now));
         let (held, wholesale_held) = match reseller {
             Some(reseller) => (
                 reseller
                     .prices
-                    .call(tenant, &name, function, now, held_platform, usage_max, true),
+                    .charge(own_price, held_platform, usage_max, true),
                 held_platform,
             ),
             None => (held_platform, Credits::ZERO),
@@ -664,7 +677,7 @@ impl Meter {
             (Some(reseller), Some(usage)) => (
                 reseller
                     .prices
-                    .call(tenant, &name, function, now, charged, usage, false)
+                    .charge(own_price, charged, usage, false)
                     .min(held),
                 charged,
             ),

@@ -147,6 +147,16 @@ pub enum PluginError {
         "plugin {name} declares HTTP host {host:?}, which the operator did not approve (approve it with --allow-host {host})"
     )]
     HostNotApproved { name: String, host: String },
+    #[error(
+        "plugin {name} is a {kind} plugin; the operator approved this reseller's plugins of {approved} only"
+    )]
+    KindNotApproved {
+        name: String,
+        kind: PluginKind,
+        approved: String,
+    },
+    #[error("a reseller's plugins may be lead sources or channels, not {0} plugins")]
+    KindNotResold(PluginKind),
     #[error("the component is {size} bytes; at most {WASM_BYTES_MAX} are accepted")]
     TooLarge { size: usize },
     #[error(
@@ -366,6 +376,8 @@ pub struct InstalledVersion {
     pub api_version: String,
     pub wasm_sha256: String,
     pub active: bool,
+    /// The reseller whose own plugin it is; `None`: the platform's.
+    pub owner: Option<TenantId>,
 }
 
 /// Installs a plugin that is not installed yet. Installing the same
@@ -378,15 +390,40 @@ pub fn install(
     approved_hosts: &[String],
     now: Timestamp,
 ) -> Result<InstalledVersion, PluginError> {
+    install_owned(
+        conn,
+        runtime,
+        manifest_text,
+        wasm,
+        approved_hosts,
+        None,
+        now,
+    )
+}
+
+/// [`install`] for the platform (`owner` `None`) or as one reseller's own
+/// plugin.
+fn install_owned(
+    conn: &mut DbConnection,
+    runtime: &Runtime,
+    manifest_text: &str,
+    wasm: &[u8],
+    approved_hosts: &[String],
+    owner: Option<TenantId>,
+    now: Timestamp,
+) -> Result<InstalledVersion, PluginError> {
     let (manifest, _) = check(runtime, manifest_text, wasm, approved_hosts)?;
     let digest = sha256_hex(wasm);
     let version = manifest.version.to_string();
     crate::db::write_transaction(conn, |conn| {
         let existing = active_version(conn, &manifest.name)?
-            .map(|active| (active.version, active.wasm_sha256));
+            .map(|active| (active.version, active.wasm_sha256, active.owner));
         match existing {
-            Some((active, active_digest)) if active == version && active_digest == digest => {}
-            Some((active, _)) if active == version => {
+            Some((.., installed_by)) if installed_by != owner => {
+                return Err(PluginError::AlreadyInstalled(manifest.name.clone()));
+            }
+            Some((active, active_digest, _)) if active == version && active_digest == digest => {}
+            Some((active, ..)) if active == version => {
                 return Err(PluginError::VersionConflict {
                     name: manifest.name.clone(),
                     version: version.clone(),
@@ -408,6 +445,7 @@ pub fn install(
                         plugins::name.eq(&manifest.name),
                         plugins::active_version.eq(&version),
                         plugins::updated_at.eq(now.micros()),
+                        plugins::reseller_id.eq(owner.map(|owner| owner.0)),
                     ))
                     .execute(conn)?;
             }
@@ -419,6 +457,7 @@ pub fn install(
             api_version: manifest.api_version.clone(),
             wasm_sha256: digest.clone(),
             active: true,
+            owner,
         })
     })
 }
@@ -477,6 +516,7 @@ pub fn upgrade(
 ) -> Result<InstalledVersion, PluginError> {
     let (manifest, _) = check(runtime, manifest_text, wasm, approved_hosts)?;
     let current = active_manifest(conn, &manifest.name)?;
+    let owner = owner(conn, &manifest.name)?;
     if current.kind != manifest.kind {
         return Err(PluginError::Manifest(format!(
             "kind: {} cannot replace a {} plugin",
@@ -517,7 +557,177 @@ pub fn upgrade(
         api_version: manifest.api_version,
         wasm_sha256: digest,
         active: true,
+        owner,
     })
+}
+
+/// Which reseller's own plugin `name` is; `None`: the platform's.
+pub fn owner(conn: &mut DbConnection, name: &str) -> Result<Option<TenantId>, PluginError> {
+    let owner: Option<Option<i64>> = plugins::table
+        .find(name)
+        .select(plugins::reseller_id)
+        .first(conn)
+        .optional()?;
+    owner
+        .map(|owner| owner.map(TenantId))
+        .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))
+}
+
+/// Whether `tenant` may see and use a plugin `owner` installed: everyone
+/// may use the platform's; a reseller's own, only it and its tenants.
+pub fn usable_by(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    owner: Option<TenantId>,
+) -> Result<bool, PluginError> {
+    let Some(owner) = owner else {
+        return Ok(true);
+    };
+    if owner == tenant {
+        return Ok(true);
+    }
+    let parent: Option<Option<i64>> = crate::db::schema::tenants::table
+        .find(tenant.0)
+        .select(crate::db::schema::tenants::parent_tenant_id)
+        .first(conn)
+        .optional()?;
+    Ok(parent.flatten() == Some(owner.0))
+}
+
+/// What the operator approved for one reseller's own plugins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Approval {
+    pub kinds: Vec<PluginKind>,
+    pub http_hosts: Vec<String>,
+}
+
+/// The kinds a reseller's plugin may be: a payment provider or a pricing
+/// rule is the platform's alone.
+pub const RESOLD_KINDS: [PluginKind; 2] = [PluginKind::LeadSource, PluginKind::Channel];
+
+/// What the operator approved for `reseller`'s plugins; nothing until it
+/// approves something.
+pub fn approval(conn: &mut DbConnection, reseller: TenantId) -> Result<Approval, PluginError> {
+    use crate::db::schema::reseller_approvals;
+    let row: Option<(String, String)> = reseller_approvals::table
+        .find(reseller.0)
+        .select((reseller_approvals::kinds, reseller_approvals::http_hosts))
+        .first(conn)
+        .optional()?;
+    let Some((kinds, hosts)) = row else {
+        return Ok(Approval::default());
+    };
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(Approval {
+        kinds: lines(&kinds)
+            .iter()
+            .filter_map(|kind| {
+                RESOLD_KINDS
+                    .into_iter()
+                    .find(|known| known.as_str() == kind)
+            })
+            .collect(),
+        http_hosts: lines(&hosts),
+    })
+}
+
+/// Replaces what the operator approved for `reseller`'s plugins. Kinds
+/// must be lead sources or channels; hosts, host names (with an optional
+/// port). Plugins already installed keep the hosts they were approved.
+pub fn set_approval(
+    conn: &mut DbConnection,
+    reseller: TenantId,
+    approval: &Approval,
+    now: Timestamp,
+) -> Result<(), PluginError> {
+    use crate::db::schema::reseller_approvals;
+    if let Some(kind) = approval
+        .kinds
+        .iter()
+        .find(|kind| !RESOLD_KINDS.contains(kind))
+    {
+        return Err(PluginError::KindNotResold(*kind));
+    }
+    if approval.http_hosts.len() > HTTP_HOSTS_MAX {
+        return Err(PluginError::Manifest(format!(
+            "http_hosts: more than {HTTP_HOSTS_MAX}"
+        )));
+    }
+    if let Some(host) = approval
+        .http_hosts
+        .iter()
+        .find(|host| host.as_str() == "*" || !valid_host(host))
+    {
+        return Err(PluginError::Manifest(format!(
+            "http_hosts: {host:?} is not a host name (with an optional :port)"
+        )));
+    }
+    let kinds: Vec<&str> = approval.kinds.iter().map(|kind| kind.as_str()).collect();
+    let values = (
+        reseller_approvals::kinds.eq(kinds.join("\n")),
+        reseller_approvals::http_hosts.eq(approval.http_hosts.join("\n")),
+        reseller_approvals::updated_at.eq(now.micros()),
+    );
+    crate::db::write_transaction(conn, |conn| {
+        let updated = diesel::update(reseller_approvals::table.find(reseller.0))
+            .set(values.clone())
+            .execute(conn)?;
+        if updated == 0 {
+            diesel::insert_into(reseller_approvals::table)
+                .values((reseller_approvals::reseller_id.eq(reseller.0), values))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+/// Installs or upgrades one of `reseller`'s own plugins: of a kind the
+/// operator approved for it, reaching only hosts approved for it. A name
+/// the platform or another reseller has is refused.
+pub fn install_for_reseller(
+    conn: &mut DbConnection,
+    runtime: &Runtime,
+    reseller: TenantId,
+    manifest_text: &str,
+    wasm: &[u8],
+    now: Timestamp,
+) -> Result<InstalledVersion, PluginError> {
+    let approval = approval(conn, reseller)?;
+    let manifest = Manifest::parse(manifest_text)?;
+    if !approval.kinds.contains(&manifest.kind) {
+        let approved: Vec<&str> = approval.kinds.iter().map(|kind| kind.as_str()).collect();
+        return Err(PluginError::KindNotApproved {
+            name: manifest.name,
+            kind: manifest.kind,
+            approved: match approved.is_empty() {
+                true => "no kind".into(),
+                false => approved.join(" and "),
+            },
+        });
+    }
+    let hosts = &approval.http_hosts;
+    match active_version(conn, &manifest.name)? {
+        Some(active) if active.owner != Some(reseller) => {
+            Err(PluginError::AlreadyInstalled(manifest.name))
+        }
+        Some(active) if active.version != manifest.version.to_string() => {
+            upgrade(conn, runtime, manifest_text, wasm, hosts, now)
+        }
+        _ => install_owned(
+            conn,
+            runtime,
+            manifest_text,
+            wasm,
+            hosts,
+            Some(reseller),
+            now,
+        ),
+    }
 }
 
 /// Removes a plugin: no tenant can use it any more. Its versions stay on
@@ -584,6 +794,8 @@ pub struct ActivePlugin {
     /// Its manifest; the HTTP hosts it declares were all approved at
     /// install, so they are the hosts its calls may reach.
     pub manifest: Manifest,
+    /// The reseller whose own plugin it is; `None`: the platform's.
+    pub owner: Option<TenantId>,
 }
 
 impl std::ops::Deref for ActivePlugin {
@@ -621,6 +833,7 @@ impl Registry {
         let ActiveVersion {
             version,
             manifest: manifest_text,
+            owner,
             ..
         } = active_version(conn, name)?
             .ok_or_else(|| PluginError::NotInstalled(name.to_owned()))?;
@@ -639,6 +852,7 @@ impl Registry {
                 .runtime
                 .load(name, &version, manifest.kind, &wasm, manifest.limits)?,
             manifest,
+            owner,
         });
         self.loaded
             .lock()
@@ -673,6 +887,11 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginErro
                 plugins::name.nullable(),
             ))
             .load(conn)?;
+    let owners: HashMap<String, Option<i64>> = plugins::table
+        .select((plugins::name, plugins::reseller_id))
+        .load::<(String, Option<i64>)>(conn)?
+        .into_iter()
+        .collect();
     // Versions in semantic order, not as text: 0.10.0 comes after 0.9.0.
     rows.sort_by_cached_key(|(name, version, ..)| {
         (name.clone(), semver::Version::parse(version).ok())
@@ -681,6 +900,7 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<InstalledVersion>, PluginErro
         .into_iter()
         .map(
             |(name, version, kind, api_version, wasm_sha256, active)| InstalledVersion {
+                owner: owners.get(&name).copied().flatten().map(TenantId),
                 name,
                 version,
                 kind,
@@ -704,13 +924,14 @@ struct ActiveVersion {
     version: String,
     manifest: String,
     wasm_sha256: String,
+    owner: Option<TenantId>,
 }
 
 fn active_version(
     conn: &mut DbConnection,
     name: &str,
 ) -> Result<Option<ActiveVersion>, PluginError> {
-    let row: Option<(String, String, String)> = plugins::table
+    let row: Option<(String, String, String, Option<i64>)> = plugins::table
         .find(name)
         .inner_join(
             plugin_versions::table.on(plugin_versions::name
@@ -721,14 +942,18 @@ fn active_version(
             plugin_versions::version,
             plugin_versions::manifest,
             plugin_versions::wasm_sha256,
+            plugins::reseller_id,
         ))
         .first(conn)
         .optional()?;
-    Ok(row.map(|(version, manifest, wasm_sha256)| ActiveVersion {
-        version,
-        manifest,
-        wasm_sha256,
-    }))
+    Ok(
+        row.map(|(version, manifest, wasm_sha256, owner)| ActiveVersion {
+            version,
+            manifest,
+            wasm_sha256,
+            owner: owner.map(TenantId),
+        }),
+    )
 }
 
 /// Enables a plugin for a tenant with its settings, replacing any earlier
@@ -743,6 +968,11 @@ pub fn enable(
     now: Timestamp,
 ) -> Result<(), PluginError> {
     let manifest = active_manifest(conn, name)?;
+    // Another reseller's own plugin is unknown to this tenant.
+    let owner = owner(conn, name)?;
+    if !usable_by(conn, tenant, owner)? {
+        return Err(PluginError::NotInstalled(name.to_owned()));
+    }
     for (setting, value) in settings {
         if !manifest.settings.iter().any(|spec| spec.name == *setting) {
             return Err(PluginError::UnknownSetting {

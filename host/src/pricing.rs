@@ -281,6 +281,18 @@ pub struct RuleBinding {
 pub struct PriceBook {
     pub prices: Vec<Price>,
     pub rules: Vec<RuleBinding>,
+    /// What the platform charges a reseller for each call to a plugin of
+    /// its own.
+    pub reseller_plugins: ResellerPluginPrice,
+}
+
+/// `[reseller_plugins]` of `pricing.toml`: the wholesale price of every
+/// call to a reseller's own plugin, whatever it does: per call, and per
+/// million units of fuel it burns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResellerPluginPrice {
+    pub per_call: Decimal,
+    pub per_million_fuel: Decimal,
 }
 
 /// Why a call has no price.
@@ -321,6 +333,24 @@ impl PriceBook {
                 plugin: plugin.to_owned(),
                 function: function.to_owned(),
             })
+    }
+
+    /// The wholesale price of a call to `function` of a reseller's own
+    /// plugin `plugin`.
+    pub fn reseller_plugin_price(&self, plugin: &str, function: &str) -> Price {
+        Price {
+            plugin: plugin.to_owned(),
+            function: function.to_owned(),
+            tenant: None,
+            effective_from: Timestamp::from_micros(0),
+            per_call: self.reseller_plugins.per_call,
+            units: ChargeModel::Standard {
+                per_unit: Decimal::ZERO,
+            },
+            free_units: BTreeMap::new(),
+            per_million_fuel: self.reseller_plugins.per_million_fuel,
+            charge_failed: false,
+        }
     }
 
     /// The pricing-rule plugin bound to the tenant, else to its plan.

@@ -28,7 +28,7 @@ use crate::db::schema::{reseller_alerts, reseller_settings, usage_records, whole
 use crate::db::{self, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{AccountId, queries};
-use crate::pricing::{PriceBook, Usage};
+use crate::pricing::{Price, PriceBook, Usage};
 use crate::tenants::{self, Kind};
 use crate::units::{Credits, Money, Timestamp};
 
@@ -131,6 +131,7 @@ impl RetailPrices {
             book: PriceBook {
                 prices,
                 rules: Vec::new(),
+                reseller_plugins: Default::default(),
             },
             plans: document.plans.clone(),
             packages: document.packages.clone(),
@@ -174,23 +175,31 @@ impl RetailPrices {
         amount * (Decimal::ONE_HUNDRED + self.markup_percent) / Decimal::ONE_HUNDRED
     }
 
-    /// The retail charge of a call whose wholesale charge is `wholesale`:
-    /// the reseller's own price for the function applied to `usage`, or
-    /// else the markup on the wholesale charge.
-    pub fn call(
+    /// The reseller's own price for a plugin function, if it set one.
+    pub fn own_price(
         &self,
         tenant: TenantId,
         plugin: &str,
         function: &str,
         at: Timestamp,
+    ) -> Option<&Price> {
+        self.book.price(tenant, plugin, function, at).ok()
+    }
+
+    /// The retail charge of a call whose wholesale charge is `wholesale`:
+    /// `own` (the reseller's own price for the function) applied to `usage`,
+    /// the most it may cost when `most`; or else the markup on `wholesale`.
+    pub fn charge(
+        &self,
+        own: Option<&Price>,
         wholesale: Credits,
         usage: Usage<'_>,
         most: bool,
     ) -> Credits {
-        match self.book.price(tenant, plugin, function, at) {
-            Ok(price) if most => price.max_charge(usage),
-            Ok(price) => price.charge(usage),
-            Err(_) => self.marked_up(wholesale),
+        match own {
+            Some(price) if most => price.max_charge(usage),
+            Some(price) => price.charge(usage),
+            None => self.marked_up(wholesale),
         }
     }
 

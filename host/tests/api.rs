@@ -1215,7 +1215,11 @@ fn no_write_of_one_tenant_reaches_another() {
             ),
             "/leads/import/mapping" => (path.into(), Some(r#"{"columns": ["Email"]}"#), &[200]),
             // A tenant's key is no reseller's, and suspends no one.
-            "/resellers/{id}/pricing" | "/resellers/{id}/alerts" | "/resellers/{id}/branding" => (
+            "/resellers/{id}/pricing"
+            | "/resellers/{id}/alerts"
+            | "/resellers/{id}/branding"
+            | "/resellers/{id}/approvals"
+            | "/resellers/{id}/plugins" => (
                 path.replace("{id}", "1"),
                 Some(r#"{"name": "Spy"}"#),
                 &[403],

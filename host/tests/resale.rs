@@ -106,6 +106,7 @@ impl World {
             Arc::new(PriceBook {
                 prices: vec![search_price()],
                 rules: Vec::new(),
+                reseller_plugins: Default::default(),
             }),
             clock.clone(),
             HttpPolicy::default(),
@@ -342,7 +343,10 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
 
     // Each plan period (the first and the renewal) was invoiced at retail,
     // and charged to the reseller at the platform's price.
+    // The reseller issued them, under its name, from a number series of its
+    // own.
     let mut conn = world.database.get().unwrap();
+    let mut numbers = Vec::new();
     for &tenant in &resold {
         let documents =
             invoices::list(&mut conn, tenant, invoices::Kind::Invoice, None, 10).unwrap();
@@ -350,8 +354,13 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
         for document in documents {
             assert_eq!(document.lines[0].unit_price_minor, 6370);
             assert_eq!(document.totals.subtotal_minor, 6370);
+            assert_eq!(document.issuer, "North Agency");
+            assert_eq!(document.reseller, Some(reseller));
+            numbers.push(document.number.unwrap());
         }
     }
+    numbers.sort();
+    assert_eq!(numbers, (1..=6).collect::<Vec<i64>>());
 
     // The margins, by tenant and plugin for the month, add up exactly.
     let calls = resale::call_margins(&mut conn, reseller, "2027-03", "2027-04").unwrap();

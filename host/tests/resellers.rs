@@ -484,3 +484,217 @@ fn a_reseller_sells_at_retail_is_alerted_refused_when_its_wallet_runs_out_and_su
         assert_eq!(refused["error"]["code"], "tenant_suspended");
     }
 }
+
+#[test]
+fn a_resellers_own_plugin_is_of_an_approved_kind_and_serves_its_tenants_alone() {
+    use base64::Engine as _;
+    let server = api_server::start();
+    let operator = server.operator_key.clone();
+    let mut resellers = Vec::new();
+    for name in ["North Agency", "South Agency"] {
+        let body = format!(r#"{{"name": "{name}"}}"#);
+        let (_, created) = call(&server, &operator, "POST", "/resellers", Some(&body));
+        let id = created["id"].as_i64().unwrap();
+        resellers.push((id, reseller_key(&server, id)));
+    }
+    let [(north, north_key), (south, south_key)] = resellers.try_into().unwrap();
+    let (_, manifest, wasm) = tollgate::runtime::artifacts::FIRST_PARTY
+        .iter()
+        .find(|(name, ..)| *name == "csv-leads")
+        .unwrap();
+    let manifest = manifest.replace(r#"name = "csv-leads""#, r#"name = "north-leads""#);
+    let install = |key: &str, reseller: i64, manifest: &str| {
+        let body = serde_json::json!({
+            "manifest": manifest,
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+        });
+        call(
+            &server,
+            key,
+            "POST",
+            &format!("/resellers/{reseller}/plugins"),
+            Some(&body.to_string()),
+        )
+    };
+
+    // Nothing is approved yet, and a reseller approves nothing itself.
+    let (status, refused) = install(&north_key, north, &manifest);
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "kind_not_approved");
+    let approve = r#"{"kinds": ["lead-source"], "http_hosts": []}"#;
+    let path = format!("/resellers/{north}/approvals");
+    let (status, _) = call(&server, &north_key, "PUT", &path, Some(approve));
+    assert_eq!(status, 403);
+    let (status, refused) = call(
+        &server,
+        &operator,
+        "PUT",
+        &path,
+        Some(r#"{"kinds": ["payment-provider"]}"#),
+    );
+    assert_eq!(status, 422, "{refused}");
+    let (status, approved) = call(&server, &operator, "PUT", &path, Some(approve));
+    assert_eq!(status, 200, "{approved}");
+    let (_, read) = call(&server, &north_key, "GET", &path, None);
+    assert_eq!(read["kinds"], serde_json::json!(["lead-source"]));
+
+    // A host the operator did not approve for it is refused.
+    let reaching = manifest.replace(
+        r#"author = "Tollgate""#,
+        "author = \"North\"\n\n[capabilities]\nhttp_hosts = [\"api.north.example\"]",
+    );
+    let (status, refused) = install(&north_key, north, &reaching);
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "host_not_approved");
+    let (status, installed) = install(&north_key, north, &manifest);
+    assert_eq!(status, 201, "{installed}");
+    assert_eq!(installed["reseller"], north);
+    let (_, own) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/plugins"),
+        None,
+    );
+    assert_eq!(own["plugins"][0]["name"], "north-leads");
+
+    // Its name is North's: South (once approved) and the platform cannot
+    // take it, and South does not see North's list.
+    call(
+        &server,
+        &operator,
+        "PUT",
+        &format!("/resellers/{south}/approvals"),
+        Some(approve),
+    );
+    let (status, refused) = install(&south_key, south, &manifest);
+    assert_eq!(status, 409, "{refused}");
+    let body = serde_json::json!({
+        "manifest": manifest,
+        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+    });
+    let (status, refused) = call(
+        &server,
+        &operator,
+        "POST",
+        "/plugins",
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 409, "{refused}");
+    let (status, _) = call(
+        &server,
+        &south_key,
+        "GET",
+        &format!("/resellers/{north}/plugins"),
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // North prices it for its tenants; each has a tenant with credits.
+    let (status, priced) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/resellers/{north}/pricing"),
+        Some(
+            r#"{"markup_percent": "30", "prices": [{"plugin": "north-leads", "function": "search", "per_call": "0.4"}]}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{priced}");
+    grant(&server, north, "100");
+    let mut tenant_keys = Vec::new();
+    for (reseller, key, name) in [(north, &north_key, "Alpha"), (south, &south_key, "Beta")] {
+        let (_, tenant) = call(
+            &server,
+            key,
+            "POST",
+            &format!("/resellers/{reseller}/tenants"),
+            Some(&format!(r#"{{"name": "{name}"}}"#)),
+        );
+        let tenant = tenant["id"].as_i64().unwrap();
+        let (_, admin) = call(
+            &server,
+            key,
+            "POST",
+            &format!("/tenants/{tenant}/keys"),
+            Some(r#"{"role": "admin", "name": "admin"}"#),
+        );
+        grant(&server, tenant, "50");
+        tenant_keys.push((tenant, admin["key"].as_str().unwrap().to_owned()));
+    }
+    let [(alpha, alpha_key), (_, beta_key)] = tenant_keys.try_into().unwrap();
+
+    // North's tenant sees it, enables it and is charged North's price.
+    let (_, listed) = call(&server, &alpha_key, "GET", "/plugins", None);
+    let own: Vec<&Value> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|plugin| plugin["name"] == "north-leads")
+        .collect();
+    assert_eq!(own.len(), 1, "{listed}");
+    assert_eq!(own[0]["reseller"], north);
+    let (status, enabled) = call(
+        &server,
+        &alpha_key,
+        "PUT",
+        "/plugins/north-leads/enablement",
+        Some(r#"{"settings": {}}"#),
+    );
+    assert_eq!(status, 200, "{enabled}");
+    {
+        let mut conn = server.database.get().unwrap();
+        tollgate::plugins::kv::put_file(
+            &mut conn,
+            tollgate::ids::TenantId(alpha),
+            "north-leads",
+            "leads.csv",
+            b"First Name,Email\nAda,ada@example.com\n",
+            tollgate::units::Timestamp::from_micros(0),
+        )
+        .unwrap();
+    }
+    let (status, searched) = call(
+        &server,
+        &alpha_key,
+        "POST",
+        "/plugins/north-leads/invoke/search",
+        Some(r#"{"limit": 5}"#),
+    );
+    assert_eq!(status, 200, "{searched}");
+    assert_eq!(searched["charged"], "0.4");
+    let (_, margins) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/margins"),
+        None,
+    );
+    let row = &margins["calls"][0];
+    assert_eq!(
+        (row["plugin"].as_str(), row["retail"].as_str()),
+        (Some("north-leads"), Some("0.4"))
+    );
+    // The platform's price for a reseller's plugin: 0.05 a call plus its fuel.
+    let wholesale: f64 = row["wholesale"].as_str().unwrap().parse().unwrap();
+    assert!(wholesale > 0.05 && wholesale < 20.05, "{margins}");
+
+    // South's tenant neither sees nor reaches it.
+    let (_, listed) = call(&server, &beta_key, "GET", "/plugins", None);
+    assert!(!listed.to_string().contains("north-leads"), "{listed}");
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/plugins/north-leads/enablement",
+            Some(r#"{"settings": {}}"#),
+        ),
+        (
+            "POST",
+            "/plugins/north-leads/invoke/search",
+            Some(r#"{"limit": 5}"#),
+        ),
+    ] {
+        let (status, refused) = call(&server, &beta_key, method, path, body);
+        assert_eq!(status, 404, "{method} {path}: {refused}");
+    }
+}

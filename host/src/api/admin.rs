@@ -282,6 +282,12 @@ pub(super) async fn list_plugins(
                 .into_iter()
                 .filter(|version| version.active)
             {
+                // A reseller's own plugin exists for it and its tenants alone.
+                if let Some(tenant) = tenant
+                    && !plugins::usable_by(conn, tenant, version.owner)?
+                {
+                    continue;
+                }
                 let manifest = plugins::active_manifest(conn, &version.name)?;
                 let enabled = match tenant {
                     Some(tenant) => plugins::is_enabled(conn, tenant, &version.name)?,
@@ -313,6 +319,7 @@ pub(super) async fn list_plugins(
                     "author": manifest.author,
                     "settings": manifest.settings.iter().map(setting).collect::<Vec<_>>(),
                     "enabled": enabled,
+                    "reseller": version.owner.map(|owner| owner.0),
                 }));
             }
             anyhow::Ok(answer)
@@ -510,11 +517,11 @@ pub(super) async fn grant(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewPlugin {
+pub(super) struct NewPlugin {
     /// The `plugin.toml`, as text.
-    manifest: String,
+    pub(super) manifest: String,
     /// The component, base64-encoded.
-    wasm_base64: String,
+    pub(super) wasm_base64: String,
     /// The HTTP hosts of the manifest the operator approves.
     #[serde(default)]
     approved_hosts: Vec<String>,
@@ -522,9 +529,9 @@ struct NewPlugin {
 
 /// Largest install request: a component of the largest size, base64-encoded,
 /// with its manifest.
-const INSTALL_BODY_BYTES_MAX: usize = plugins::WASM_BYTES_MAX / 3 * 4 + (128 << 10);
+pub(super) const INSTALL_BODY_BYTES_MAX: usize = plugins::WASM_BYTES_MAX / 3 * 4 + (128 << 10);
 
-fn install_error(error: PluginError) -> ApiError {
+pub(super) fn install_error(error: PluginError) -> ApiError {
     let code = match &error {
         PluginError::Manifest(_) => "invalid_manifest",
         PluginError::UnsupportedApiVersion { .. } => "unsupported_api_version",
@@ -534,6 +541,8 @@ fn install_error(error: PluginError) -> ApiError {
         | PluginError::NoWorld { .. } => "wrong_world",
         PluginError::ApiVersionMismatch { .. } => "api_version_mismatch",
         PluginError::HostNotApproved { .. } => "host_not_approved",
+        PluginError::KindNotApproved { .. } => "kind_not_approved",
+        PluginError::KindNotResold(_) => "invalid_input",
         PluginError::TooLarge { .. } => "too_large",
         PluginError::NotNewer { .. } => "not_newer",
         PluginError::NotInstalled(_) => {

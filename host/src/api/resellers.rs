@@ -14,13 +14,16 @@ use axum::response::{IntoResponse as _, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::admin::{json_body, tenant_error, tenant_json};
+use super::admin::{
+    INSTALL_BODY_BYTES_MAX, NewPlugin, install_error, json_body, tenant_error, tenant_json,
+};
 use super::error::ApiError;
 use super::v1::{Caller, credits_json, id_param, limit_param, params, read_body};
 use crate::auth::Role;
 use crate::branding;
 use crate::ids::TenantId;
 use crate::ledger::queries;
+use crate::plugins;
 use crate::resale::{self, RetailPrices};
 use crate::tenants::{self, Kind, Tenant, TenantError};
 use crate::units::{Clock as _, Credits, Money, SystemClock};
@@ -717,4 +720,156 @@ pub(super) async fn put_branding(
         .map_err(ApiError::internal)?
         .map_err(brand_error)?;
     Ok(Json(brand_json(id, &brand, true)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approvals {
+    #[serde(default)]
+    kinds: Vec<String>,
+    #[serde(default)]
+    http_hosts: Vec<String>,
+}
+
+fn approvals_json(reseller: TenantId, approval: &plugins::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "reseller": reseller.0,
+        "kinds": approval.kinds.iter().map(|kind| kind.as_str()).collect::<Vec<_>>(),
+        "http_hosts": approval.http_hosts,
+    })
+}
+
+/// `GET /resellers/{id}/approvals` (operator, or the reseller): the kinds
+/// of plugin the reseller may install and the HTTP hosts they may reach.
+pub(super) async fn get_approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let approval = state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(plugins::approval(conn, id)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(install_error)?;
+    Ok(Json(approvals_json(id, &approval)))
+}
+
+/// `PUT /resellers/{id}/approvals` (operator): what the reseller's own
+/// plugins may be (`lead-source`, `channel`) and reach.
+pub(super) async fn put_approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.operator()?;
+    let id = TenantId(id_param(&id, "reseller")?);
+    reseller(&state, id).await?;
+    let body = read_body(body, state.body_bytes_max).await?;
+    let given: Approvals = json_body(&body)?;
+    let kinds = given
+        .kinds
+        .iter()
+        .map(|kind| {
+            plugins::RESOLD_KINDS
+                .into_iter()
+                .find(|known| known.as_str() == kind)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_input",
+                        format!("kinds: {kind:?} is not lead-source or channel"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let approval = plugins::Approval {
+        kinds,
+        http_hosts: given.http_hosts,
+    };
+    let now = state.now();
+    let stored = approval.clone();
+    state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(plugins::set_approval(conn, id, &stored, now)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(install_error)?;
+    Ok(Json(approvals_json(id, &approval)))
+}
+
+fn installed_json(installed: &plugins::InstalledVersion) -> serde_json::Value {
+    serde_json::json!({
+        "name": installed.name,
+        "version": installed.version,
+        "kind": installed.kind,
+        "api_version": installed.api_version,
+        "wasm_sha256": installed.wasm_sha256,
+        "reseller": installed.owner.map(|owner| owner.0),
+    })
+}
+
+/// `GET /resellers/{id}/plugins` (operator, or the reseller): the
+/// reseller's own plugins, at their active versions.
+pub(super) async fn list_plugins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let own = state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(plugins::list(conn)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(install_error)?
+        .into_iter()
+        .filter(|version| version.active && version.owner == Some(id))
+        .map(|version| installed_json(&version))
+        .collect::<Vec<_>>();
+    Ok(Json(serde_json::json!({ "plugins": own })))
+}
+
+/// `POST /resellers/{id}/plugins` (operator, or the reseller): installs one
+/// of the reseller's own plugins, or a newer version of it. It must be of a
+/// kind the operator approved for the reseller and reach only hosts
+/// approved for it; only the reseller and its tenants see and use it.
+pub(super) async fn install_plugin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let body = read_body(body, INSTALL_BODY_BYTES_MAX).await?;
+    let new: NewPlugin = json_body(&body)?;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(new.wasm_base64.as_bytes())
+        .map_err(|error| ApiError::bad_request("invalid_input", format!("wasm_base64: {error}")))?;
+    let meter = state.meter.clone();
+    let database = state.database.clone();
+    let now = state.now();
+    // Checking compiles the component: work for a blocking thread.
+    let installed = tokio::task::spawn_blocking(move || {
+        let mut conn = database.get().map_err(ApiError::internal)?;
+        plugins::install_for_reseller(
+            &mut conn,
+            meter.registry().runtime(),
+            id,
+            &new.manifest,
+            &wasm,
+            now,
+        )
+        .map_err(install_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    state.forget_cached();
+    Ok((StatusCode::CREATED, Json(installed_json(&installed))).into_response())
 }

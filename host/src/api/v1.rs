@@ -34,7 +34,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 91] = [
+pub const OPERATIONS: [(&str, &str); 95] = [
     ("get", "/resellers"),
     ("post", "/resellers"),
     ("get", "/resellers/{id}"),
@@ -45,6 +45,10 @@ pub const OPERATIONS: [(&str, &str); 91] = [
     ("get", "/resellers/{id}/alerts"),
     ("put", "/resellers/{id}/alerts"),
     ("get", "/resellers/{id}/margins"),
+    ("get", "/resellers/{id}/approvals"),
+    ("put", "/resellers/{id}/approvals"),
+    ("get", "/resellers/{id}/plugins"),
+    ("post", "/resellers/{id}/plugins"),
     ("get", "/resellers/{id}/branding"),
     ("put", "/resellers/{id}/branding"),
     ("put", "/tenants/{tenant}/suspension"),
@@ -260,6 +264,14 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             get(resellers::get_alerts).put(resellers::put_alerts),
         )
         .route("/resellers/{id}/margins", get(resellers::margins))
+        .route(
+            "/resellers/{id}/approvals",
+            get(resellers::get_approvals).put(resellers::put_approvals),
+        )
+        .route(
+            "/resellers/{id}/plugins",
+            get(resellers::list_plugins).post(resellers::install_plugin),
+        )
         .route(
             "/resellers/{id}/branding",
             get(resellers::get_branding).put(resellers::put_branding),

@@ -106,6 +106,7 @@ diesel::table! {
         name -> Text,
         active_version -> Text,
         updated_at -> BigInt,
+        reseller_id -> Nullable<BigInt>,
     }
 }
 
@@ -803,6 +804,15 @@ diesel::table! {
         reseller_id -> BigInt,
         domain -> Nullable<Text>,
         document -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    reseller_approvals (reseller_id) {
+        reseller_id -> BigInt,
+        kinds -> Text,
+        http_hosts -> Text,
         updated_at -> BigInt,
     }
 }

@@ -43,6 +43,7 @@ fn setup(credits: i64, prices: Vec<Price>) -> Setup {
         PriceBook {
             prices,
             rules: Vec::new(),
+            reseller_plugins: Default::default(),
         },
         &[],
     )
@@ -527,6 +528,7 @@ fn a_pricing_rule_bound_to_the_tenant_adjusts_the_hold_and_the_charge() {
             plan: None,
             tenant: Some(TenantId(1)),
         }],
+        reseller_plugins: Default::default(),
     };
     let s = setup_book(100, book, &["markup"]);
     assert_eq!(s.tenant, TenantId(1));
@@ -644,6 +646,7 @@ fn a_pricing_rule_bound_to_the_tenants_plan_applies_while_it_is_on_the_plan() {
             plan: Some("starter".into()),
             tenant: None,
         }],
+        reseller_plugins: Default::default(),
     };
     let s = setup_book(100, book, &["markup"]);
     let mut conn = s.database.get().unwrap();

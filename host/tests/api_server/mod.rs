@@ -324,6 +324,7 @@ fn start_with(quota: governor::Quota, card_gateway: Option<&str>) -> Server {
                 )
                 .collect(),
             rules: Vec::new(),
+            reseller_plugins: pricing.book.reseller_plugins.clone(),
         }),
         Arc::new(SystemClock),
         HttpPolicy::default(),

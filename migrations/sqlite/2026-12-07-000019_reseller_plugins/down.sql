@@ -1,0 +1,2 @@
+DROP TABLE reseller_approvals;
+ALTER TABLE plugins DROP COLUMN reseller_id;
