@@ -359,6 +359,27 @@ enum ResellerCommand {
         #[arg(long, value_delimiter = ',')]
         set: Option<Vec<String>>,
     },
+    /// Approve the kinds (lead-source, channel) and HTTP hosts of a
+    /// reseller's own plugins, replacing what was approved.
+    Approve {
+        #[arg(long)]
+        reseller: i64,
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// An HTTP host its plugins may reach; repeat for each.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+    },
+    /// Install (or upgrade) one of a reseller's own plugins from DIR
+    /// (plugin.toml, and plugin.wasm unless --wasm): only it and its tenants
+    /// see it, and only what was approved for it installs.
+    InstallPlugin {
+        #[arg(long)]
+        reseller: i64,
+        dir: PathBuf,
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+    },
     /// A reseller's margins: retail less wholesale, for calls by month,
     /// tenant and plugin, and for plan periods.
     Margins {
@@ -1021,6 +1042,67 @@ fn reseller(config: &Config, database: Database, command: ResellerCommand) -> an
                     alert.created_at, alert.threshold, alert.balance
                 );
             }
+        }
+        ResellerCommand::Approve {
+            reseller,
+            kinds,
+            allow_hosts,
+        } => {
+            let reseller = checked(&mut conn, reseller)?;
+            let kinds = kinds
+                .iter()
+                .map(|kind| {
+                    plugins::RESOLD_KINDS
+                        .into_iter()
+                        .find(|known| known.as_str() == kind)
+                        .with_context(|| format!("--kinds: {kind:?} is not lead-source or channel"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let approval = plugins::Approval {
+                kinds,
+                http_hosts: allow_hosts,
+            };
+            plugins::set_approval(&mut conn, reseller, &approval, SystemClock.now())?;
+            let kinds: Vec<&str> = approval.kinds.iter().map(|kind| kind.as_str()).collect();
+            println!(
+                "reseller {reseller} may install {} plugins reaching {}",
+                if kinds.is_empty() {
+                    "no".into()
+                } else {
+                    kinds.join(" and ")
+                },
+                if approval.http_hosts.is_empty() {
+                    "no host".into()
+                } else {
+                    approval.http_hosts.join(", ")
+                }
+            );
+        }
+        ResellerCommand::InstallPlugin {
+            reseller,
+            dir,
+            wasm,
+        } => {
+            let reseller = checked(&mut conn, reseller)?;
+            let manifest_path = dir.join(plugins::MANIFEST_FILE);
+            let manifest = std::fs::read_to_string(&manifest_path)
+                .with_context(|| format!("reading {}", manifest_path.display()))?;
+            let wasm_path = wasm.unwrap_or_else(|| dir.join("plugin.wasm"));
+            let wasm = std::fs::read(&wasm_path)
+                .with_context(|| format!("reading {}", wasm_path.display()))?;
+            let runtime = Runtime::new(runtime_config(config))?;
+            let installed = plugins::install_for_reseller(
+                &mut conn,
+                &runtime,
+                reseller,
+                &manifest,
+                &wasm,
+                SystemClock.now(),
+            )?;
+            println!(
+                "installed {} {} ({}) for reseller {reseller} and its tenants",
+                installed.name, installed.version, installed.kind
+            );
         }
         ResellerCommand::Margins { reseller, from, to } => {
             let reseller = checked(&mut conn, reseller)?;

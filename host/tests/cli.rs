@@ -817,3 +817,117 @@ fn resellers_are_created_given_tenants_and_keys_and_listed() {
         "key", "create", "--role", "admin", "--tenant", "2", "--name", "x",
     ]);
 }
+
+#[test]
+fn reseller_commands_price_alert_approve_install_suspend_and_report_margins() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    cli.ok(&["tenant", "create", "--name", "North Agency", "--reseller"]);
+    cli.ok(&["tenant", "create", "--name", "Alpha", "--parent", "1"]);
+
+    // A retail price list from a TOML file, checked like pricing.toml.
+    let retail = cli.dir.path().join("retail.toml");
+    std::fs::write(
+        &retail,
+        "markup_percent = 30\n\n[plans]\nprofessional = \"199.00\"\n\n[[price]]\nplugin = \"csv-leads\"\nfunction = \"search\"\nper_call = \"0.4\"\n",
+    )
+    .unwrap();
+    let set = cli.ok(&[
+        "reseller",
+        "set-pricing",
+        "--reseller",
+        "1",
+        "--file",
+        retail.to_str().unwrap(),
+    ]);
+    assert!(set.contains("30% markup, 1 prices, 1 plan"), "{set}");
+    let shown = cli.ok(&["reseller", "pricing", "--reseller", "1"]);
+    assert!(
+        shown.contains("plan\tstarter\twholesale 49.00 USD\tretail 63.70 USD"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("plan\tprofessional\twholesale 149.00 USD\tretail 199.00 USD"),
+        "{shown}"
+    );
+    std::fs::write(&retail, "[plans]\ngold = \"10.00\"\n").unwrap();
+    let refused = cli.fails(&[
+        "reseller",
+        "set-pricing",
+        "--reseller",
+        "1",
+        "--file",
+        retail.to_str().unwrap(),
+    ]);
+    assert!(
+        refused.contains("plans.gold: there is no plan"),
+        "{refused}"
+    );
+    assert!(
+        cli.fails(&["reseller", "pricing", "--reseller", "2"])
+            .contains("tenant 2 is not a reseller")
+    );
+
+    let alerts = cli.ok(&["reseller", "alerts", "--reseller", "1", "--set", "100,1000"]);
+    assert!(alerts.contains("thresholds\t1000, 100"), "{alerts}");
+    cli.fails(&["reseller", "alerts", "--reseller", "1", "--set", "-5"]);
+
+    // Its own plugin: refused until the operator approves its kind.
+    let plugin = cli.dir.path().join("north-leads");
+    std::fs::create_dir(&plugin).unwrap();
+    let (_, manifest, wasm) = tollgate::runtime::artifacts::FIRST_PARTY
+        .iter()
+        .find(|(name, ..)| *name == "csv-leads")
+        .unwrap();
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        manifest.replace(r#"name = "csv-leads""#, r#"name = "north-leads""#),
+    )
+    .unwrap();
+    std::fs::write(plugin.join("plugin.wasm"), wasm).unwrap();
+    let dir = plugin.to_str().unwrap();
+    let refused = cli.fails(&["reseller", "install-plugin", "--reseller", "1", dir]);
+    assert!(
+        refused.contains("approved this reseller's plugins of no kind"),
+        "{refused}"
+    );
+    cli.fails(&[
+        "reseller",
+        "approve",
+        "--reseller",
+        "1",
+        "--kinds",
+        "payment-provider",
+    ]);
+    assert!(
+        cli.ok(&[
+            "reseller",
+            "approve",
+            "--reseller",
+            "1",
+            "--kinds",
+            "lead-source"
+        ])
+        .contains("may install lead-source plugins reaching no host")
+    );
+    assert!(
+        cli.ok(&["reseller", "install-plugin", "--reseller", "1", dir])
+            .contains("installed north-leads 0.1.0 (lead-source) for reseller 1")
+    );
+
+    // Suspended and resumed.
+    assert!(
+        cli.ok(&["tenant", "suspend", "--tenant", "2"])
+            .contains("tenant 2 suspended since")
+    );
+    assert!(
+        cli.ok(&["tenant", "resume", "--tenant", "2"])
+            .contains("tenant 2 resumed")
+    );
+
+    let margins = cli.ok(&["reseller", "margins", "--reseller", "1"]);
+    assert!(
+        margins.contains("calls\ttotal\tretail 0\twholesale 0\tmargin 0"),
+        "{margins}"
+    );
+}
