@@ -361,6 +361,13 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
     }
     numbers.sort();
     assert_eq!(numbers, (1..=6).collect::<Vec<i64>>());
+    // They are the reseller's revenue, not the platform's: the platform's
+    // revenue report counts none of the three it saw paid.
+    let platform_invoices: Vec<i64> = tollgate::db::schema::revenue_daily::table
+        .select(tollgate::db::schema::revenue_daily::invoices)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(platform_invoices.iter().sum::<i64>(), 0);
 
     // The margins, by tenant and plugin for the month, add up exactly.
     let calls = resale::call_margins(&mut conn, reseller, "2027-03", "2027-04").unwrap();

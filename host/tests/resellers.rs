@@ -6,6 +6,7 @@
 mod api_server;
 
 use serde_json::Value;
+use tollgate::api;
 
 use api_server::Server;
 
@@ -697,4 +698,141 @@ fn a_resellers_own_plugin_is_of_an_approved_kind_and_serves_its_tenants_alone() 
         let (status, refused) = call(&server, &beta_key, method, path, body);
         assert_eq!(status, 404, "{method} {path}: {refused}");
     }
+}
+
+#[test]
+fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
+    let server = api_server::start();
+    let operator = server.operator_key.clone();
+    let mut resellers = Vec::new();
+    for name in ["North Agency", "South Agency"] {
+        let body = format!(r#"{{"name": "{name}"}}"#);
+        let (_, created) = call(&server, &operator, "POST", "/resellers", Some(&body));
+        let id = created["id"].as_i64().unwrap();
+        resellers.push((id, reseller_key(&server, id)));
+    }
+    let [(north, north_key), (_south, south_key)] = resellers.try_into().unwrap();
+    let (status, _) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/resellers/{north}/pricing"),
+        Some(r#"{"markup_percent": "30"}"#),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &format!("/resellers/{north}/branding"),
+        Some(r#"{"name": "North Agency Ltd", "address": "2 Harbour Road"}"#),
+    );
+    assert_eq!(status, 200);
+    let (_, alpha) = call(
+        &server,
+        &north_key,
+        "POST",
+        &format!("/resellers/{north}/tenants"),
+        Some(r#"{"name": "Alpha"}"#),
+    );
+    let alpha = alpha["id"].as_i64().unwrap();
+    let (_, key) = call(
+        &server,
+        &north_key,
+        "POST",
+        &format!("/tenants/{alpha}/keys"),
+        Some(r#"{"role": "admin", "name": "alpha admin"}"#),
+    );
+    let alpha_key = key["key"].as_str().unwrap().to_owned();
+    grant(&server, alpha, "50");
+    let (status, subscribed) = call(
+        &server,
+        &alpha_key,
+        "POST",
+        "/billing/subscriptions",
+        Some(r#"{"plan": "starter"}"#),
+    );
+    assert_eq!(status, 201, "{subscribed}");
+
+    // Every reseller endpoint, aimed at North: South finds nothing, North's
+    // tenant is refused, North itself reads its own.
+    let mut covered = 0;
+    for (method, path) in api::v1::OPERATIONS {
+        let concrete = match path {
+            _ if path.starts_with("/resellers/{id}") => path.replace("{id}", &north.to_string()),
+            "/tenants/{tenant}/keys" | "/tenants/{tenant}/suspension" => {
+                path.replace("{tenant}", &alpha.to_string())
+            }
+            "/tenants/{tenant}/keys/{key}" => format!("/tenants/{alpha}/keys/1"),
+            _ => continue,
+        };
+        let method = method.to_uppercase();
+        let body = (method != "GET" && method != "DELETE").then_some(r#"{"name": "Spy"}"#);
+        let (status, answer) = call(&server, &south_key, &method, &concrete, body);
+        // Approving is the operator's alone, whichever reseller it names.
+        let expected = match (method.as_str(), path) {
+            ("PUT", "/resellers/{id}/approvals") => 403,
+            _ => 404,
+        };
+        assert_eq!(status, expected, "South {method} {concrete}: {answer}");
+        assert!(!answer.to_string().contains("North Agency"), "{answer}");
+        let (status, answer) = call(&server, &alpha_key, &method, &concrete, body);
+        let expected = match path {
+            // A tenant's admin manages its own keys.
+            "/tenants/{tenant}/keys" | "/tenants/{tenant}/keys/{key}" => status,
+            _ => 403,
+        };
+        assert_eq!(status, expected, "Alpha {method} {concrete}: {answer}");
+        if method == "GET" {
+            let (status, answer) = call(&server, &north_key, &method, &concrete, None);
+            assert_eq!(status, 200, "North {method} {concrete}: {answer}");
+        }
+        covered += 1;
+    }
+    assert!(covered >= 17, "{covered}");
+
+    // Nothing North's tenant reads shows a wholesale price, the platform's
+    // name or the word wholesale: every GET of the API.
+    let wholesale_marks = ["49.00", "Tollgate", "wholesale"];
+    for (method, path) in api::v1::OPERATIONS {
+        if method != "get" || path.starts_with("/resellers") {
+            continue;
+        }
+        let concrete = server.concrete(path, tollgate::ids::TenantId(alpha));
+        let (_, answer) = call(&server, &alpha_key, "GET", &concrete, None);
+        let text = answer.to_string();
+        for mark in wholesale_marks {
+            // The first-party plugins' descriptions name their protocol's
+            // headers (X-Tollgate-Signature); their author is North's brand.
+            if concrete == "/plugins" && mark == "Tollgate" {
+                assert!(!text.contains(r#""author":"Tollgate""#), "{text}");
+                continue;
+            }
+            assert!(
+                !text.contains(mark),
+                "GET {concrete} shows {mark:?}: {text}"
+            );
+        }
+    }
+    // The invoice as its tenant sees it: North's, at retail.
+    let invoice = subscribed["invoice"]["id"].as_i64().unwrap();
+    let (_, document) = call(
+        &server,
+        &alpha_key,
+        "GET",
+        &format!("/billing/invoices/{invoice}"),
+        None,
+    );
+    assert_eq!(document["issuer"], "North Agency Ltd", "{document}");
+    let (status, _, html) = server.raw(&alpha_key, &format!("/billing/invoices/{invoice}.html"));
+    assert_eq!(status, 200);
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("North Agency Ltd") && html.contains("2 Harbour Road"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("Tollgate") && !html.contains("49.00"),
+        "{html}"
+    );
 }

@@ -88,7 +88,12 @@ fn method_of(conn: &mut DbConnection, invoice: i64) -> QueryResult<String> {
 }
 
 /// Adds a paid invoice. Called once, by the transition that marks it paid.
+/// A reseller's invoice to its tenant is the reseller's revenue, not the
+/// platform's: the platform's from a reseller is what it charges it.
 pub fn invoice_paid(conn: &mut DbConnection, invoice: &Document) -> QueryResult<()> {
+    if invoice.reseller.is_some() {
+        return Ok(());
+    }
     let at = invoice.closed_at.map(|at| at.micros()).unwrap_or_default();
     let source = source_of(conn, invoice.id)?;
     let method = method_of(conn, invoice.id)?;
@@ -107,6 +112,9 @@ pub fn invoice_paid(conn: &mut DbConnection, invoice: &Document) -> QueryResult<
 /// Adds an issued credit note (a refund) against the invoice it credits,
 /// on the day it was issued.
 pub fn credit_note_issued(conn: &mut DbConnection, note: &Document) -> QueryResult<()> {
+    if note.reseller.is_some() {
+        return Ok(());
+    }
     let at = note.finalized_at.map(|at| at.micros()).unwrap_or_default();
     let (source, method) = match note.credits_invoice {
         Some(invoice) => (source_of(conn, invoice)?, method_of(conn, invoice)?),

@@ -277,6 +277,14 @@ pub(super) async fn list_plugins(
     let plugins = state
         .database
         .run(move |conn| {
+            // A reseller's tenant sees the platform's plugins as its
+            // reseller's: under the reseller's brand.
+            let brand = match tenant {
+                Some(tenant) => crate::branding::of_tenant(conn, tenant)?
+                    .filter(|(reseller, _)| *reseller != tenant)
+                    .map(|(_, brand)| brand.name),
+                None => None,
+            };
             let mut answer = Vec::new();
             for version in plugins::list(conn)?
                 .into_iter()
@@ -316,7 +324,10 @@ pub(super) async fn list_plugins(
                     "kind": version.kind,
                     "api_version": version.api_version,
                     "description": manifest.description,
-                    "author": manifest.author,
+                    "author": match (&brand, version.owner) {
+                        (Some(brand), None) => brand.clone(),
+                        _ => manifest.author.clone(),
+                    },
                     "settings": manifest.settings.iter().map(setting).collect::<Vec<_>>(),
                     "enabled": enabled,
                     "reseller": version.owner.map(|owner| owner.0),
