@@ -24,7 +24,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CreditPackage, Plan, parse_price_json};
-use crate::db::schema::{reseller_alerts, reseller_settings, usage_records, wholesale_charges};
+use crate::db::schema::{
+    reseller_alerts, reseller_invoices, reseller_settings, usage_records, wholesale_charges,
+};
 use crate::db::{self, DbConnection};
 use crate::ids::TenantId;
 use crate::ledger::{AccountId, queries};
@@ -47,6 +49,16 @@ pub enum ResaleError {
     InvalidPricing(String),
     #[error("invalid alert thresholds: {0}")]
     InvalidThresholds(String),
+    #[error("reseller has no plan charges in {0} to invoice")]
+    NothingToInvoice(String),
+    #[error(
+        "the plan charges of {0} are in several currencies; invoice them one currency at a time"
+    )]
+    MixedCurrencies(String),
+    #[error("{0} tenants had plan charges: more than one invoice holds")]
+    TooManyTenants(usize),
+    #[error(transparent)]
+    Invoice(#[from] crate::billing::invoices::InvoiceError),
     #[error(transparent)]
     Tenant(#[from] tenants::TenantError),
     #[error(transparent)]
@@ -607,4 +619,81 @@ pub fn plan_margins(
             },
         )
         .collect())
+}
+
+/// Issues the platform's invoice to `reseller` for the wholesale plan
+/// charges of `month` (`YYYY-MM`): a line for each tenant, with what its
+/// plan periods cost at the platform's prices. One per reseller and month:
+/// asking again returns the first, whatever was charged since.
+pub fn invoice_month(
+    conn: &mut DbConnection,
+    issuer: &crate::billing::invoices::Issuer,
+    reseller: TenantId,
+    month: &str,
+    now: Timestamp,
+) -> Result<crate::billing::invoices::Document, ResaleError> {
+    use crate::billing::invoices::{self, NewDocument, NewLine};
+    db::write_transaction(conn, |conn| {
+        let issued: Option<i64> = reseller_invoices::table
+            .find((reseller.0, month))
+            .select(reseller_invoices::invoice_id)
+            .first(conn)
+            .optional()?;
+        if let Some(invoice) = issued {
+            return Ok(invoices::get(conn, reseller, invoice)?);
+        }
+        let charges = plan_margins(conn, reseller, month, month)?;
+        let Some(first) = charges.first() else {
+            return Err(ResaleError::NothingToInvoice(month.to_owned()));
+        };
+        let currency = first.currency.clone();
+        if charges.iter().any(|charge| charge.currency != currency) {
+            return Err(ResaleError::MixedCurrencies(month.to_owned()));
+        }
+        let mut by_tenant: BTreeMap<TenantId, (usize, i64)> = BTreeMap::new();
+        for charge in &charges {
+            let sum = by_tenant.entry(charge.tenant).or_default();
+            sum.0 += 1;
+            sum.1 += charge.wholesale_minor;
+        }
+        if by_tenant.len() > invoices::LINES_MAX {
+            return Err(ResaleError::TooManyTenants(by_tenant.len()));
+        }
+        let mut lines = Vec::new();
+        for (tenant, (count, minor)) in by_tenant {
+            let name = tenants::find(conn, tenant)?.name;
+            lines.push(NewLine {
+                description: format!(
+                    "{name} (tenant {tenant}): {count} plan period{} in {month}, at the platform's prices",
+                    if count == 1 { "" } else { "s or changes" }
+                ),
+                quantity: 1,
+                unit_price_minor: minor,
+            });
+        }
+        let currency = crate::units::Currency::parse(&currency)
+            .map_err(|error| ResaleError::InvalidPricing(error.to_string()))?;
+        let draft = invoices::create_within(
+            conn,
+            issuer,
+            &NewDocument {
+                tenant: reseller,
+                kind: invoices::Kind::Invoice,
+                currency,
+                lines,
+                credits_invoice: None,
+            },
+            now,
+        )?;
+        let document = invoices::finalize_within(conn, reseller, draft.id, now)?;
+        diesel::insert_into(reseller_invoices::table)
+            .values((
+                reseller_invoices::reseller_id.eq(reseller.0),
+                reseller_invoices::month.eq(month),
+                reseller_invoices::invoice_id.eq(document.id),
+                reseller_invoices::created_at.eq(now.micros()),
+            ))
+            .execute(conn)?;
+        Ok(document)
+    })
 }

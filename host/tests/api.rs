@@ -1219,7 +1219,9 @@ fn no_write_of_one_tenant_reaches_another() {
             | "/resellers/{id}/alerts"
             | "/resellers/{id}/branding"
             | "/resellers/{id}/approvals"
-            | "/resellers/{id}/plugins" => (
+            | "/resellers/{id}/plugins"
+            | "/resellers/{id}/invoices"
+            | "/resellers/{id}/purchases" => (
                 path.replace("{id}", "1"),
                 Some(r#"{"name": "Spy"}"#),
                 &[403],

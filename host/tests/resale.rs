@@ -401,6 +401,27 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
             .sum::<i64>(),
         6 * 1470
     );
+    // The platform invoices the reseller March's plan periods at its own
+    // prices, a line per tenant, once.
+    let platform = invoices::Issuer {
+        name: "Tollgate".into(),
+        address: "1 Main Street".into(),
+        tax_rate: dec("0.2"),
+        tax_name: "VAT".into(),
+    };
+    let now = world.clock.now();
+    let march = resale::invoice_month(&mut conn, &platform, reseller, "2027-03", now).unwrap();
+    assert_eq!((march.issuer.as_str(), march.reseller), ("Tollgate", None));
+    assert_eq!(march.tenant, reseller.0);
+    assert_eq!(march.lines.len(), 3);
+    assert!(march.lines.iter().all(|line| line.unit_price_minor == 4900));
+    assert_eq!(march.totals.subtotal_minor, 3 * 4900);
+    let again = resale::invoice_month(&mut conn, &platform, reseller, "2027-03", now).unwrap();
+    assert_eq!(again.id, march.id);
+    assert!(matches!(
+        resale::invoice_month(&mut conn, &platform, reseller, "2027-05", now),
+        Err(resale::ResaleError::NothingToInvoice(_))
+    ));
     // Another reseller's figures hold none of these.
     let (other, _) =
         tenants::create_reseller(&mut conn, "South Agency", Credits::ZERO, world.clock.now())

@@ -395,6 +395,47 @@ fn a_reseller_sells_at_retail_is_alerted_refused_when_its_wallet_runs_out_and_su
     assert_eq!(records["records"].as_array().unwrap().len(), 5, "{records}");
     assert!(!records.to_string().contains("wholesale"), "{records}");
 
+    // North buys a package for its wallet on the platform's invoice; once
+    // the operator records the payment, its tenant calls again.
+    let (status, bought) = call(
+        &server,
+        &north_key,
+        "POST",
+        &format!("/resellers/{north}/purchases"),
+        Some(r#"{"package": "pack-500"}"#),
+    );
+    assert_eq!(status, 201, "{bought}");
+    assert_eq!(bought["invoice"]["issuer"], "Tollgate");
+    assert_eq!(bought["invoice"]["subtotal"], "5.00", "{bought}");
+    let invoice = bought["invoice"]["id"].as_i64().unwrap();
+    let (status, paid) = call(
+        &server,
+        &operator,
+        "POST",
+        &format!("/billing/invoices/{invoice}/payments"),
+        Some(&format!(r#"{{"tenant": {north}}}"#)),
+    );
+    assert_eq!(status, 200, "{paid}");
+    let (_, wallet) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/alerts"),
+        None,
+    );
+    assert_eq!(wallet["balance"]["available"], "500", "{wallet}");
+    let (_, billed) = call(
+        &server,
+        &north_key,
+        "GET",
+        &format!("/resellers/{north}/invoices"),
+        None,
+    );
+    assert_eq!(billed["invoices"][0]["id"], invoice, "{billed}");
+    let (status, searched) = server.search(&alpha_key, r#"{"limit": 1}"#);
+    assert_eq!(status, 200, "{searched}");
+    assert_eq!(searched["charged"], "1.3");
+
     // The reseller's figures: what it sold, what it paid, the margin.
     let (status, margins) = call(
         &server,
@@ -404,9 +445,9 @@ fn a_reseller_sells_at_retail_is_alerted_refused_when_its_wallet_runs_out_and_su
         None,
     );
     assert_eq!(status, 200, "{margins}");
-    assert_eq!(margins["totals"]["calls"]["retail"], "6.5");
-    assert_eq!(margins["totals"]["calls"]["wholesale"], "5");
-    assert_eq!(margins["totals"]["calls"]["margin"], "1.5");
+    assert_eq!(margins["totals"]["calls"]["retail"], "7.8");
+    assert_eq!(margins["totals"]["calls"]["wholesale"], "6");
+    assert_eq!(margins["totals"]["calls"]["margin"], "1.8");
     assert_eq!(margins["calls"][0]["tenant_id"], alpha);
     let (status, _) = call(
         &server,
@@ -769,9 +810,10 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
         let method = method.to_uppercase();
         let body = (method != "GET" && method != "DELETE").then_some(r#"{"name": "Spy"}"#);
         let (status, answer) = call(&server, &south_key, &method, &concrete, body);
-        // Approving is the operator's alone, whichever reseller it names.
+        // Approving and invoicing are the operator's alone, whichever
+        // reseller they name.
         let expected = match (method.as_str(), path) {
-            ("PUT", "/resellers/{id}/approvals") => 403,
+            ("PUT", "/resellers/{id}/approvals") | ("POST", "/resellers/{id}/invoices") => 403,
             _ => 404,
         };
         assert_eq!(status, expected, "South {method} {concrete}: {answer}");

@@ -223,7 +223,7 @@ fn money(minor: i64, currency: &str) -> String {
     rust_decimal::Decimal::new(minor, digits).to_string()
 }
 
-fn document_json(document: &Document) -> serde_json::Value {
+pub(super) fn document_json(document: &Document) -> serde_json::Value {
     let currency = document.currency.as_str();
     let (path, format) = match document.kind {
         Kind::Invoice => ("invoices", "invoice"),
@@ -505,7 +505,7 @@ pub(super) async fn retail_prices(
     Ok(reseller.map(|reseller| reseller.prices))
 }
 
-fn purchase_json(purchase: &purchases::Purchase) -> serde_json::Value {
+pub(super) fn purchase_json(purchase: &purchases::Purchase) -> serde_json::Value {
     serde_json::json!({
         "id": purchase.id,
         "package": purchase.package,
@@ -515,7 +515,7 @@ fn purchase_json(purchase: &purchases::Purchase) -> serde_json::Value {
     })
 }
 
-fn purchase_error(error: purchases::PurchaseError) -> ApiError {
+pub(super) fn purchase_error(error: purchases::PurchaseError) -> ApiError {
     use axum::http::StatusCode;
     match error {
         purchases::PurchaseError::UnknownPackage(_) => {

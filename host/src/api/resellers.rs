@@ -244,6 +244,13 @@ fn resale_error(error: resale::ResaleError) -> ApiError {
                 error.to_string(),
             )
         }
+        resale::ResaleError::NothingToInvoice(_)
+        | resale::ResaleError::MixedCurrencies(_)
+        | resale::ResaleError::TooManyTenants(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_invoice",
+            error.to_string(),
+        ),
         resale::ResaleError::Tenant(error) => tenant_error(error),
         error => ApiError::internal(error),
     }
@@ -872,4 +879,127 @@ pub(super) async fn install_plugin(
     .map_err(ApiError::internal)??;
     state.forget_cached();
     Ok((StatusCode::CREATED, Json(installed_json(&installed))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonthChoice {
+    month: String,
+}
+
+/// `POST /resellers/{id}/invoices` `{"month": "2027-03"}` (operator): the
+/// platform's invoice to the reseller for that month's wholesale plan
+/// charges, a line per tenant; asking again returns the same invoice.
+pub(super) async fn invoice_month(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.operator()?;
+    let id = TenantId(id_param(&id, "reseller")?);
+    reseller(&state, id).await?;
+    let choice: MonthChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let query = BTreeMap::from([("month".to_owned(), choice.month)]);
+    let month = month_param(&query, "month")?.expect("given");
+    let issuer = state.issuer.clone();
+    let now = state.now();
+    let document = state
+        .database
+        .run(move |conn| {
+            Ok::<_, anyhow::Error>(resale::invoice_month(conn, &issuer, id, &month, now))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(resale_error)?;
+    Ok(Json(super::billing::document_json(&document)))
+}
+
+/// `GET /resellers/{id}/invoices?after=&limit=` (operator, or the
+/// reseller): the platform's invoices to the reseller, newest first.
+pub(super) async fn list_invoices(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    params(&query, &["after", "limit"])?;
+    let limit = limit_param(&query, 100)?;
+    let after = query
+        .get("after")
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("invalid_parameter", "after must be an invoice id")
+            })
+        })
+        .transpose()?;
+    let documents = state
+        .database
+        .run(move |conn| {
+            Ok::<_, anyhow::Error>(crate::billing::invoices::list(
+                conn,
+                id,
+                crate::billing::invoices::Kind::Invoice,
+                after,
+                limit,
+            ))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let next = (documents.len() as i64 == limit)
+        .then(|| documents.last().map(|document| document.id.to_string()))
+        .flatten();
+    Ok(Json(serde_json::json!({
+        "invoices": documents.iter().map(super::billing::document_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackageChoice {
+    package: String,
+}
+
+/// `POST /resellers/{id}/purchases` `{"package": "pack-5000"}` (operator,
+/// or the reseller): a credit package for the reseller's wallet, at the
+/// platform's price, on the platform's invoice to it; its credits are
+/// granted when that invoice is paid (`POST /billing/invoices/{id}/payments`).
+pub(super) async fn purchase(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = scope(caller, &id)?;
+    reseller(&state, id).await?;
+    let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
+    let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
+    let now = state.now();
+    let (purchase, invoice) = state
+        .database
+        .run(move |conn| {
+            Ok::<_, anyhow::Error>(crate::billing::purchases::buy(
+                conn,
+                &issuer,
+                &packages,
+                id,
+                &choice.package,
+                now,
+            ))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(super::billing::purchase_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "purchase": super::billing::purchase_json(&purchase),
+            "invoice": super::billing::document_json(&invoice),
+        })),
+    )
+        .into_response())
 }

@@ -34,7 +34,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 95] = [
+pub const OPERATIONS: [(&str, &str); 98] = [
     ("get", "/resellers"),
     ("post", "/resellers"),
     ("get", "/resellers/{id}"),
@@ -45,6 +45,9 @@ pub const OPERATIONS: [(&str, &str); 95] = [
     ("get", "/resellers/{id}/alerts"),
     ("put", "/resellers/{id}/alerts"),
     ("get", "/resellers/{id}/margins"),
+    ("get", "/resellers/{id}/invoices"),
+    ("post", "/resellers/{id}/invoices"),
+    ("post", "/resellers/{id}/purchases"),
     ("get", "/resellers/{id}/approvals"),
     ("put", "/resellers/{id}/approvals"),
     ("get", "/resellers/{id}/plugins"),
@@ -264,6 +267,11 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             get(resellers::get_alerts).put(resellers::put_alerts),
         )
         .route("/resellers/{id}/margins", get(resellers::margins))
+        .route(
+            "/resellers/{id}/invoices",
+            get(resellers::list_invoices).post(resellers::invoice_month),
+        )
+        .route("/resellers/{id}/purchases", post(resellers::purchase))
         .route(
             "/resellers/{id}/approvals",
             get(resellers::get_approvals).put(resellers::put_approvals),

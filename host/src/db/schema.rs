@@ -816,3 +816,12 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    reseller_invoices (reseller_id, month) {
+        reseller_id -> BigInt,
+        month -> Text,
+        invoice_id -> BigInt,
+        created_at -> BigInt,
+    }
+}
