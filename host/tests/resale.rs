@@ -195,6 +195,26 @@ impl World {
         tenant.id
     }
 
+    /// A reseller, North Agency, at `markup_percent`, alerted below
+    /// `thresholds`, with its wallet.
+    fn reseller(&self, markup_percent: &str, thresholds: Vec<Credits>) -> (TenantId, AccountId) {
+        let mut conn = self.database.get().unwrap();
+        let now = self.clock.now();
+        let (reseller, wallet) =
+            tenants::create_reseller(&mut conn, "North Agency", Credits::ZERO, now).unwrap();
+        let pricing = PricingDocument {
+            markup_percent: dec(markup_percent),
+            ..Default::default()
+        };
+        let settings = resale::Settings {
+            pricing,
+            thresholds,
+            updated_at: None,
+        };
+        resale::store(&mut conn, reseller.id, &settings, now).unwrap();
+        (reseller.id, wallet)
+    }
+
     fn search(
         &self,
         tenant: TenantId,
@@ -238,27 +258,8 @@ fn plus_30_percent(amount: Decimal, places: u32) -> Decimal {
 #[test]
 fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesale_to_the_cent() {
     let world = World::new("2027-03-01T00:00:00Z");
-    let mut conn = world.database.get().unwrap();
-    let (reseller, reseller_wallet) =
-        tenants::create_reseller(&mut conn, "North Agency", Credits::ZERO, world.clock.now())
-            .unwrap();
-    let reseller = reseller.id;
-    let sales = queries::sales_account_of(&mut conn, reseller).unwrap();
-    resale::store(
-        &mut conn,
-        reseller,
-        &resale::Settings {
-            pricing: PricingDocument {
-                markup_percent: dec("30"),
-                ..Default::default()
-            },
-            thresholds: Vec::new(),
-            updated_at: None,
-        },
-        world.clock.now(),
-    )
-    .unwrap();
-    drop(conn);
+    let (reseller, reseller_wallet) = world.reseller("30", Vec::new());
+    let sales = queries::sales_account_of(&mut world.database.get().unwrap(), reseller).unwrap();
     world.grant(reseller, "100000");
     // Three tenants of the reseller's, and for each a twin the platform
     // sells to directly that makes exactly the same calls: what the twin
@@ -441,26 +442,7 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
 #[test]
 fn a_reseller_whose_wallet_runs_out_is_alerted_first_then_its_tenants_calls_are_refused() {
     let world = World::new("2027-03-01T00:00:00Z");
-    let mut conn = world.database.get().unwrap();
-    let (reseller, reseller_wallet) =
-        tenants::create_reseller(&mut conn, "North Agency", Credits::ZERO, world.clock.now())
-            .unwrap();
-    let reseller = reseller.id;
-    resale::store(
-        &mut conn,
-        reseller,
-        &resale::Settings {
-            pricing: PricingDocument {
-                markup_percent: dec("30"),
-                ..Default::default()
-            },
-            thresholds: vec![credits("6"), credits("3")],
-            updated_at: None,
-        },
-        world.clock.now(),
-    )
-    .unwrap();
-    drop(conn);
+    let (reseller, reseller_wallet) = world.reseller("30", vec![credits("6"), credits("3")]);
     world.grant(reseller, "10");
     let tenant = world.tenant("Alpha", Some(reseller), "1000");
     let tenant_wallet = queries::wallet_of(&mut world.database.get().unwrap(), tenant).unwrap();

@@ -49,6 +49,36 @@ fn scope(caller: Caller, id: &str) -> Result<TenantId, ApiError> {
     }
 }
 
+/// Runs `work` on a pooled connection off the async threads; its error
+/// becomes the API's through `error`.
+async fn on_db<T, E>(
+    state: &AppState,
+    work: impl FnOnce(&mut crate::db::DbConnection) -> Result<T, E> + Send + 'static,
+    error: fn(E) -> ApiError,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    state
+        .database
+        .run(move |conn| Ok::<_, anyhow::Error>(work(conn)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(error)
+}
+
+/// The reseller `id` names, which the caller may act for ([`scope`]),
+/// checked to be one.
+async fn scoped(
+    state: &AppState,
+    caller: Caller,
+    id: &str,
+) -> Result<(TenantId, Tenant), ApiError> {
+    let id = scope(caller, id)?;
+    Ok((id, reseller(state, id).await?))
+}
+
 /// The reseller itself, checked to be one.
 async fn reseller(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
     let found = state
@@ -155,8 +185,8 @@ pub(super) async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    Ok(Json(tenant_json(&reseller(&state, id).await?)))
+    let (_, reseller) = scoped(&state, caller, &id).await?;
+    Ok(Json(tenant_json(&reseller)))
 }
 
 /// `POST /resellers/{id}/tenants` (operator, or the reseller): a tenant of
@@ -167,8 +197,7 @@ pub(super) async fn create_tenant(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let new: NewTenant = json_body(&body)?;
     let limit = credit_limit(&new)?;
@@ -197,8 +226,7 @@ pub(super) async fn list_tenants(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     params(&query, &["after", "limit"])?;
     let limit = limit_param(&query, tenants::TENANTS_PAGE_MAX as i64)?;
     let after = after_param(&query)?;
@@ -320,8 +348,7 @@ pub(super) async fn get_pricing(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let settings = settings_of(&state, id).await?;
     Ok(Json(pricing_json(&state, &settings)?))
 }
@@ -335,8 +362,7 @@ pub(super) async fn put_pricing(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let document: resale::PricingDocument = json_body(&body)?;
     let prices = RetailPrices::parse(&document).map_err(resale_error)?;
@@ -384,8 +410,7 @@ pub(super) async fn get_alerts(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let (settings, alerts, balance) = state
         .database
         .run(move |conn| {
@@ -433,8 +458,7 @@ pub(super) async fn put_alerts(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let given: Thresholds = json_body(&body)?;
     let thresholds = given
@@ -494,8 +518,7 @@ pub(super) async fn margins(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     params(&query, &["from", "to"])?;
     let this_month = crate::metering::period_of(state.now());
     let to = month_param(&query, "to")?.unwrap_or_else(|| this_month.clone());
@@ -674,14 +697,8 @@ pub(super) async fn get_branding(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    let reseller = reseller(&state, id).await?;
-    let brand = state
-        .database
-        .run(move |conn| Ok::<_, anyhow::Error>(branding::get(conn, id)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(brand_error)?;
+    let (id, reseller) = scoped(&state, caller, &id).await?;
+    let brand = on_db(&state, move |conn| branding::get(conn, id), brand_error).await?;
     Ok(Json(match brand {
         Some(brand) => brand_json(id, &brand, true),
         None => brand_json(
@@ -704,8 +721,7 @@ pub(super) async fn put_branding(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let brand: branding::Brand = json_body(&body)?;
     if brand
@@ -720,12 +736,12 @@ pub(super) async fn put_branding(
         ));
     }
     let now = state.now();
-    let brand = state
-        .database
-        .run(move |conn| Ok::<_, anyhow::Error>(branding::put(conn, id, brand, now)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(brand_error)?;
+    let brand = on_db(
+        &state,
+        move |conn| branding::put(conn, id, brand, now),
+        brand_error,
+    )
+    .await?;
     Ok(Json(brand_json(id, &brand, true)))
 }
 
@@ -753,14 +769,13 @@ pub(super) async fn get_approvals(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
-    let approval = state
-        .database
-        .run(move |conn| Ok::<_, anyhow::Error>(plugins::approval(conn, id)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(install_error)?;
+    let (id, _) = scoped(&state, caller, &id).await?;
+    let approval = on_db(
+        &state,
+        move |conn| plugins::approval(conn, id),
+        install_error,
+    )
+    .await?;
     Ok(Json(approvals_json(id, &approval)))
 }
 
@@ -799,12 +814,12 @@ pub(super) async fn put_approvals(
     };
     let now = state.now();
     let stored = approval.clone();
-    state
-        .database
-        .run(move |conn| Ok::<_, anyhow::Error>(plugins::set_approval(conn, id, &stored, now)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(install_error)?;
+    on_db(
+        &state,
+        move |conn| plugins::set_approval(conn, id, &stored, now),
+        install_error,
+    )
+    .await?;
     Ok(Json(approvals_json(id, &approval)))
 }
 
@@ -826,14 +841,9 @@ pub(super) async fn list_plugins(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
-    let own = state
-        .database
-        .run(move |conn| Ok::<_, anyhow::Error>(plugins::list(conn)))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(install_error)?
+    let (id, _) = scoped(&state, caller, &id).await?;
+    let own = on_db(&state, plugins::list, install_error)
+        .await?
         .into_iter()
         .filter(|version| version.active && version.owner == Some(id))
         .map(|version| installed_json(&version))
@@ -852,8 +862,7 @@ pub(super) async fn install_plugin(
     body: Body,
 ) -> Result<Response, ApiError> {
     use base64::Engine as _;
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, INSTALL_BODY_BYTES_MAX).await?;
     let new: NewPlugin = json_body(&body)?;
     let wasm = base64::engine::general_purpose::STANDARD
@@ -923,8 +932,7 @@ pub(super) async fn list_invoices(
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     params(&query, &["after", "limit"])?;
     let limit = limit_param(&query, 100)?;
     let after = query
@@ -974,8 +982,7 @@ pub(super) async fn purchase(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let id = scope(caller, &id)?;
-    reseller(&state, id).await?;
+    let (id, _) = scoped(&state, caller, &id).await?;
     let choice: PackageChoice = json_body(&read_body(body, state.body_bytes_max).await?)?;
     let (issuer, packages) = (state.issuer.clone(), state.packages.clone());
     let now = state.now();
