@@ -904,8 +904,13 @@ fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
         }
         TenantCommand::Suspend { tenant } | TenantCommand::Resume { tenant } => {
             let suspend = matches!(command, TenantCommand::Suspend { .. });
-            let tenant =
-                tenants::set_suspended(&mut conn, TenantId(tenant), suspend, SystemClock.now())?;
+            let tenant = tenants::set_suspended(
+                &mut conn,
+                TenantId(tenant),
+                suspend,
+                tenants::Suspender::Operator,
+                SystemClock.now(),
+            )?;
             match tenant.suspended_at {
                 Some(at) => println!("tenant {} suspended since {at}", tenant.id),
                 None => println!("tenant {} resumed", tenant.id),

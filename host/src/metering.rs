@@ -36,7 +36,7 @@ use crate::ledger::{
 };
 use crate::plugins::kv::DbKv;
 use crate::plugins::{self, ActivePlugin, PluginError, Registry};
-use crate::pricing::{PriceBook, Unpriced, Usage};
+use crate::pricing::{Price, PriceBook, Unpriced, Usage};
 use crate::resale::Reseller;
 use crate::runtime::{Call, CallContext, CallError, HttpPolicy, Reply};
 use crate::secrets::SecretBox;
@@ -551,8 +551,12 @@ impl Meter {
             Some(_) => std::borrow::Cow::Owned(self.book.reseller_plugin_price(&name, function)),
             None => std::borrow::Cow::Borrowed(self.book.price(tenant, &name, function, now)?),
         };
+        let own_price =
+            reseller.and_then(|reseller| reseller.prices.own_price(tenant, &name, function, now));
         let period = period_of(now);
-        let period_units = match price.uses_period() {
+        // Either price may depend on the period's earlier units.
+        let uses_period = price.uses_period() || own_price.is_some_and(Price::uses_period);
+        let period_units = match uses_period {
             true => {
                 let mut conn = self.database.get()?;
                 period_units(&mut conn, tenant, &name, function, &period)?
@@ -593,8 +597,6 @@ impl Meter {
         let held_platform = adjust(price.max_charge(usage_max), max_units)?;
         // A resold tenant pays its reseller's retail price; the reseller
         // pays the platform's for the same call.
-        let own_price =
-            reseller.and_then(|reseller| reseller.prices.own_price(tenant, &name, function, now));
         let (held, wholesale_held) = match reseller {
             Some(reseller) => (
                 reseller

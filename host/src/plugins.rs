@@ -710,8 +710,21 @@ pub fn install_for_reseller(
             },
         });
     }
+    // The platform's own names stay its own: the plugins it ships, and any
+    // it installed once, even if removed since.
+    let bundled = runtime::artifacts::FIRST_PARTY
+        .iter()
+        .any(|(name, ..)| *name == manifest.name);
+    let active = active_version(conn, &manifest.name)?;
+    let stored: i64 = plugin_versions::table
+        .filter(plugin_versions::name.eq(&manifest.name))
+        .count()
+        .get_result(conn)?;
+    if bundled || (active.is_none() && stored > 0) {
+        return Err(PluginError::AlreadyInstalled(manifest.name));
+    }
     let hosts = &approval.http_hosts;
-    match active_version(conn, &manifest.name)? {
+    match active {
         Some(active) if active.owner != Some(reseller) => {
             Err(PluginError::AlreadyInstalled(manifest.name))
         }

@@ -51,6 +51,8 @@ pub enum ResaleError {
     InvalidThresholds(String),
     #[error("reseller has no plan charges in {0} to invoice")]
     NothingToInvoice(String),
+    #[error("{0} is not over yet; invoice a month once it has ended")]
+    MonthNotOver(String),
     #[error(
         "the plan charges of {0} are in several currencies; invoice them one currency at a time"
     )]
@@ -633,6 +635,9 @@ pub fn invoice_month(
     now: Timestamp,
 ) -> Result<crate::billing::invoices::Document, ResaleError> {
     use crate::billing::invoices::{self, NewDocument, NewLine};
+    if month >= crate::metering::period_of(now).as_str() {
+        return Err(ResaleError::MonthNotOver(month.to_owned()));
+    }
     db::write_transaction(conn, |conn| {
         let issued: Option<i64> = reseller_invoices::table
             .find((reseller.0, month))

@@ -54,6 +54,32 @@ pub struct Tenant {
     pub created_at: Timestamp,
     /// When it was suspended, if it is: its keys and calls are refused.
     pub suspended_at: Option<Timestamp>,
+    /// Who suspended it.
+    pub suspended_by: Option<Suspender>,
+}
+
+/// Who suspends a tenant: a suspension by the operator is lifted only by
+/// the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suspender {
+    Operator,
+    Reseller,
+}
+
+impl Suspender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suspender::Operator => "operator",
+            Suspender::Reseller => "reseller",
+        }
+    }
+
+    fn parse(text: &str) -> Suspender {
+        match text {
+            "reseller" => Suspender::Reseller,
+            _ => Suspender::Operator,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +90,8 @@ pub enum TenantError {
     NotFound(TenantId),
     #[error("tenant {0} is not a reseller")]
     NotAReseller(TenantId),
+    #[error("tenant {0} was suspended by the operator; only the operator can resume it")]
+    SuspendedByOperator(TenantId),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("database error: {0}")]
@@ -146,15 +174,24 @@ fn create_of_kind(
                 kind,
                 created_at: now,
                 suspended_at: None,
+                suspended_by: None,
             },
             wallet,
         ))
     })
 }
 
-type TenantRow = (i64, String, Option<i64>, i64, String, Option<i64>);
+type TenantRow = (
+    i64,
+    String,
+    Option<i64>,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+);
 
-fn from_row((id, name, parent, created_at, kind, suspended_at): TenantRow) -> Tenant {
+fn from_row((id, name, parent, created_at, kind, suspended_at, suspended_by): TenantRow) -> Tenant {
     Tenant {
         id: TenantId(id),
         name,
@@ -162,26 +199,37 @@ fn from_row((id, name, parent, created_at, kind, suspended_at): TenantRow) -> Te
         kind: Kind::parse(&kind),
         created_at: Timestamp::from_micros(created_at),
         suspended_at: suspended_at.map(Timestamp::from_micros),
+        suspended_by: suspended_by.as_deref().map(Suspender::parse),
     }
 }
 
 /// Suspends the tenant (`suspended`), refusing its keys and its calls, or
-/// resumes it. Suspending a suspended tenant keeps its first time.
+/// resumes it, as `by`. Suspending a suspended tenant keeps its first time
+/// (and makes the suspension the operator's if the operator suspends it);
+/// a reseller cannot resume a tenant the operator suspended.
 pub fn set_suspended(
     conn: &mut DbConnection,
     tenant: TenantId,
     suspended: bool,
+    by: Suspender,
     now: Timestamp,
 ) -> Result<Tenant, TenantError> {
     crate::db::write_transaction(conn, |conn| {
         let found = find(conn, tenant)?;
-        let at = match (suspended, found.suspended_at) {
-            (true, Some(at)) => Some(at),
-            (true, None) => Some(now),
-            (false, _) => None,
+        let (at, who) = match (suspended, found.suspended_at, found.suspended_by) {
+            (true, Some(at), Some(Suspender::Operator)) => (Some(at), Some(Suspender::Operator)),
+            (true, Some(at), _) => (Some(at), Some(by)),
+            (true, None, _) => (Some(now), Some(by)),
+            (false, Some(_), Some(Suspender::Operator)) if by == Suspender::Reseller => {
+                return Err(TenantError::SuspendedByOperator(tenant));
+            }
+            (false, ..) => (None, None),
         };
         diesel::update(tenants::table.find(tenant.0))
-            .set(tenants::suspended_at.eq(at.map(Timestamp::micros)))
+            .set((
+                tenants::suspended_at.eq(at.map(Timestamp::micros)),
+                tenants::suspended_by.eq(who.map(Suspender::as_str)),
+            ))
             .execute(conn)?;
         find(conn, tenant)
     })

@@ -267,4 +267,19 @@ fn a_resellers_tenant_sees_its_brand_on_its_domain_and_in_its_invoice_pdf() {
     );
     assert_eq!(status, 409, "{taken}");
     assert_eq!(taken["error"]["code"], "domain_taken");
+    // Nor may a reseller take the platform's own host.
+    let (status, refused) = server.call(
+        "PUT",
+        &operator,
+        &format!("/resellers/{south}/branding"),
+        Some(r#"{"name": "South Ltd", "domain": "127.0.0.1"}"#),
+        &[],
+    );
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the platform's own host")
+    );
 }

@@ -419,8 +419,13 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
     assert_eq!(march.totals.subtotal_minor, 3 * 4900);
     let again = resale::invoice_month(&mut conn, &platform, reseller, "2027-03", now).unwrap();
     assert_eq!(again.id, march.id);
+    // A month not over yet is not invoiced, nor one with nothing to bill.
     assert!(matches!(
-        resale::invoice_month(&mut conn, &platform, reseller, "2027-05", now),
+        resale::invoice_month(&mut conn, &platform, reseller, "2027-04", now),
+        Err(resale::ResaleError::MonthNotOver(_))
+    ));
+    assert!(matches!(
+        resale::invoice_month(&mut conn, &platform, reseller, "2027-02", now),
         Err(resale::ResaleError::NothingToInvoice(_))
     ));
     // Another reseller's figures hold none of these.

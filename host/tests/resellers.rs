@@ -511,6 +511,33 @@ fn a_reseller_sells_at_retail_is_alerted_refused_when_its_wallet_runs_out_and_su
     let (status, _) = call(&server, &alpha_key, "GET", "/billing/credits", None);
     assert_eq!(status, 200);
 
+    // A suspension the operator made is the operator's to lift.
+    let (status, _) = call(
+        &server,
+        &operator,
+        "PUT",
+        &format!("/tenants/{alpha}/suspension"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let (status, refused) = call(
+        &server,
+        &north_key,
+        "DELETE",
+        &format!("/tenants/{alpha}/suspension"),
+        None,
+    );
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "suspended_by_operator");
+    let (status, _) = call(
+        &server,
+        &operator,
+        "DELETE",
+        &format!("/tenants/{alpha}/suspension"),
+        None,
+    );
+    assert_eq!(status, 200);
+
     // The operator suspends North, and its tenants with it.
     let (status, _) = call(
         &server,
@@ -610,6 +637,15 @@ fn a_resellers_own_plugin_is_of_an_approved_kind_and_serves_its_tenants_alone() 
         Some(approve),
     );
     let (status, refused) = install(&south_key, south, &manifest);
+    assert_eq!(status, 409, "{refused}");
+    // Nor may a reseller take a name the platform ships.
+    let (_, shipped, _) = tollgate::runtime::artifacts::FIRST_PARTY
+        .iter()
+        .find(|(name, ..)| *name == "http-leads")
+        .unwrap();
+    let taken = manifest.replace(r#"name = "north-leads""#, r#"name = "http-leads""#);
+    assert!(shipped.contains(r#"name = "http-leads""#));
+    let (status, refused) = install(&north_key, north, &taken);
     assert_eq!(status, 409, "{refused}");
     let body = serde_json::json!({
         "manifest": manifest,

@@ -66,6 +66,11 @@ pub(super) fn tenant_error(error: TenantError) -> ApiError {
         TenantError::NotFound(tenant) => tenant_not_found(tenant),
         TenantError::InvalidName => ApiError::bad_request("invalid_input", error.to_string()),
         TenantError::NotAReseller(tenant) => ApiError::not_found(format!("no reseller {tenant}")),
+        TenantError::SuspendedByOperator(_) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "suspended_by_operator",
+            error.to_string(),
+        ),
         TenantError::Ledger(LedgerError::NegativeCreditLimit(_)) => {
             ApiError::bad_request("invalid_input", error.to_string())
         }
@@ -81,6 +86,7 @@ pub(super) fn tenant_json(tenant: &tenants::Tenant) -> serde_json::Value {
         "kind": tenant.kind.as_str(),
         "created_at": tenant.created_at.to_string(),
         "suspended_at": tenant.suspended_at.map(|at| at.to_string()),
+        "suspended_by": tenant.suspended_by.map(|by| by.as_str()),
     })
 }
 

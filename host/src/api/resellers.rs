@@ -273,6 +273,7 @@ fn resale_error(error: resale::ResaleError) -> ApiError {
             )
         }
         resale::ResaleError::NothingToInvoice(_)
+        | resale::ResaleError::MonthNotOver(_)
         | resale::ResaleError::MixedCurrencies(_)
         | resale::ResaleError::TooManyTenants(_) => ApiError::new(
             StatusCode::CONFLICT,
@@ -601,7 +602,11 @@ pub(super) async fn margins(
 
 /// Whether `caller` may suspend or resume `tenant`: the operator any tenant
 /// or reseller, a reseller its own tenants (another's is not found).
-async fn governs(state: &AppState, caller: Caller, tenant: TenantId) -> Result<(), ApiError> {
+async fn governs(
+    state: &AppState,
+    caller: Caller,
+    tenant: TenantId,
+) -> Result<tenants::Suspender, ApiError> {
     let own = match (caller.0.role, caller.0.tenant) {
         (Role::Operator, _) => None,
         (Role::Reseller, Some(own)) if own != tenant => Some(own),
@@ -621,8 +626,11 @@ async fn governs(state: &AppState, caller: Caller, tenant: TenantId) -> Result<(
         })
         .await
         .map_err(ApiError::internal)?
-        .map(drop)
-        .map_err(tenant_error)
+        .map_err(tenant_error)?;
+    Ok(match own {
+        Some(_) => tenants::Suspender::Reseller,
+        None => tenants::Suspender::Operator,
+    })
 }
 
 async fn set_suspended(
@@ -632,12 +640,12 @@ async fn set_suspended(
     suspended: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = TenantId(id_param(tenant, "tenant")?);
-    governs(state, caller, tenant).await?;
+    let by = governs(state, caller, tenant).await?;
     let now = state.now();
     let updated = state
         .database
         .run(move |conn| {
-            Ok::<_, anyhow::Error>(tenants::set_suspended(conn, tenant, suspended, now))
+            Ok::<_, anyhow::Error>(tenants::set_suspended(conn, tenant, suspended, by, now))
         })
         .await
         .map_err(ApiError::internal)?
@@ -724,6 +732,28 @@ pub(super) async fn put_branding(
     let (id, _) = scoped(&state, caller, &id).await?;
     let body = read_body(body, state.body_bytes_max).await?;
     let brand: branding::Brand = json_body(&body)?;
+    // The platform's own host shows the platform, whoever asks.
+    let platform_host = state
+        .engagement
+        .public_url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if brand
+        .domain
+        .as_deref()
+        .is_some_and(|domain| domain.eq_ignore_ascii_case(&platform_host))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("invalid branding: domain: {platform_host} is the platform's own host"),
+        ));
+    }
     if brand
         .name
         .trim()

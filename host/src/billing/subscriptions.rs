@@ -352,17 +352,17 @@ impl Subscriptions {
                     from_currency: old.price.currency.to_string(),
                 });
             }
+            // A resold tenant's change is decided and prorated at its
+            // reseller's retail prices, and the reseller's at the platform's.
+            let (wholesale_old, wholesale_new) = (old, new.clone());
+            let (old, reseller) = self.priced(conn, tenant, &wholesale_old)?;
+            let (new, _) = self.priced(conn, tenant, &wholesale_new)?;
             if (new.net_minor(), new.credits) <= (old.net_minor(), old.credits) {
                 diesel::update(subscriptions::table.find(live.id))
                     .set(subscriptions::next_plan.eq(&new.id))
                     .execute(conn)?;
                 return Ok(PlanChange::Scheduled(get_row(conn, live.id)?));
             }
-            // A resold tenant's change is prorated at its reseller's retail
-            // prices, and the reseller's at the platform's.
-            let (wholesale_old, wholesale_new) = (old, new.clone());
-            let (old, reseller) = self.priced(conn, tenant, &wholesale_old)?;
-            let (new, _) = self.priced(conn, tenant, &wholesale_new)?;
             let prorate = |old: &Plan, new: &Plan| {
                 periods::proration(
                     old.net_minor(),

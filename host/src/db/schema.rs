@@ -10,6 +10,7 @@ diesel::table! {
         created_at -> BigInt,
         kind -> Text,
         suspended_at -> Nullable<BigInt>,
+        suspended_by -> Nullable<Text>,
     }
 }
 

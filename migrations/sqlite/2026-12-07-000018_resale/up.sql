@@ -6,6 +6,8 @@
 -- A suspended tenant's keys and calls are refused until it is resumed; a
 -- suspended reseller's tenants are refused with it.
 ALTER TABLE tenants ADD COLUMN suspended_at BIGINT;
+-- Who suspended it: 'operator' (only the operator lifts that) or 'reseller'.
+ALTER TABLE tenants ADD COLUMN suspended_by TEXT CHECK (suspended_by IN ('operator', 'reseller'));
 
 -- Each reseller's retail price list (JSON, as PUT /resellers/{id}/pricing
 -- took it) and the wallet balances, in micro-credits, below which it is
