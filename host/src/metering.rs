@@ -1009,26 +1009,36 @@ impl Meter {
             && charged.wholesale > 0
             && let Some(balance) = receipt.wallet_balance
         {
-            let after = Credits::from_micros(
-                balance.posted.micros() + balance.credit_limit.unwrap_or(Credits::ZERO).micros(),
-            );
-            let before = Credits::from_micros(after.micros() + charged.wholesale);
-            let mut conn = self.database.get()?;
-            if let Err(error) = crate::resale::record_alerts(
-                &mut conn,
-                reseller,
-                &record.id,
-                before,
-                after,
-                self.clock.now(),
-            ) {
-                tracing::error!(%error, reseller = reseller.id.0, "could not record a reseller's balance alert");
-            }
+            self.alert(reseller, &record.id, balance, charged.wholesale);
         }
         Ok(match sides.tenant {
             Some(Ok(receipt)) => receipt.wallet_balance,
             _ => None,
         })
+    }
+
+    /// Records the alerts of a wholesale charge of `wholesale` micro-credits
+    /// that left the reseller's wallet at `balance`. Most charges cross no
+    /// threshold, and take no connection.
+    fn alert(&self, reseller: &Reseller, call_id: &str, balance: queries::Balance, wholesale: i64) {
+        let limit = balance.credit_limit.unwrap_or(Credits::ZERO);
+        let after = Credits::from_micros(balance.posted.micros() + limit.micros());
+        let before = Credits::from_micros(after.micros() + wholesale);
+        if crate::resale::crossed(&reseller.thresholds, before, after).is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let recorded = self
+            .database
+            .get()
+            .map_err(|error| format!("{error:#}"))
+            .and_then(|mut conn| {
+                crate::resale::record_alerts(&mut conn, reseller, call_id, before, after, now)
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(error) = recorded {
+            tracing::error!(%error, reseller = reseller.id.0, "could not record a reseller's balance alert");
+        }
     }
 
     /// Ends every call left `invoking` for longer than a hold lasts, so

@@ -580,10 +580,7 @@ pub fn usable_by(
     tenant: TenantId,
     owner: Option<TenantId>,
 ) -> Result<bool, PluginError> {
-    let Some(owner) = owner else {
-        return Ok(true);
-    };
-    if owner == tenant {
+    if owner.is_none_or(|owner| owner == tenant) {
         return Ok(true);
     }
     let parent: Option<Option<i64>> = crate::db::schema::tenants::table
@@ -591,7 +588,12 @@ pub fn usable_by(
         .select(crate::db::schema::tenants::parent_tenant_id)
         .first(conn)
         .optional()?;
-    Ok(parent.flatten() == Some(owner.0))
+    Ok(usable(owner, tenant, parent.flatten().map(TenantId)))
+}
+
+/// [`usable_by`] for a tenant whose reseller (`parent`) is known.
+pub fn usable(owner: Option<TenantId>, tenant: TenantId, parent: Option<TenantId>) -> bool {
+    owner.is_none_or(|owner| owner == tenant || Some(owner) == parent)
 }
 
 /// What the operator approved for one reseller's own plugins.

@@ -291,6 +291,10 @@ pub(super) async fn list_plugins(
                     .map(|(_, brand)| brand.name),
                 None => None,
             };
+            let parent = match tenant {
+                Some(tenant) => crate::tenants::find(conn, tenant)?.parent,
+                None => None,
+            };
             let mut answer = Vec::new();
             for version in plugins::list(conn)?
                 .into_iter()
@@ -298,7 +302,7 @@ pub(super) async fn list_plugins(
             {
                 // A reseller's own plugin exists for it and its tenants alone.
                 if let Some(tenant) = tenant
-                    && !plugins::usable_by(conn, tenant, version.owner)?
+                    && !plugins::usable(version.owner, tenant, parent)
                 {
                     continue;
                 }
