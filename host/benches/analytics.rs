@@ -359,6 +359,7 @@ type Case<'a> = Box<dyn FnMut(&mut DbConnection) -> anyhow::Result<usize> + 'a>;
 fn measure(backend: &str, conn: &mut DbConnection, sizes: &Sizes) -> anyhow::Result<()> {
     let settings = Settings::default().analytics;
     let params = |from: NaiveDate, to: NaiveDate, granularity| Params {
+        seller: tollgate::analytics::Seller::Platform,
         currency: "USD".into(),
         digits: 2,
         from,

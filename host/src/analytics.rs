@@ -16,3 +16,31 @@ pub mod report;
 pub mod revenue;
 pub mod roi;
 pub mod usage;
+
+use crate::ids::TenantId;
+
+/// Whose sale a revenue or MRR rollup row counts. The platform sells to
+/// its own tenants at its prices and to its resellers at wholesale; a
+/// reseller sells to its tenants at retail. A resold tenant's invoices are
+/// its reseller's revenue; its MRR is kept for both, at each one's price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seller {
+    Platform,
+    Reseller(TenantId),
+}
+
+impl Seller {
+    /// The rollups' `seller` column: 0 for the platform, else the
+    /// reseller's id.
+    pub fn key(self) -> i64 {
+        match self {
+            Seller::Platform => 0,
+            Seller::Reseller(reseller) => reseller.0,
+        }
+    }
+
+    /// Who sold a document `reseller` issued (none: the platform).
+    pub fn of(reseller: Option<TenantId>) -> Seller {
+        reseller.map_or(Seller::Platform, Seller::Reseller)
+    }
+}

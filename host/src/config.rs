@@ -53,6 +53,38 @@ pub struct Settings {
     pub billing: BillingSettings,
     pub payments: PaymentSettings,
     pub analytics: AnalyticsSettings,
+    pub mail: MailSettings,
+}
+
+/// The SMTP server system emails (invoices, payments, a reseller's wallet
+/// alerts) go out through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// Empty: system emails wait in the outbox, unsent, until a server is
+    /// set.
+    pub smtp_host: String,
+    /// 0: 465 for `tls`, else 587.
+    pub smtp_port: u16,
+    /// `starttls` (required), `tls` (implicit, usually port 465) or
+    /// `none` (a relay on this machine or a test server only).
+    pub smtp_security: String,
+    /// Both or neither.
+    pub smtp_username: String,
+    pub smtp_password: String,
+    /// The sender of the platform's own emails, and the envelope sender
+    /// (where bounces go) of every system email.
+    pub from_address: String,
+    /// The name the platform's own emails come from; empty: the billing
+    /// issuer's.
+    pub from_name: String,
+}
+
+impl MailSettings {
+    /// Whether a server is set: emails wait in the outbox until one is.
+    pub fn configured(&self) -> bool {
+        !self.smtp_host.trim().is_empty()
+    }
 }
 
 /// What the analytics reports assume.
@@ -260,6 +292,15 @@ impl Default for Settings {
                 hourly_cost: Decimal::new(40, 0),
                 baselines: default_baselines(),
             },
+            mail: MailSettings {
+                smtp_host: String::new(),
+                smtp_port: 0,
+                smtp_security: "starttls".to_owned(),
+                smtp_username: String::new(),
+                smtp_password: String::new(),
+                from_address: "billing@localhost".to_owned(),
+                from_name: String::new(),
+            },
         }
     }
 }
@@ -312,7 +353,8 @@ default_from_settings!(
     FileSettings.files,
     BillingSettings.billing,
     PaymentSettings.payments,
-    AnalyticsSettings.analytics
+    AnalyticsSettings.analytics,
+    MailSettings.mail
 );
 
 /// A subscription plan.
@@ -514,6 +556,27 @@ pub fn parse_settings(
         anyhow::bail!(
             "{}: payments.dunning_retry_days: give at most {DUNNING_RETRIES_MAX} retries, each at least 1 day after the previous attempt",
             source("payments.dunning_retry_days")
+        );
+    }
+    let mail = &settings.mail;
+    if !["starttls", "tls", "none"].contains(&mail.smtp_security.as_str()) {
+        anyhow::bail!(
+            "{}: mail.smtp_security is {:?}; use starttls, tls or none",
+            source("mail.smtp_security"),
+            mail.smtp_security
+        );
+    }
+    if mail.smtp_username.is_empty() != mail.smtp_password.is_empty() {
+        anyhow::bail!(
+            "{}: mail: set both smtp_username and smtp_password, or neither",
+            source("mail")
+        );
+    }
+    if let Err(error) = mail.from_address.parse::<lettre::Address>() {
+        anyhow::bail!(
+            "{}: mail.from_address {:?} is not an email address: {error}",
+            source("mail.from_address"),
+            mail.from_address
         );
     }
     let analytics = &settings.analytics;

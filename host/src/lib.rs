@@ -13,6 +13,7 @@ pub mod demo;
 pub mod engagement;
 pub mod ids;
 pub mod ledger;
+pub mod mail;
 pub mod metering;
 pub mod metrics;
 pub mod plugins;

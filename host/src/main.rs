@@ -20,6 +20,8 @@ use tollgate::{api, plugins, scheduler, tenants};
 /// How often this host looks for sequence steps that are due: a send is
 /// at most this late.
 const SEQUENCE_TICK: Duration = Duration::from_secs(5);
+/// How often the outbox's due system emails are sent.
+const MAIL_TICK: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -321,6 +323,16 @@ enum TenantCommand {
     Resume {
         #[arg(long)]
         tenant: i64,
+    },
+    /// Set where a tenant's (or a reseller's) system emails go, or stop
+    /// them; show its latest emails and what became of each.
+    Contact {
+        #[arg(long)]
+        tenant: i64,
+        #[arg(long, conflicts_with = "clear")]
+        email: Option<String>,
+        #[arg(long)]
+        clear: bool,
     },
     /// List tenants.
     List {
@@ -782,6 +794,19 @@ fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             }
         }));
+        let mailer = tollgate::mail::Mailer {
+            database: database.clone(),
+            settings: config.settings.mail.clone(),
+            platform: issuer.clone(),
+            public_url: engagement.public_url.clone(),
+            clock: Arc::new(SystemClock),
+        };
+        let postman = tokio::spawn(scheduler::run_mail(mailer, MAIL_TICK, {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        }));
         let app = api::router(api::AppState {
             database,
             ledger,
@@ -813,6 +838,7 @@ fn serve(
             .context("serving HTTP")?;
         let _ = sweeper.await;
         let _ = sequencer.await;
+        let _ = postman.await;
         anyhow::Ok(())
     })
 }
@@ -914,6 +940,34 @@ fn tenant(database: Database, command: TenantCommand) -> anyhow::Result<()> {
             match tenant.suspended_at {
                 Some(at) => println!("tenant {} suspended since {at}", tenant.id),
                 None => println!("tenant {} resumed", tenant.id),
+            }
+        }
+        TenantCommand::Contact {
+            tenant,
+            email,
+            clear,
+        } => {
+            let tenant = TenantId(tenant);
+            let found = match (email, clear) {
+                (Some(email), _) => tenants::set_email(&mut conn, tenant, Some(&email))?,
+                (None, true) => tenants::set_email(&mut conn, tenant, None)?,
+                (None, false) => tenants::find(&mut conn, tenant)?,
+            };
+            match &found.email {
+                Some(email) => println!("tenant {tenant}: system emails go to {email}"),
+                None => println!("tenant {tenant}: no contact address, so no system emails"),
+            }
+            for email in tollgate::mail::list(&mut conn, tenant, 20)? {
+                println!(
+                    "{}	{} {}	to {}	{}	{} attempts	{}",
+                    Timestamp::from_micros(email.created_at),
+                    email.topic,
+                    email.subject_id,
+                    email.recipient,
+                    email.state,
+                    email.attempts,
+                    email.last_error.unwrap_or_default()
+                );
             }
         }
         TenantCommand::List {

@@ -391,6 +391,23 @@ pub fn reseller_of(
     }))
 }
 
+/// The reseller of `tenant` and its retail prices, or `None` for a tenant
+/// the platform sells to directly: what the reseller's analytics count a
+/// resold tenant's plans at.
+pub fn retail_of(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+) -> Result<Option<(TenantId, RetailPrices)>, ResaleError> {
+    let Some(parent) = tenants::find(conn, tenant)?.parent else {
+        return Ok(None);
+    };
+    if tenants::find(conn, parent)?.kind != Kind::Reseller {
+        return Ok(None);
+    }
+    let settings = settings(conn, parent)?;
+    Ok(Some((parent, RetailPrices::parse(&settings.pricing)?)))
+}
+
 /// The thresholds a wallet's balance fell below when it went from
 /// `before` to `after`: those at or below `before` and above `after`.
 pub fn crossed(thresholds: &[Credits], before: Credits, after: Credits) -> Vec<Credits> {
@@ -413,32 +430,51 @@ pub fn record_alerts(
     now: Timestamp,
 ) -> Result<usize, ResaleError> {
     let crossed = crossed(&reseller.thresholds, before, after);
-    for threshold in &crossed {
-        tracing::warn!(
-            reseller = reseller.id.0,
-            threshold = %threshold,
-            balance = %after,
-            "a reseller's wholesale balance fell below its alert threshold"
-        );
-        let row = (
-            reseller_alerts::reseller_id.eq(reseller.id.0),
-            reseller_alerts::threshold.eq(threshold.micros()),
-            reseller_alerts::balance.eq(after.micros()),
-            reseller_alerts::call_id.eq(call_id),
-            reseller_alerts::created_at.eq(now.micros()),
-        );
-        match conn {
-            DbConnection::Sqlite(conn) => diesel::insert_into(reseller_alerts::table)
-                .values(row)
-                .on_conflict_do_nothing()
-                .execute(conn)?,
-            DbConnection::Postgres(conn) => diesel::insert_into(reseller_alerts::table)
-                .values(row)
-                .on_conflict_do_nothing()
-                .execute(conn)?,
-        };
+    if crossed.is_empty() {
+        return Ok(0);
     }
-    Ok(crossed.len())
+    crate::db::write_transaction(conn, |conn| {
+        for threshold in &crossed {
+            tracing::warn!(
+                reseller = reseller.id.0,
+                threshold = %threshold,
+                balance = %after,
+                "a reseller's wholesale balance fell below its alert threshold"
+            );
+            let row = (
+                reseller_alerts::reseller_id.eq(reseller.id.0),
+                reseller_alerts::threshold.eq(threshold.micros()),
+                reseller_alerts::balance.eq(after.micros()),
+                reseller_alerts::call_id.eq(call_id),
+                reseller_alerts::created_at.eq(now.micros()),
+            );
+            let recorded: Option<i64> = match conn {
+                DbConnection::Sqlite(conn) => diesel::insert_into(reseller_alerts::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .returning(reseller_alerts::id)
+                    .get_result(conn)
+                    .optional()?,
+                DbConnection::Postgres(conn) => diesel::insert_into(reseller_alerts::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .returning(reseller_alerts::id)
+                    .get_result(conn)
+                    .optional()?,
+            };
+            // The reseller is told by email, once per alert.
+            if let Some(alert) = recorded {
+                crate::mail::enqueue(
+                    conn,
+                    reseller.id,
+                    crate::mail::Topic::WalletAlert,
+                    alert,
+                    now,
+                )?;
+            }
+        }
+        Ok(crossed.len())
+    })
 }
 
 /// One alert.

@@ -87,6 +87,40 @@ pub async fn run(
     }
 }
 
+/// Sends the outbox's due system emails every `period` until `shutdown`
+/// resolves. Any number of hosts may run this at once: each email is
+/// claimed before it is sent (see [`crate::mail`]).
+pub async fn run_mail(
+    mailer: crate::mail::Mailer,
+    period: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    if !mailer.settings.configured() {
+        tracing::info!("mail.smtp_host is not set: system emails wait in the outbox");
+    }
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = interval.tick() => {}
+        }
+        let sending = mailer.clone();
+        match tokio::task::spawn_blocking(move || sending.send_due()).await {
+            Ok(Ok(sent)) if sent == crate::mail::Sent::default() => {}
+            Ok(Ok(sent)) => tracing::info!(
+                sent = sent.sent,
+                retrying = sent.retrying,
+                failed = sent.failed,
+                "sent system emails"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, "sending system emails failed; will retry"),
+            Err(error) => tracing::warn!(%error, "sending system emails failed; will retry"),
+        }
+    }
+}
+
 /// Runs sequences' due steps every `period` until `shutdown` resolves. Any
 /// number of hosts may run this at once: each step runs once (see
 /// [`crate::engagement::runner`]).

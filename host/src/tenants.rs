@@ -56,6 +56,9 @@ pub struct Tenant {
     pub suspended_at: Option<Timestamp>,
     /// Who suspended it.
     pub suspended_by: Option<Suspender>,
+    /// Where its system emails go (invoices, payments, a reseller's wallet
+    /// alerts); none: it gets none.
+    pub email: Option<String>,
 }
 
 /// Who suspends a tenant: a suspension by the operator is lifted only by
@@ -92,6 +95,8 @@ pub enum TenantError {
     NotAReseller(TenantId),
     #[error("tenant {0} was suspended by the operator; only the operator can resume it")]
     SuspendedByOperator(TenantId),
+    #[error("{0:?} is not an email address of at most {EMAIL_BYTES_MAX} bytes: {1}")]
+    InvalidEmail(String, String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("database error: {0}")]
@@ -175,6 +180,7 @@ fn create_of_kind(
                 created_at: now,
                 suspended_at: None,
                 suspended_by: None,
+                email: None,
             },
             wallet,
         ))
@@ -189,9 +195,12 @@ type TenantRow = (
     String,
     Option<i64>,
     Option<String>,
+    Option<String>,
 );
 
-fn from_row((id, name, parent, created_at, kind, suspended_at, suspended_by): TenantRow) -> Tenant {
+fn from_row(
+    (id, name, parent, created_at, kind, suspended_at, suspended_by, email): TenantRow,
+) -> Tenant {
     Tenant {
         id: TenantId(id),
         name,
@@ -200,7 +209,39 @@ fn from_row((id, name, parent, created_at, kind, suspended_at, suspended_by): Te
         created_at: Timestamp::from_micros(created_at),
         suspended_at: suspended_at.map(Timestamp::from_micros),
         suspended_by: suspended_by.as_deref().map(Suspender::parse),
+        email,
     }
+}
+
+/// Longest contact address (RFC 5321's path limit).
+pub const EMAIL_BYTES_MAX: usize = 254;
+
+/// `text` as a contact address, trimmed, if it is one.
+pub fn check_email(text: &str) -> Result<String, TenantError> {
+    let text = text.trim();
+    let invalid = |reason: String| TenantError::InvalidEmail(text.to_owned(), reason);
+    if text.len() > EMAIL_BYTES_MAX {
+        return Err(invalid(format!("it is {} bytes", text.len())));
+    }
+    text.parse::<lettre::Address>()
+        .map_err(|error| invalid(error.to_string()))?;
+    Ok(text.to_owned())
+}
+
+/// Sets (or, with `None`, clears) where the tenant's system emails go.
+pub fn set_email(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    email: Option<&str>,
+) -> Result<Tenant, TenantError> {
+    let email = email.map(check_email).transpose()?;
+    let changed = diesel::update(tenants::table.find(tenant.0))
+        .set(tenants::email.eq(email))
+        .execute(conn)?;
+    if changed == 0 {
+        return Err(TenantError::NotFound(tenant));
+    }
+    find(conn, tenant)
 }
 
 /// Suspends the tenant (`suspended`), refusing its keys and its calls, or

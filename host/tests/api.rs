@@ -1046,6 +1046,8 @@ fn nothing_of_one_tenant_shows_in_any_answer_to_another() {
     for (method, path) in [
         ("GET", format!("/tenants/{acme}/keys")),
         ("DELETE", format!("/tenants/{acme}/keys/1")),
+        ("GET", format!("/tenants/{acme}/contact")),
+        ("PUT", format!("/tenants/{acme}/contact")),
     ] {
         let (status, _) = server.call(method, &server.globex_key, &path, None, &[]);
         assert_eq!(status, 404, "{method} {path}");
@@ -1065,7 +1067,7 @@ fn no_write_of_one_tenant_reaches_another() {
                 let path = server.concrete(path, server.acme);
                 let (status, body) = server.call("GET", &server.acme_key, &path, None, &[]);
                 let allowed = match path.as_str() {
-                    _ if path.ends_with("/keys") => 403,
+                    _ if path.ends_with("/keys") || path.ends_with("/contact") => 403,
                     _ if path.starts_with("/resellers") => 403,
                     "/billing/revenue" | "/billing/reports/monthly" | "/analytics/usage" => 403,
                     _ if path.contains("/receipts/") => 404,
@@ -1156,6 +1158,11 @@ fn no_write_of_one_tenant_reaches_another() {
             "/tenants/{tenant}/keys/{key}" => {
                 (format!("/tenants/{acme}/keys/{acme_key_id}"), None, &[404])
             }
+            "/tenants/{tenant}/contact" => (
+                format!("/tenants/{acme}/contact"),
+                Some(r#"{"email": "spy@globex.example"}"#),
+                &[404],
+            ),
             "/plugins" | "/plugins/{plugin}/versions" => (
                 path.replace("{plugin}", "csv-leads"),
                 Some(r#"{"manifest": "", "wasm_base64": ""}"#),

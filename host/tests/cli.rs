@@ -825,6 +825,27 @@ fn reseller_commands_price_alert_approve_install_suspend_and_report_margins() {
     cli.ok(&["tenant", "create", "--name", "North Agency", "--reseller"]);
     cli.ok(&["tenant", "create", "--name", "Alpha", "--parent", "1"]);
 
+    // Where each one's system emails go.
+    let contact = cli.ok(&[
+        "tenant",
+        "contact",
+        "--tenant",
+        "1",
+        "--email",
+        "ops@north.example",
+    ]);
+    assert!(
+        contact.contains("tenant 1: system emails go to ops@north.example"),
+        "{contact}"
+    );
+    let refused = cli.fails(&["tenant", "contact", "--tenant", "2", "--email", "nobody"]);
+    assert!(
+        refused.contains("\"nobody\" is not an email address"),
+        "{refused}"
+    );
+    let cleared = cli.ok(&["tenant", "contact", "--tenant", "1", "--clear"]);
+    assert!(cleared.contains("no contact address"), "{cleared}");
+
     // A retail price list from a TOML file, checked like pricing.toml.
     let retail = cli.dir.path().join("retail.toml");
     std::fs::write(

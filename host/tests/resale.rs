@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::Value;
+use tollgate::analytics::Seller;
+use tollgate::analytics::report::{self, Granularity, Params};
 use tollgate::billing::invoices::{self, Issuer};
 use tollgate::billing::subscriptions::Subscriptions;
 use tollgate::db::schema::usage_records;
@@ -28,6 +31,9 @@ use tollgate::runtime::{Call, HttpPolicy, Runtime, RuntimeConfig, SearchQuery};
 use tollgate::secrets::SecretBox;
 use tollgate::tenants;
 use tollgate::units::{Clock as _, Credits, ManualClock, Timestamp};
+
+#[path = "support/smtp.rs"]
+mod smtp;
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -365,6 +371,7 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
     // They are the reseller's revenue, not the platform's: the platform's
     // revenue report counts none of the three it saw paid.
     let platform_invoices: Vec<i64> = tollgate::db::schema::revenue_daily::table
+        .filter(tollgate::db::schema::revenue_daily::seller.eq(0))
         .select(tollgate::db::schema::revenue_daily::invoices)
         .load(&mut conn)
         .unwrap();
@@ -444,6 +451,174 @@ fn three_tenants_at_a_30_percent_markup_pay_retail_and_the_reseller_pays_wholesa
     );
 }
 
+/// The revenue report of `seller` over March and April 2027, seen on
+/// 15 April.
+fn revenue_report(world: &World, seller: Seller) -> Value {
+    let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
+    let params = Params {
+        seller,
+        currency: "USD".into(),
+        digits: 2,
+        from: day("2027-03-01"),
+        to: day("2027-04-01"),
+        granularity: Granularity::Month,
+        top_customers: 5,
+        forecast_months: 3,
+        at_risk_usage_drop: dec("0.5"),
+        today: day("2027-04-15"),
+    };
+    report::revenue(&mut world.database.get().unwrap(), &params).unwrap()
+}
+
+#[test]
+fn a_resellers_revenue_analytics_count_its_tenants_at_retail_and_the_platforms_at_wholesale() {
+    let world = World::new("2027-03-01T00:00:00Z");
+    let (reseller, _) = world.reseller("30", Vec::new());
+    let (other, _) = world.reseller("10", Vec::new());
+    world.grant(reseller, "1000");
+    let resold: Vec<TenantId> = ["Alpha", "Beta", "Gamma"]
+        .iter()
+        .map(|name| world.tenant(name, Some(reseller), "100"))
+        .collect();
+    let direct = world.tenant("Direct", None, "100");
+    // In March all four subscribe to Starter and pay: 63.70 at the
+    // reseller's retail price, 49.00 at the platform's.
+    for &tenant in resold.iter().chain([&direct]) {
+        let (_, invoice) = world.subscriptions.subscribe(tenant, "starter").unwrap();
+        world
+            .subscriptions
+            .invoice_paid(tenant, invoice.id)
+            .unwrap();
+    }
+    // Gamma cancels; on 1 April Alpha, Beta and Direct renew, Gamma
+    // churns. Alpha pays its renewal, Beta and Direct have not yet.
+    world.subscriptions.cancel_at_period_end(resold[2]).unwrap();
+    world.clock.set(at("2027-04-01T01:00:00Z"));
+    assert_eq!(world.subscriptions.renew_due().unwrap(), 4);
+    let mut conn = world.database.get().unwrap();
+    let renewal = invoices::list(&mut conn, resold[0], invoices::Kind::Invoice, None, 10)
+        .unwrap()
+        .pop()
+        .unwrap();
+    drop(conn);
+    world
+        .subscriptions
+        .invoice_paid(resold[0], renewal.id)
+        .unwrap();
+
+    // The reseller's report: its invoices, its tenants, its prices.
+    let sold = revenue_report(&world, Seller::Reseller(reseller));
+    assert_eq!(sold["revenue"]["invoices_paid"], 4, "{sold:#}");
+    assert_eq!(sold["revenue"]["revenue"], "254.80");
+    assert_eq!(sold["revenue"]["recurring"], "254.80");
+    assert_eq!(sold["series"][0]["revenue"], "191.10");
+    assert_eq!(sold["series"][1]["revenue"], "63.70");
+    let (march, april) = (&sold["mrr"]["months"][0], &sold["mrr"]["months"][1]);
+    assert_eq!(
+        (&march["mrr_start"], &march["new_mrr"], &march["mrr_end"]),
+        (
+            &Value::from("0.00"),
+            &Value::from("191.10"),
+            &Value::from("191.10")
+        )
+    );
+    assert_eq!(
+        (&march["new_customers"], &march["customers_end"]),
+        (&3.into(), &3.into())
+    );
+    assert_eq!(
+        (
+            &april["churn_mrr"],
+            &april["mrr_end"],
+            &april["customers_end"]
+        ),
+        (
+            &Value::from("-63.70"),
+            &Value::from("127.40"),
+            &Value::from(2)
+        )
+    );
+    assert_eq!(april["customer_churn_rate"], "0.3333");
+    assert_eq!(april["gross_mrr_churn_rate"], "0.3333");
+    assert_eq!(sold["mrr"]["mrr"], "127.40");
+    assert_eq!(sold["mrr"]["arr"], "1528.80");
+    assert_eq!(sold["mrr"]["customers"], 2);
+    assert_eq!(sold["mrr"]["arpa"], "63.70");
+    // 254.80 paid by three tenants.
+    assert_eq!(sold["mrr"]["paying_customers"], 3);
+    assert_eq!(sold["mrr"]["arpu"], "84.93");
+    // LTV: ARPA over the period's churn, 1 of 3 + 3 starting customers.
+    assert_eq!(sold["mrr"]["customer_churn_rate"], "0.3333");
+    assert_eq!(sold["mrr"]["ltv"], "191.12");
+    let top: Vec<(i64, &str)> = sold["top_customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["tenant"].as_i64().unwrap(),
+                row["revenue"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        top,
+        vec![
+            (resold[0].0, "127.40"),
+            (resold[1].0, "63.70"),
+            (resold[2].0, "63.70")
+        ]
+    );
+    assert_eq!(sold["segments"]["active"], 2);
+    assert_eq!(sold["segments"]["churned"], 1);
+
+    // The platform's: the direct tenant's invoice, and every tenant's MRR at
+    // the platform's price (what it charges the reseller for the resold).
+    let platform = revenue_report(&world, Seller::Platform);
+    assert_eq!(platform["revenue"]["invoices_paid"], 1, "{platform:#}");
+    assert_eq!(platform["revenue"]["revenue"], "49.00");
+    assert_eq!(platform["mrr"]["months"][0]["mrr_end"], "196.00");
+    assert_eq!(platform["mrr"]["mrr"], "147.00");
+    assert_eq!(platform["mrr"]["customers"], 3);
+    assert_eq!(platform["top_customers"][0]["tenant"], direct.0);
+    assert_eq!(platform["top_customers"].as_array().unwrap().len(), 1);
+
+    // Another reseller's report holds nothing of this one's.
+    let empty = revenue_report(&world, Seller::Reseller(other));
+    assert_eq!(empty["revenue"]["invoices_paid"], 0);
+    assert_eq!(empty["mrr"]["mrr"], "0.00");
+    assert_eq!(empty["mrr"]["customers"], 0);
+    assert!(empty["top_customers"].as_array().unwrap().is_empty());
+
+    // A database whose resold tenants' MRR at retail was never kept (one
+    // from before these rollups) adopts it once, at start.
+    let mut conn = world.database.get().unwrap();
+    use tollgate::db::schema::mrr_customers;
+    diesel::delete(mrr_customers::table.filter(mrr_customers::seller.eq(reseller.0)))
+        .execute(&mut conn)
+        .unwrap();
+    let plans = world.subscriptions.plans.clone();
+    let now = world.clock.now();
+    assert_eq!(
+        tollgate::analytics::mrr::adopt(&mut conn, &plans, now).unwrap(),
+        2
+    );
+    assert_eq!(
+        tollgate::analytics::mrr::adopt(&mut conn, &plans, now).unwrap(),
+        0
+    );
+    let customers: Vec<(i64, i64)> = mrr_customers::table
+        .filter(mrr_customers::seller.eq(reseller.0))
+        .order(mrr_customers::tenant_id)
+        .select((mrr_customers::tenant_id, mrr_customers::mrr_12))
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(
+        customers,
+        vec![(resold[0].0, 6370 * 12), (resold[1].0, 6370 * 12)]
+    );
+}
+
 #[test]
 fn a_reseller_whose_wallet_runs_out_is_alerted_first_then_its_tenants_calls_are_refused() {
     let world = World::new("2027-03-01T00:00:00Z");
@@ -451,6 +626,12 @@ fn a_reseller_whose_wallet_runs_out_is_alerted_first_then_its_tenants_calls_are_
     world.grant(reseller, "10");
     let tenant = world.tenant("Alpha", Some(reseller), "1000");
     let tenant_wallet = queries::wallet_of(&mut world.database.get().unwrap(), tenant).unwrap();
+    tenants::set_email(
+        &mut world.database.get().unwrap(),
+        reseller,
+        Some("ops@north.example"),
+    )
+    .unwrap();
 
     // One lead a search: 0.75 at wholesale while the period's first ten
     // leads last, so the reseller's 10 credits cover 13 searches.
@@ -485,6 +666,42 @@ fn a_reseller_whose_wallet_runs_out_is_alerted_first_then_its_tenants_calls_are_
     assert_eq!(alerts_before[9], 2);
     assert_eq!(alerts[1].balance, credits("5.5"));
     assert_eq!(alerts[0].balance, credits("2.5"));
+    // Each alert is emailed to the reseller, before any call is refused.
+    let server = smtp::SmtpSpool::start();
+    let mailer = tollgate::mail::Mailer {
+        database: world.database.clone(),
+        settings: tollgate::config::MailSettings {
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: server.port,
+            smtp_security: "none".into(),
+            from_address: "billing@platform.example".into(),
+            ..Default::default()
+        },
+        platform: world.subscriptions.issuer.clone(),
+        public_url: "https://platform.example".into(),
+        clock: world.clock.clone(),
+    };
+    assert_eq!(mailer.send_due().unwrap().sent, 2);
+    let emails = server.received();
+    for (email, (threshold, balance)) in emails.iter().zip([("6", "5.5"), ("3", "2.5")]) {
+        assert_eq!(email.rcpt_tos, vec!["ops@north.example"]);
+        assert_eq!(email.mail_from, "billing@platform.example");
+        let message = mail_parser::MessageParser::default()
+            .parse(email.data.as_bytes())
+            .unwrap();
+        assert_eq!(
+            message.subject(),
+            Some(format!("Your wallet is below {threshold} credits").as_str())
+        );
+        let text = message.body_text(0).unwrap();
+        assert!(
+            text.contains(&format!(
+                "Your wholesale wallet fell below {threshold} credits: {balance} credits were left"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("reseller_balance_exhausted"), "{text}");
+    }
 
     // Spend the rest; then the next call is refused, naming the reason.
     let mut refused = None;

@@ -830,6 +830,58 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
         Some(r#"{"plan": "starter"}"#),
     );
     assert_eq!(status, 201, "{subscribed}");
+    let invoice = subscribed["invoice"]["id"].as_i64().unwrap();
+    let (status, paid) = call(
+        &server,
+        &operator,
+        "POST",
+        &format!("/billing/invoices/{invoice}/payments"),
+        Some(&format!(r#"{{"tenant": {alpha}}}"#)),
+    );
+    assert_eq!(status, 200, "{paid}");
+
+    // North's revenue analytics are its sales to its tenants, at retail;
+    // South's and the platform's hold none of them.
+    for path in [
+        format!("/resellers/{north}/revenue"),
+        format!(
+            "/resellers/{north}/reports/monthly?month={}",
+            chrono::Utc::now().format("%Y-%m")
+        ),
+    ] {
+        let (status, report) = call(&server, &north_key, "GET", &path, None);
+        assert_eq!(status, 200, "{path}: {report}");
+        assert_eq!(report["revenue"]["revenue"], "63.70", "{path}: {report}");
+        assert_eq!(report["revenue"]["invoices_paid"], 1);
+        assert_eq!(report["mrr"]["mrr"], "63.70", "{path}: {report}");
+        assert_eq!(report["mrr"]["customers"], 1);
+        assert_eq!(report["top_customers"][0]["tenant"], alpha);
+    }
+    let (status, _, csv) = server.raw(
+        &north_key,
+        &format!("/resellers/{north}/revenue?format=csv&table=top_customers"),
+    );
+    assert_eq!(status, 200);
+    let csv = String::from_utf8_lossy(&csv);
+    assert_eq!(
+        csv.lines().nth(1),
+        Some(format!("{alpha},Alpha,63.70,63.70").as_str()),
+        "{csv}"
+    );
+    let (status, report) = call(&server, &operator, "GET", "/billing/revenue", None);
+    assert_eq!(status, 200, "{report}");
+    // The platform's own: Alpha's invoice is North's revenue, not the
+    // platform's; Alpha's MRR counts at the platform's price.
+    assert!(!report["revenue"].to_string().contains("63.70"), "{report}");
+    assert!(
+        report["top_customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["tenant"] != alpha),
+        "{report}"
+    );
+    assert_eq!(report["mrr"]["mrr"], "49.00", "{report}");
 
     // Every reseller endpoint, aimed at North: South finds nothing, North's
     // tenant is refused, North itself reads its own.
@@ -837,9 +889,9 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
     for (method, path) in api::v1::OPERATIONS {
         let concrete = match path {
             _ if path.starts_with("/resellers/{id}") => path.replace("{id}", &north.to_string()),
-            "/tenants/{tenant}/keys" | "/tenants/{tenant}/suspension" => {
-                path.replace("{tenant}", &alpha.to_string())
-            }
+            "/tenants/{tenant}/keys"
+            | "/tenants/{tenant}/suspension"
+            | "/tenants/{tenant}/contact" => path.replace("{tenant}", &alpha.to_string()),
             "/tenants/{tenant}/keys/{key}" => format!("/tenants/{alpha}/keys/1"),
             _ => continue,
         };
@@ -856,8 +908,10 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
         assert!(!answer.to_string().contains("North Agency"), "{answer}");
         let (status, answer) = call(&server, &alpha_key, &method, &concrete, body);
         let expected = match path {
-            // A tenant's admin manages its own keys.
-            "/tenants/{tenant}/keys" | "/tenants/{tenant}/keys/{key}" => status,
+            // A tenant's admin manages its own keys and contact address.
+            "/tenants/{tenant}/keys"
+            | "/tenants/{tenant}/keys/{key}"
+            | "/tenants/{tenant}/contact" => status,
             _ => 403,
         };
         assert_eq!(status, expected, "Alpha {method} {concrete}: {answer}");
@@ -867,7 +921,51 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
         }
         covered += 1;
     }
-    assert!(covered >= 17, "{covered}");
+    assert!(covered >= 19, "{covered}");
+
+    // Where Alpha's system emails go: set by North or by Alpha's admin,
+    // checked, and none of South's business.
+    let contact = format!("/tenants/{alpha}/contact");
+    let (status, answer) = call(
+        &server,
+        &north_key,
+        "PUT",
+        &contact,
+        Some(r#"{"email": "billing@alpha.example"}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["email"], "billing@alpha.example");
+    let (status, answer) = call(
+        &server,
+        &alpha_key,
+        "PUT",
+        &contact,
+        Some(r#"{"email": "not an address"}"#),
+    );
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &"invalid_input".into()),
+        "{answer}"
+    );
+    let (status, answer) = call(
+        &server,
+        &south_key,
+        "PUT",
+        &contact,
+        Some(r#"{"email": "spy@south.example"}"#),
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = call(&server, &alpha_key, "GET", &contact, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["email"], "billing@alpha.example");
+    let (_, answer) = call(
+        &server,
+        &alpha_key,
+        "PUT",
+        &contact,
+        Some(r#"{"email": null}"#),
+    );
+    assert_eq!(answer["email"], serde_json::Value::Null, "{answer}");
 
     // Nothing North's tenant reads shows a wholesale price, the platform's
     // name or the word wholesale: every GET of the API.
@@ -893,7 +991,6 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
         }
     }
     // The invoice as its tenant sees it: North's, at retail.
-    let invoice = subscribed["invoice"]["id"].as_i64().unwrap();
     let (_, document) = call(
         &server,
         &alpha_key,

@@ -15,13 +15,19 @@
 //! reported. A subscription whose first invoice is unpaid has no MRR yet.
 //!
 //! [`sync`] is called in the transaction of every change of a
-//! subscription's state or plan, after the change; it recomputes the tenant's MRR from its
-//! subscriptions and records the difference as one movement. The
-//! movements of a month therefore add up to the month's change in MRR.
+//! subscription's state or plan, after the change; it recomputes the
+//! tenant's MRR from its subscriptions and records the difference as one
+//! movement. The movements of a month therefore add up to the month's
+//! change in MRR.
+//!
+//! Everything is kept per [`Seller`]: a resold tenant's MRR is kept at the
+//! platform's plan prices for the platform (what it charges the reseller
+//! for it) and at its reseller's retail prices for the reseller.
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::Seller;
 use super::usage::month_of;
 use crate::config::Plan;
 use crate::db::schema::{mrr_customers, mrr_monthly, mrr_movements, subscriptions, tenants};
@@ -80,16 +86,37 @@ pub fn sync(
         .order(subscriptions::id)
         .select(subscriptions::plan)
         .load(conn)?;
-    let live: Vec<&Plan> = live
+    let live: Vec<Plan> = live
         .iter()
-        .filter_map(|id| plans.iter().find(|plan| &plan.id == id))
+        .filter_map(|id| plans.iter().find(|plan| &plan.id == id).cloned())
         .collect();
+    let movement = record(conn, Seller::Platform, tenant, &live, at)?;
+    let retail = crate::resale::retail_of(conn, tenant).map_err(|error| match error {
+        crate::resale::ResaleError::Database(error) => error,
+        other => diesel::result::Error::DeserializationError(other.into()),
+    })?;
+    if let Some((reseller, prices)) = retail {
+        let live: Vec<Plan> = live.iter().map(|plan| prices.plan(plan)).collect();
+        record(conn, Seller::Reseller(reseller), tenant, &live, at)?;
+    }
+    Ok(movement)
+}
+
+/// Records the tenant's MRR for `seller` as the sum of the `live` plans,
+/// with the movement from what it was.
+fn record(
+    conn: &mut DbConnection,
+    seller: Seller,
+    tenant: TenantId,
+    live: &[Plan],
+    at: Timestamp,
+) -> QueryResult<Option<Movement>> {
     let after: i64 = live.iter().map(|plan| plan.mrr_12()).sum();
     let names: Vec<&str> = live.iter().map(|plan| plan.id.as_str()).collect();
     let names = names.join(",");
 
     let current: Option<(String, i64)> = mrr_customers::table
-        .find(tenant.0)
+        .find((seller.key(), tenant.0))
         .select((mrr_customers::currency, mrr_customers::mrr_12))
         .first(conn)
         .optional()?;
@@ -114,9 +141,10 @@ pub fn sync(
                 mrr_customers::first_at.eq(micros),
                 mrr_customers::churned_at.eq(None::<i64>),
                 mrr_customers::updated_at.eq(micros),
+                mrr_customers::seller.eq(seller.key()),
             ))
             .execute(conn)?,
-        Some(_) => diesel::update(mrr_customers::table.find(tenant.0))
+        Some(_) => diesel::update(mrr_customers::table.find((seller.key(), tenant.0)))
             .set((
                 mrr_customers::currency.eq(&currency),
                 mrr_customers::mrr_12.eq(after),
@@ -136,6 +164,7 @@ pub fn sync(
             mrr_movements::delta_12.eq(delta_12),
             mrr_movements::mrr_12.eq(after),
             mrr_movements::plans.eq(&names),
+            mrr_movements::seller.eq(seller.key()),
         ))
         .execute(conn)?;
     {
@@ -149,8 +178,9 @@ pub fn sync(
                 m::kind.eq(kind),
                 m::movements.eq(1_i64),
                 m::delta_12.eq(delta_12),
+                m::seller.eq(seller.key()),
             ),
-            (m::month, m::currency, m::kind),
+            (m::seller, m::month, m::currency, m::kind),
             (
                 m::movements.eq(m::movements + excluded(m::movements)),
                 m::delta_12.eq(m::delta_12 + excluded(m::delta_12)),
@@ -165,18 +195,48 @@ pub fn sync(
 }
 
 /// Starts tracking the MRR of tenants whose live subscriptions predate it
-/// (a database from before the analytics migration): each gets its MRR as
-/// a `new` movement now. Returns how many. Tenants already tracked are
-/// left alone, so running it again changes nothing.
+/// (a database from before the analytics migration, or, for a resold
+/// tenant's MRR at retail, from before the reseller's rollups): each gets
+/// its MRR as a `new` movement now. Returns how many. Tenants already
+/// tracked are left alone, so running it again changes nothing.
 pub fn adopt(conn: &mut DbConnection, plans: &[Plan], now: Timestamp) -> QueryResult<usize> {
-    let untracked: Vec<i64> = subscriptions::table
-        .filter(subscriptions::state.eq_any(["active", "past_due"]))
+    let live = ["active", "past_due"];
+    let mut untracked: Vec<i64> = subscriptions::table
+        .filter(subscriptions::state.eq_any(live))
         .filter(diesel::dsl::not(diesel::dsl::exists(
-            mrr_customers::table.filter(mrr_customers::tenant_id.eq(subscriptions::tenant_id)),
+            mrr_customers::table
+                .filter(mrr_customers::seller.eq(Seller::Platform.key()))
+                .filter(mrr_customers::tenant_id.eq(subscriptions::tenant_id)),
         )))
         .select(subscriptions::tenant_id)
         .distinct()
         .load(conn)?;
+    let resellers = diesel::alias!(tenants as resellers);
+    let resold: Vec<i64> = subscriptions::table
+        .inner_join(tenants::table.on(tenants::id.eq(subscriptions::tenant_id)))
+        .filter(subscriptions::state.eq_any(live))
+        .filter(
+            tenants::parent_tenant_id.eq_any(
+                resellers
+                    .filter(resellers.field(tenants::kind).eq("reseller"))
+                    .select(resellers.field(tenants::id).nullable()),
+            ),
+        )
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            mrr_customers::table
+                .filter(
+                    mrr_customers::seller
+                        .nullable()
+                        .eq(tenants::parent_tenant_id),
+                )
+                .filter(mrr_customers::tenant_id.eq(subscriptions::tenant_id)),
+        )))
+        .select(subscriptions::tenant_id)
+        .distinct()
+        .load(conn)?;
+    untracked.extend(resold);
+    untracked.sort_unstable();
+    untracked.dedup();
     for tenant in &untracked {
         db::write_transaction(conn, |conn| sync(conn, TenantId(*tenant), plans, now))?;
     }
@@ -192,15 +252,17 @@ pub struct MonthMovements {
     pub deltas_12: [i64; 5],
 }
 
-/// Every month with movements in the currency, oldest first, up to and
+/// Every month with the seller's movements in the currency, oldest first, up to and
 /// including `to` (`YYYY-MM`).
 pub fn monthly(
     conn: &mut DbConnection,
+    seller: Seller,
     currency: &str,
     to: &str,
 ) -> QueryResult<Vec<MonthMovements>> {
     use mrr_monthly::dsl as m;
     let rows: Vec<(String, String, i64, i64)> = m::mrr_monthly
+        .filter(m::seller.eq(seller.key()))
         .filter(m::currency.eq(currency))
         .filter(m::month.le(to))
         .order(m::month)

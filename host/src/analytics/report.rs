@@ -31,11 +31,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Datelike, Months, NaiveDate};
+use diesel::AggregateExpressionMethods as _;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 
+use super::Seller;
 use super::forecast;
 use super::mrr::{self, KINDS};
 use crate::db::DbConnection;
@@ -82,6 +84,8 @@ impl Granularity {
 /// What the report covers: whole months, `from` to `to` included.
 #[derive(Clone, Debug)]
 pub struct Params {
+    /// Whose sales: the platform's, or one reseller's to its tenants.
+    pub seller: Seller,
     pub currency: String,
     /// The currency's minor digits.
     pub digits: u32,
@@ -142,13 +146,14 @@ impl MrrMonth {
 /// MRR month by month over `months`, from every movement up to the last.
 pub fn mrr_months(
     conn: &mut DbConnection,
+    seller: Seller,
     currency: &str,
     months: &[NaiveDate],
 ) -> QueryResult<Vec<MrrMonth>> {
     let Some(last) = months.last() else {
         return Ok(Vec::new());
     };
-    let moved = mrr::monthly(conn, currency, &month_key(*last))?;
+    let moved = mrr::monthly(conn, seller, currency, &month_key(*last))?;
     let mut moved = moved.into_iter().peekable();
     let (mut mrr_12, mut customers) = (0_i64, 0_i64);
     let first = month_key(months[0]);
@@ -259,22 +264,25 @@ fn numbered(sql: &str) -> String {
 
 fn top_customers(
     conn: &mut DbConnection,
+    seller: Seller,
     currency: &str,
     from: &str,
     to: &str,
     limit: i64,
 ) -> QueryResult<Vec<(i64, i64)>> {
     const SQL: &str = "SELECT tenant_id, CAST(SUM(paid_minor - refunded_minor) AS BIGINT) AS net \
-         FROM revenue_monthly WHERE currency = ? AND month >= ? AND month <= ? \
+         FROM revenue_monthly WHERE seller = ? AND currency = ? AND month >= ? AND month <= ? \
          GROUP BY tenant_id ORDER BY net DESC, tenant_id LIMIT ?";
     let rows: Vec<TopRow> = match conn {
         DbConnection::Sqlite(conn) => diesel::sql_query(SQL)
+            .bind::<BigInt, _>(seller.key())
             .bind::<Text, _>(currency)
             .bind::<Text, _>(from)
             .bind::<Text, _>(to)
             .bind::<BigInt, _>(limit)
             .load(conn)?,
         DbConnection::Postgres(conn) => diesel::sql_query(numbered(SQL))
+            .bind::<BigInt, _>(seller.key())
             .bind::<Text, _>(currency)
             .bind::<Text, _>(from)
             .bind::<Text, _>(to)
@@ -301,6 +309,7 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
     // Revenue, from the daily rollup.
     type DayRow = (String, String, String, i64, i64, i64, i64, i64, i64);
     let rows: Vec<DayRow> = revenue_daily::table
+        .filter(revenue_daily::seller.eq(p.seller.key()))
         .filter(revenue_daily::currency.eq(&p.currency))
         .filter(revenue_daily::day.ge(&first_day))
         .filter(revenue_daily::day.lt(&end_day))
@@ -384,7 +393,7 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
         .collect();
 
     // MRR, from the monthly movements.
-    let mrr = mrr_months(conn, &p.currency, &report_months)?;
+    let mrr = mrr_months(conn, p.seller, &p.currency, &report_months)?;
     let last = mrr.last().cloned().unwrap_or_default();
     let sum_kind = |kind: &str| -> (i64, i64) {
         mrr.iter()
@@ -407,8 +416,8 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
         Decimal::from(mrr_months_12),
     );
     let history_churn = {
-        let first = first_movement_month(conn, &p.currency)?.unwrap_or(p.from);
-        let all = mrr_months(conn, &p.currency, &months(first, p.to))?;
+        let first = first_movement_month(conn, p.seller, &p.currency)?.unwrap_or(p.from);
+        let all = mrr_months(conn, p.seller, &p.currency, &months(first, p.to))?;
         let churned: i64 = all.iter().map(|m| m.kind("churn").0).sum();
         let starts: i64 = all.iter().map(|m| m.customers_start).sum();
         rate(Decimal::from(churned), Decimal::from(starts))
@@ -416,13 +425,12 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
     let arpa = arpa_minor(last.end_12, last.customers_end);
     let (ltv_minor, ltv_basis) = ltv(arpa, customer_churn, history_churn);
     let paying: i64 = revenue_monthly::table
+        .filter(revenue_monthly::seller.eq(p.seller.key()))
         .filter(revenue_monthly::currency.eq(&p.currency))
         .filter(revenue_monthly::month.ge(&first_month))
         .filter(revenue_monthly::month.le(&last_month))
         .filter(revenue_monthly::paid_minor.gt(0))
-        .select(revenue_monthly::tenant_id)
-        .distinct()
-        .count()
+        .select(diesel::dsl::count(revenue_monthly::tenant_id).aggregate_distinct())
         .get_result(conn)?;
     let arpu = (paying > 0).then(|| {
         (Decimal::from(net) / Decimal::from(paying))
@@ -461,6 +469,7 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
     // Top customers and segments.
     let top = top_customers(
         conn,
+        p.seller,
         &p.currency,
         &first_month,
         &last_month,
@@ -474,6 +483,7 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
         .into_iter()
         .collect();
     let customer_mrr: BTreeMap<i64, i64> = mrr_customers::table
+        .filter(mrr_customers::seller.eq(p.seller.key()))
         .filter(mrr_customers::currency.eq(&p.currency))
         .select((mrr_customers::tenant_id, mrr_customers::mrr_12))
         .load::<(i64, i64)>(conn)?
@@ -562,9 +572,14 @@ pub fn revenue(conn: &mut DbConnection, p: &Params) -> QueryResult<Value> {
     }))
 }
 
-fn first_movement_month(conn: &mut DbConnection, currency: &str) -> QueryResult<Option<NaiveDate>> {
+fn first_movement_month(
+    conn: &mut DbConnection,
+    seller: Seller,
+    currency: &str,
+) -> QueryResult<Option<NaiveDate>> {
     use crate::db::schema::mrr_monthly::dsl as m;
     let first: Option<String> = m::mrr_monthly
+        .filter(m::seller.eq(seller.key()))
         .filter(m::currency.eq(currency))
         .select(m::month)
         .order(m::month)

@@ -1,12 +1,14 @@
 //! Revenue rollups: every paid invoice and every credit note, summed by
-//! day, what was bought (a subscription, a credit package, something else)
-//! and how it was paid, and by tenant and month. Added to in the
+//! seller (the platform, or the reseller that issued it), day, what was
+//! bought (a subscription, a credit package, something else) and how it
+//! was paid, and by tenant and month. Added to in the
 //! transaction that marks the invoice paid or issues the credit note, so
 //! the report equals the documents to the cent without reading them.
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::Seller;
 use super::usage::{day_of, month_of};
 use crate::billing::invoices::Document;
 use crate::db::schema::{
@@ -31,6 +33,7 @@ struct DailyRow<'a> {
     refunds: i64,
     refunded_minor: i64,
     refunded_tax_minor: i64,
+    seller: i64,
 }
 
 #[derive(Insertable)]
@@ -41,6 +44,7 @@ struct MonthlyRow<'a> {
     currency: &'a str,
     paid_minor: i64,
     refunded_minor: i64,
+    seller: i64,
 }
 
 /// What the invoice paid for: a subscription period or plan change, a
@@ -91,14 +95,12 @@ fn method_of(conn: &mut DbConnection, invoice: i64) -> QueryResult<String> {
 /// A reseller's invoice to its tenant is the reseller's revenue, not the
 /// platform's: the platform's from a reseller is what it charges it.
 pub fn invoice_paid(conn: &mut DbConnection, invoice: &Document) -> QueryResult<()> {
-    if invoice.reseller.is_some() {
-        return Ok(());
-    }
     let at = invoice.closed_at.map(|at| at.micros()).unwrap_or_default();
     let source = source_of(conn, invoice.id)?;
     let method = method_of(conn, invoice.id)?;
     add(
         conn,
+        Seller::of(invoice.reseller),
         invoice.tenant,
         at,
         &invoice.currency,
@@ -112,9 +114,6 @@ pub fn invoice_paid(conn: &mut DbConnection, invoice: &Document) -> QueryResult<
 /// Adds an issued credit note (a refund) against the invoice it credits,
 /// on the day it was issued.
 pub fn credit_note_issued(conn: &mut DbConnection, note: &Document) -> QueryResult<()> {
-    if note.reseller.is_some() {
-        return Ok(());
-    }
     let at = note.finalized_at.map(|at| at.micros()).unwrap_or_default();
     let (source, method) = match note.credits_invoice {
         Some(invoice) => (source_of(conn, invoice)?, method_of(conn, invoice)?),
@@ -122,6 +121,7 @@ pub fn credit_note_issued(conn: &mut DbConnection, note: &Document) -> QueryResu
     };
     add(
         conn,
+        Seller::of(note.reseller),
         note.tenant,
         at,
         &note.currency,
@@ -135,6 +135,7 @@ pub fn credit_note_issued(conn: &mut DbConnection, note: &Document) -> QueryResu
 #[allow(clippy::too_many_arguments)]
 fn add(
     conn: &mut DbConnection,
+    seller: Seller,
     tenant: i64,
     at: i64,
     currency: &str,
@@ -155,6 +156,7 @@ fn add(
         refunds,
         refunded_minor,
         refunded_tax_minor,
+        seller: seller.key(),
     };
     {
         use revenue_daily::dsl as r;
@@ -162,7 +164,7 @@ fn add(
             conn,
             revenue_daily::table,
             &row,
-            (r::day, r::currency, r::source, r::method),
+            (r::seller, r::day, r::currency, r::source, r::method),
             (
                 r::invoices.eq(r::invoices + excluded(r::invoices)),
                 r::paid_minor.eq(r::paid_minor + excluded(r::paid_minor)),
@@ -179,13 +181,14 @@ fn add(
         currency,
         paid_minor,
         refunded_minor,
+        seller: seller.key(),
     };
     use revenue_monthly::dsl as m;
     db::update_all!(
         conn,
         revenue_monthly::table,
         &row,
-        (m::tenant_id, m::month, m::currency),
+        (m::seller, m::tenant_id, m::month, m::currency),
         (
             m::paid_minor.eq(m::paid_minor + excluded(m::paid_minor)),
             m::refunded_minor.eq(m::refunded_minor + excluded(m::refunded_minor)),

@@ -64,7 +64,9 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
 pub(super) fn tenant_error(error: TenantError) -> ApiError {
     match error {
         TenantError::NotFound(tenant) => tenant_not_found(tenant),
-        TenantError::InvalidName => ApiError::bad_request("invalid_input", error.to_string()),
+        TenantError::InvalidName | TenantError::InvalidEmail(..) => {
+            ApiError::bad_request("invalid_input", error.to_string())
+        }
         TenantError::NotAReseller(tenant) => ApiError::not_found(format!("no reseller {tenant}")),
         TenantError::SuspendedByOperator(_) => ApiError::new(
             StatusCode::FORBIDDEN,
@@ -87,6 +89,7 @@ pub(super) fn tenant_json(tenant: &tenants::Tenant) -> serde_json::Value {
         "created_at": tenant.created_at.to_string(),
         "suspended_at": tenant.suspended_at.map(|at| at.to_string()),
         "suspended_by": tenant.suspended_by.map(|by| by.as_str()),
+        "email": tenant.email,
     })
 }
 
@@ -251,6 +254,83 @@ pub(super) async fn list_keys(
     Ok(Json(serde_json::json!({
         "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Contact {
+    email: Option<String>,
+}
+
+/// The latest system emails a contact answer shows.
+const CONTACT_EMAILS_SHOWN: i64 = 20;
+
+fn contact_json(tenant: &tenants::Tenant, emails: &[crate::mail::Outgoing]) -> serde_json::Value {
+    let at = |micros: i64| Timestamp::from_micros(micros).to_string();
+    serde_json::json!({
+        "tenant": tenant.id.0,
+        "email": tenant.email,
+        "emails": emails.iter().map(|email| serde_json::json!({
+            "id": email.id,
+            "topic": email.topic,
+            "subject_id": email.subject_id,
+            "recipient": email.recipient,
+            "state": email.state,
+            "attempts": email.attempts,
+            "last_error": email.last_error,
+            "created_at": at(email.created_at),
+            "sent_at": email.sent_at.map(at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /tenants/{tenant}/contact` and `PUT` with `{"email": ...}` (or
+/// `null` to stop them): where the tenant's system emails go, and the
+/// latest of them with what became of each. The operator, the tenant's
+/// admin, or its reseller (a reseller for itself too).
+pub(super) async fn get_contact(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = TenantId(tenant);
+    super::resellers::manages_keys(&state, caller, tenant).await?;
+    contact(state, tenant, None).await
+}
+
+pub(super) async fn put_contact(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<i64>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = TenantId(tenant);
+    super::resellers::manages_keys(&state, caller, tenant).await?;
+    let body = read_body(body, state.body_bytes_max).await?;
+    let new: Contact = json_body(&body)?;
+    contact(state, tenant, Some(new)).await
+}
+
+/// The tenant's contact, set to `new` first if given.
+async fn contact(
+    state: AppState,
+    tenant: TenantId,
+    new: Option<Contact>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (found, emails) = state
+        .database
+        .run(move |conn| {
+            let found = match new {
+                Some(new) => tenants::set_email(conn, tenant, new.email.as_deref()),
+                None => tenants::find(conn, tenant),
+            };
+            let emails = crate::mail::list(conn, tenant, CONTACT_EMAILS_SHOWN)?;
+            Ok::<_, anyhow::Error>((found, emails))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let found = found.map_err(tenant_error)?;
+    Ok(Json(contact_json(&found, &emails)))
 }
 
 /// `DELETE /tenants/{tenant}/keys/{key}` (operator, or the tenant's admin).

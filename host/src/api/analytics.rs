@@ -1,12 +1,12 @@
 //! The analytics endpoints: the revenue report and the monthly financial
-//! report (operator), usage platform-wide (operator) and per tenant, and
+//! report (operator; a reseller's own through `/resellers/{id}`), usage platform-wide (operator) and per tenant, and
 //! ROI. Every table they answer is also CSV with `format=csv` (and
 //! `table=` where a report holds several).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{Months, NaiveDate};
@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::v1::{Caller, credits_json, params};
 use crate::analytics::csv::Table;
 use crate::analytics::report::{self, Granularity, Params};
-use crate::analytics::{roi, usage};
+use crate::analytics::{Seller, roi, usage};
 use crate::auth::Role;
 use crate::config::{AnalyticsSettings, Pricing, Settings};
 use crate::ids::TenantId;
@@ -187,6 +187,7 @@ fn report_tenant(caller: Caller, query: &BTreeMap<String, String>) -> Result<Ten
 /// configured analytics settings.
 async fn run_report(
     state: &AppState,
+    seller: Seller,
     query: &BTreeMap<String, String>,
     from: NaiveDate,
     to: NaiveDate,
@@ -198,6 +199,7 @@ async fn run_report(
     };
     let settings = &state.analytics.settings;
     let params = Params {
+        seller,
         currency: currency.code().to_owned(),
         digits: currency.minor_digits(),
         from,
@@ -223,19 +225,42 @@ pub(super) async fn revenue(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.operator()?;
+    revenue_of(&state, Seller::Platform, &query).await
+}
+
+/// `GET /resellers/{id}/revenue` (operator, or the reseller): the revenue
+/// report of what the reseller sold its tenants, at its retail prices,
+/// with the parameters and tables of `/billing/revenue`.
+pub(super) async fn reseller_revenue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (id, _) = super::resellers::scoped(&state, caller, &id).await?;
+    revenue_of(&state, Seller::Reseller(id), &query).await
+}
+
+/// The revenue report of `seller`'s sales, as JSON or as one of its
+/// tables in CSV.
+async fn revenue_of(
+    state: &AppState,
+    seller: Seller,
+    query: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
     params(
-        &query,
+        query,
         &["from", "to", "granularity", "currency", "format", "table"],
     )?;
-    let (from, to) = month_range(&query)?;
+    let (from, to) = month_range(query)?;
     let granularity = match query.get("granularity") {
         None => Granularity::Month,
         Some(text) => Granularity::parse(text)
             .ok_or_else(|| invalid(format!("granularity is day, week or month, not {text:?}")))?,
     };
-    let csv = wants_csv(&query)?;
+    let csv = wants_csv(query)?;
     let table = query.get("table").cloned();
-    let report = run_report(&state, &query, from, to, granularity).await?;
+    let report = run_report(state, seller, query, from, to, granularity).await?;
     if !csv {
         if table.is_some() {
             return Err(invalid("table= goes with format=csv".to_owned()));
@@ -318,11 +343,32 @@ pub(super) async fn monthly_report(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.operator()?;
-    params(&query, &["month", "currency", "format"])?;
+    monthly_report_of(&state, Seller::Platform, &query).await
+}
+
+/// `GET /resellers/{id}/reports/monthly` (operator, or the reseller): the
+/// month's financial report of what the reseller sold its tenants.
+pub(super) async fn reseller_monthly_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (id, _) = super::resellers::scoped(&state, caller, &id).await?;
+    monthly_report_of(&state, Seller::Reseller(id), &query).await
+}
+
+/// The month's financial report of `seller`'s sales, as JSON or CSV.
+async fn monthly_report_of(
+    state: &AppState,
+    seller: Seller,
+    query: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    params(query, &["month", "currency", "format"])?;
     let current = report::month_start(today());
-    let month = month_param(&query, "month")?.unwrap_or(current - Months::new(1));
-    let csv = wants_csv(&query)?;
-    let full = run_report(&state, &query, month, month, Granularity::Month).await?;
+    let month = month_param(query, "month")?.unwrap_or(current - Months::new(1));
+    let csv = wants_csv(query)?;
+    let full = run_report(state, seller, query, month, month, Granularity::Month).await?;
     let mrr_month = full["mrr"]["months"][0].clone();
     let report = json!({
         "month": full["from"],

@@ -70,7 +70,7 @@ where
 
 /// The reseller `id` names, which the caller may act for ([`scope`]),
 /// checked to be one.
-async fn scoped(
+pub(super) async fn scoped(
     state: &AppState,
     caller: Caller,
     id: &str,

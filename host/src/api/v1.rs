@@ -34,7 +34,7 @@ const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every operation this router serves, as (method, path).
-pub const OPERATIONS: [(&str, &str); 98] = [
+pub const OPERATIONS: [(&str, &str); 102] = [
     ("get", "/resellers"),
     ("post", "/resellers"),
     ("get", "/resellers/{id}"),
@@ -45,6 +45,8 @@ pub const OPERATIONS: [(&str, &str); 98] = [
     ("get", "/resellers/{id}/alerts"),
     ("put", "/resellers/{id}/alerts"),
     ("get", "/resellers/{id}/margins"),
+    ("get", "/resellers/{id}/revenue"),
+    ("get", "/resellers/{id}/reports/monthly"),
     ("get", "/resellers/{id}/invoices"),
     ("post", "/resellers/{id}/invoices"),
     ("post", "/resellers/{id}/purchases"),
@@ -128,6 +130,8 @@ pub const OPERATIONS: [(&str, &str); 98] = [
     ("get", "/tenants/{tenant}/keys"),
     ("post", "/tenants/{tenant}/keys"),
     ("delete", "/tenants/{tenant}/keys/{key}"),
+    ("get", "/tenants/{tenant}/contact"),
+    ("put", "/tenants/{tenant}/contact"),
     ("get", "/plugins"),
     ("post", "/plugins"),
     ("post", "/plugins/{plugin}/versions"),
@@ -267,6 +271,11 @@ pub fn router(_state: &AppState) -> Router<AppState> {
             get(resellers::get_alerts).put(resellers::put_alerts),
         )
         .route("/resellers/{id}/margins", get(resellers::margins))
+        .route("/resellers/{id}/revenue", get(analytics::reseller_revenue))
+        .route(
+            "/resellers/{id}/reports/monthly",
+            get(analytics::reseller_monthly_report),
+        )
         .route(
             "/resellers/{id}/invoices",
             get(resellers::list_invoices).post(resellers::invoice_month),
@@ -295,6 +304,10 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route(
             "/tenants/{tenant}/keys/{key}",
             axum::routing::delete(admin::revoke_key),
+        )
+        .route(
+            "/tenants/{tenant}/contact",
+            get(admin::get_contact).put(admin::put_contact),
         )
         .route(
             "/plugins",

@@ -516,6 +516,7 @@ pub(crate) fn finalize_within(
         if document.kind == Kind::CreditNote {
             crate::analytics::revenue::credit_note_issued(conn, &document)?;
         }
+        crate::mail::document_issued(conn, &document, now)?;
         Ok(document)
     }
 }
@@ -638,6 +639,7 @@ fn transition(
         let document = get(conn, tenant, id)?;
         if to == State::Paid && document.kind == Kind::Invoice {
             crate::analytics::revenue::invoice_paid(conn, &document)?;
+            crate::mail::invoice_paid(conn, &document, now)?;
         }
         Ok(document)
     })

@@ -11,6 +11,7 @@ diesel::table! {
         kind -> Text,
         suspended_at -> Nullable<BigInt>,
         suspended_by -> Nullable<Text>,
+        email -> Nullable<Text>,
     }
 }
 
@@ -422,7 +423,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    revenue_daily (day, currency, source, method) {
+    revenue_daily (seller, day, currency, source, method) {
         day -> Text,
         currency -> Text,
         source -> Text,
@@ -433,21 +434,23 @@ diesel::table! {
         refunds -> BigInt,
         refunded_minor -> BigInt,
         refunded_tax_minor -> BigInt,
+        seller -> BigInt,
     }
 }
 
 diesel::table! {
-    revenue_monthly (tenant_id, month, currency) {
+    revenue_monthly (seller, tenant_id, month, currency) {
         tenant_id -> BigInt,
         month -> Text,
         currency -> Text,
         paid_minor -> BigInt,
         refunded_minor -> BigInt,
+        seller -> BigInt,
     }
 }
 
 diesel::table! {
-    mrr_customers (tenant_id) {
+    mrr_customers (seller, tenant_id) {
         tenant_id -> BigInt,
         currency -> Text,
         mrr_12 -> BigInt,
@@ -455,6 +458,7 @@ diesel::table! {
         first_at -> BigInt,
         churned_at -> Nullable<BigInt>,
         updated_at -> BigInt,
+        seller -> BigInt,
     }
 }
 
@@ -469,16 +473,18 @@ diesel::table! {
         delta_12 -> BigInt,
         mrr_12 -> BigInt,
         plans -> Text,
+        seller -> BigInt,
     }
 }
 
 diesel::table! {
-    mrr_monthly (month, currency, kind) {
+    mrr_monthly (seller, month, currency, kind) {
         month -> Text,
         currency -> Text,
         kind -> Text,
         movements -> BigInt,
         delta_12 -> BigInt,
+        seller -> BigInt,
     }
 }
 
@@ -826,3 +832,23 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    mail_outbox (id) {
+        id -> BigInt,
+        tenant_id -> BigInt,
+        topic -> Text,
+        subject_id -> BigInt,
+        recipient -> Text,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_error -> Nullable<Text>,
+        response -> Nullable<Text>,
+        created_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(mail_outbox -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(mail_outbox, tenants);

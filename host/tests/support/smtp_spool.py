@@ -21,6 +21,15 @@ class Spool:
         self.folder = folder
         self.count = 0
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # Scripted refusals: for good, and for now.
+        if address.startswith("refused@"):
+            return "550 5.1.1 No such user here"
+        if address.startswith("later@"):
+            return "451 4.3.0 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         message = {

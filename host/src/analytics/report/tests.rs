@@ -175,6 +175,7 @@ fn history(start: Timestamp) -> History {
 
 fn params(from: &str, to: &str, today: &str) -> Params {
     Params {
+        seller: Seller::Platform,
         currency: "USD".into(),
         digits: 2,
         from: day(from),
@@ -466,6 +467,7 @@ fn a_generated_two_year_history_reconciles_to_the_cent() {
     }
     let exact = mrr_months(
         &mut conn,
+        Seller::Platform,
         "USD",
         &super::months(day("2024-01-01"), day("2025-12-01")),
     )
@@ -525,7 +527,7 @@ fn subscriptions_older_than_the_mrr_tables_are_adopted_once() {
     assert_eq!(mrr::adopt(&mut conn, &plans(), now).unwrap(), 1);
     assert_eq!(mrr::adopt(&mut conn, &plans(), now).unwrap(), 0);
     let mrr_12: i64 = mrr_customers::table
-        .find(acme.0)
+        .find((Seller::Platform.key(), acme.0))
         .select(mrr_customers::mrr_12)
         .first(&mut conn)
         .unwrap();
