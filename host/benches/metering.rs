@@ -1,7 +1,9 @@
 //! Metered calls per second, against unmetered calls of the same plugin in
 //! the same run: in process (1 and 2 threads), and over HTTP from a load
 //! generator on loopback (64 connections, one blocking client thread each)
-//! with p50 and p99 latency. On SQLite (the durable default) and on
+//! with p50 and p99 latency; and 64 in-process callers who are a
+//! reseller's tenant, each call charged at retail to the tenant and at
+//! wholesale to the reseller. On SQLite (the durable default) and on
 //! PostgreSQL.
 //!
 //! Run: `cargo bench -p tollgate --bench metering` (`BENCH_QUICK=1` for a
@@ -19,6 +21,7 @@ use tollgate::ledger::{Command, GrantSource, Ledger, TransferId, WriterOptions};
 use tollgate::metering::{Meter, Request};
 use tollgate::plugins::{self, ActivePlugin, Registry};
 use tollgate::pricing::{ChargeModel, Price, PriceBook};
+use tollgate::resale;
 use tollgate::runtime::{
     Call, CallContext, HttpPolicy, PluginKind, PriceRequest, Runtime, RuntimeConfig, artifacts,
 };
@@ -116,6 +119,44 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         &BTreeMap::new(),
         SystemClock.now(),
     )?;
+    // A reseller's tenant, at a 30% markup: each of its calls holds and
+    // settles on its wallet and on the reseller's, in one batch each.
+    let now = SystemClock.now();
+    let (reseller, reseller_wallet) =
+        tenants::create_reseller(&mut conn, "Bench reseller", Credits::ZERO, now)?;
+    let retail = resale::Settings {
+        pricing: resale::PricingDocument {
+            markup_percent: 30.into(),
+            ..Default::default()
+        },
+        thresholds: Vec::new(),
+        updated_at: None,
+    };
+    resale::store(&mut conn, reseller.id, &retail, now)?;
+    let (resold, resold_wallet) =
+        tenants::create_for_reseller(&mut conn, reseller.id, "Bench resold", Credits::ZERO, now)?;
+    for (id, wallet) in [
+        ("bench-reseller", reseller_wallet),
+        ("bench-resold", resold_wallet),
+    ] {
+        ledger.submit_blocking(Command::Grant {
+            id: TransferId::new(id)?,
+            account: wallet,
+            source: GrantSource::Purchase,
+            amount: Credits::from_whole(1_000_000_000).expect("fits"),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })?;
+    }
+    plugins::enable(
+        &mut conn,
+        &secrets,
+        resold.id,
+        "fixture-noop",
+        &BTreeMap::new(),
+        now,
+    )?;
     let (_, key) = auth::create_key(
         &mut conn,
         Some(tenant.id),
@@ -155,6 +196,24 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
 
     // In process: the same plugin called directly, then metered.
     let plugin = registry.get(&mut *database.get()?, "fixture-noop")?;
+    let metered = |tenant, threads: usize, n_metered: usize| {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..n_metered / threads {
+                        meter
+                            .invoke(Request {
+                                tenant,
+                                plugin: "fixture-noop".into(),
+                                call: call(),
+                                idempotency_key: None,
+                            })
+                            .expect("the metered no-op succeeds");
+                    }
+                });
+            }
+        });
+    };
     // Metered calls wait for the ledger's commits, which concurrent callers
     // share: 64 callers are the in-process counterpart of 64 connections.
     for threads in [1, 2, 64] {
@@ -181,22 +240,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         let n_metered = if threads > 2 { n_calls * 4 } else { n_calls };
         let before = writer_stats(&ledger);
         let started = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    for _ in 0..n_metered / threads {
-                        meter
-                            .invoke(Request {
-                                tenant: tenant.id,
-                                plugin: "fixture-noop".into(),
-                                call: call(),
-                                idempotency_key: None,
-                            })
-                            .expect("the metered no-op succeeds");
-                    }
-                });
-            }
-        });
+        metered(tenant.id, threads, n_metered);
         let elapsed = started.elapsed();
         report(
             backend,
@@ -207,6 +251,18 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         );
         commits(&ledger, before, elapsed);
     }
+    let before = writer_stats(&ledger);
+    let started = Instant::now();
+    metered(resold.id, 64, n_calls * 4);
+    let elapsed = started.elapsed();
+    report(
+        backend,
+        "metered in process, 64, resold tenant",
+        n_calls * 4,
+        elapsed,
+        None,
+    );
+    commits(&ledger, before, elapsed);
 
     // Over HTTP: a server on loopback and 64 clients; first one that only
     // invokes the plugin, then Tollgate's.

@@ -157,6 +157,29 @@ pub(crate) fn invoice_paid(
     )
 }
 
+/// The tenant's contact address changed (to `email`, or to none): its
+/// emails not sent yet go to the new one, or, with none, are given up.
+pub fn readdress(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+    email: Option<&str>,
+) -> QueryResult<usize> {
+    let waiting = mail_outbox::table
+        .filter(mail_outbox::tenant_id.eq(tenant.0))
+        .filter(mail_outbox::state.eq(STATE_PENDING));
+    match email {
+        Some(email) => diesel::update(waiting)
+            .set(mail_outbox::recipient.eq(email))
+            .execute(conn),
+        None => diesel::update(waiting)
+            .set((
+                mail_outbox::state.eq(STATE_FAILED),
+                mail_outbox::last_error.eq("the contact address was removed before it was sent"),
+            ))
+            .execute(conn),
+    }
+}
+
 /// One email in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = mail_outbox)]
@@ -238,25 +261,30 @@ impl Mailer {
             return Ok(done);
         }
         let transport = self.transport()?;
-        let now = self.clock.now();
         let mut conn = self.database.get()?;
         let due: Vec<(i64, i64)> = mail_outbox::table
             .filter(mail_outbox::state.eq(STATE_PENDING))
-            .filter(mail_outbox::next_attempt_at.le(now.micros()))
+            .filter(mail_outbox::next_attempt_at.le(self.clock.now().micros()))
             .order((mail_outbox::next_attempt_at, mail_outbox::id))
             .limit(BATCH_MAX)
             .select((mail_outbox::id, mail_outbox::next_attempt_at))
             .load(&mut conn)?;
         for (id, due_at) in due {
-            // Claimed by moving its next attempt on; another host that read
-            // it due finds it changed and leaves it.
+            // Claimed by moving its next attempt on and counting the
+            // attempt (so one a crash cuts short counts too); another host
+            // that read it due finds it changed and leaves it. Each email
+            // reads the clock afresh: a batch of slow sends takes a while.
+            let claim = self.clock.now().micros() + CLAIM_US;
             let claimed = diesel::update(
                 mail_outbox::table
                     .filter(mail_outbox::id.eq(id))
                     .filter(mail_outbox::state.eq(STATE_PENDING))
                     .filter(mail_outbox::next_attempt_at.eq(due_at)),
             )
-            .set(mail_outbox::next_attempt_at.eq(now.micros() + CLAIM_US))
+            .set((
+                mail_outbox::next_attempt_at.eq(claim),
+                mail_outbox::attempts.eq(mail_outbox::attempts + 1),
+            ))
             .execute(&mut conn)?;
             if claimed == 0 {
                 continue;
@@ -265,45 +293,55 @@ impl Mailer {
                 .find(id)
                 .select(Outgoing::as_select())
                 .first(&mut conn)?;
-            let outcome = match self.compose(&mut conn, &email) {
-                Ok(composed) => self.send(&transport, composed),
-                Err(error) => Outcome::Failed(format!("could not be written: {error:#}")),
+            let attempts = email.attempts;
+            let outcome = match attempts > ATTEMPTS_MAX {
+                true => Outcome::Failed(format!(
+                    "given up after {ATTEMPTS_MAX} attempts, the last cut short"
+                )),
+                // A document or brand that cannot be read now (the
+                // database, say) may be readable later.
+                false => match self.compose(&mut conn, &email) {
+                    Ok(composed) => self.send(&transport, composed),
+                    Err(error) => Outcome::Retry(format!("could not be written: {error:#}")),
+                },
             };
-            let attempts = email.attempts + 1;
-            let update = diesel::update(mail_outbox::table.find(id));
+            let now = self.clock.now().micros();
+            // Recorded only while the claim is this host's: one whose send
+            // outlasted its claim leaves the email to the host that took it
+            // over.
+            let ours = diesel::update(
+                mail_outbox::table
+                    .filter(mail_outbox::id.eq(id))
+                    .filter(mail_outbox::state.eq(STATE_PENDING))
+                    .filter(mail_outbox::next_attempt_at.eq(claim)),
+            );
             match outcome {
                 Outcome::Sent(response) => {
                     done.sent += 1;
-                    update
-                        .set((
-                            mail_outbox::state.eq(STATE_SENT),
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::response.eq(response),
-                            mail_outbox::sent_at.eq(now.micros()),
-                        ))
-                        .execute(&mut conn)?;
+                    ours.set((
+                        mail_outbox::state.eq(STATE_SENT),
+                        mail_outbox::response.eq(response),
+                        mail_outbox::sent_at.eq(now),
+                    ))
+                    .execute(&mut conn)?;
                 }
                 Outcome::Retry(error) if attempts < ATTEMPTS_MAX => {
                     done.retrying += 1;
                     tracing::warn!(email = id, attempts, %error, "a system email was refused for now; will retry");
-                    update
-                        .set((
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::last_error.eq(error),
-                            mail_outbox::next_attempt_at.eq(now.micros() + backoff_us(attempts)),
-                        ))
-                        .execute(&mut conn)?;
+                    ours.set((
+                        mail_outbox::last_error.eq(error),
+                        mail_outbox::next_attempt_at.eq(now + backoff_us(attempts)),
+                    ))
+                    .execute(&mut conn)?;
                 }
                 Outcome::Retry(error) | Outcome::Failed(error) => {
                     done.failed += 1;
                     tracing::error!(email = id, attempts, %error, "a system email could not be sent");
-                    update
-                        .set((
-                            mail_outbox::state.eq(STATE_FAILED),
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::last_error.eq(error),
-                        ))
-                        .execute(&mut conn)?;
+                    ours.set((
+                        mail_outbox::state.eq(STATE_FAILED),
+                        mail_outbox::last_error.eq(error),
+                    ))
+                    .execute(&mut conn)?;
                 }
             }
         }
@@ -352,7 +390,12 @@ impl Mailer {
                 response.code(),
                 response.message().collect::<Vec<_>>().join(" ")
             )),
-            Err(error) if error.is_permanent() => Outcome::Failed(error.to_string()),
+            // A permanent refusal of this email ends it; one of the
+            // platform's login (53x: the settings are wrong) holds every
+            // email until the settings are mended, so it is retried.
+            Err(error) if error.is_permanent() && !refused_login(&error) => {
+                Outcome::Failed(error.to_string())
+            }
             Err(error) => Outcome::Retry(error.to_string()),
         }
     }
@@ -496,6 +539,14 @@ impl Mailer {
     }
 }
 
+/// Whether the server refused the platform's login or its security (530
+/// to 538), not the email.
+fn refused_login(error: &lettre::transport::smtp::Error) -> bool {
+    error
+        .status()
+        .is_some_and(|code| code.to_string().starts_with("53"))
+}
+
 /// After the `attempts`th refusal for now: a minute, doubling, at most an
 /// hour.
 fn backoff_us(attempts: i32) -> i64 {
@@ -521,7 +572,7 @@ Thank you: invoice {{ sheet.number }}, for {{ sheet.total }} {{ sheet.currency }
   {{ sheet.tax_label }}: {{ sheet.tax }}
   Total: {{ sheet.total }} {{ sheet.currency }}
 
-The document is attached as a PDF.{% if dashboard %} Your billing history is in your dashboard: {{ dashboard }}billing{% endif %}
+The document is attached as a PDF.{% if dashboard %} Your invoices are in your dashboard: {{ dashboard }}app/invoices{% endif %}
 {% if support %}
 Questions? Write to {{ support }}.
 {% endif %}

@@ -228,20 +228,24 @@ pub fn check_email(text: &str) -> Result<String, TenantError> {
     Ok(text.to_owned())
 }
 
-/// Sets (or, with `None`, clears) where the tenant's system emails go.
+/// Sets (or, with `None`, clears) where the tenant's system emails go;
+/// those not sent yet follow.
 pub fn set_email(
     conn: &mut DbConnection,
     tenant: TenantId,
     email: Option<&str>,
 ) -> Result<Tenant, TenantError> {
     let email = email.map(check_email).transpose()?;
-    let changed = diesel::update(tenants::table.find(tenant.0))
-        .set(tenants::email.eq(email))
-        .execute(conn)?;
-    if changed == 0 {
-        return Err(TenantError::NotFound(tenant));
-    }
-    find(conn, tenant)
+    crate::db::write_transaction(conn, |conn| {
+        let changed = diesel::update(tenants::table.find(tenant.0))
+            .set(tenants::email.eq(&email))
+            .execute(conn)?;
+        if changed == 0 {
+            return Err(TenantError::NotFound(tenant));
+        }
+        crate::mail::readdress(conn, tenant, email.as_deref())?;
+        find(conn, tenant)
+    })
 }
 
 /// Suspends the tenant (`suspended`), refusing its keys and its calls, or

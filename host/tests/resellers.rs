@@ -958,6 +958,8 @@ fn two_resellers_reach_nothing_of_each_others_over_every_reseller_endpoint() {
     let (status, answer) = call(&server, &alpha_key, "GET", &contact, None);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["email"], "billing@alpha.example");
+    let (status, _) = call(&server, &alpha_key, "PUT", &contact, Some("{}"));
+    assert_eq!(status, 400, "an address, or null, must be given");
     let (_, answer) = call(
         &server,
         &alpha_key,

@@ -256,16 +256,16 @@ pub(super) async fn list_keys(
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Contact {
-    email: Option<String>,
-}
-
 /// The latest system emails a contact answer shows.
 const CONTACT_EMAILS_SHOWN: i64 = 20;
 
-fn contact_json(tenant: &tenants::Tenant, emails: &[crate::mail::Outgoing]) -> serde_json::Value {
+/// `errors`: whether the SMTP server's words are shown (to the operator
+/// and the reseller; a tenant sees only what became of each email).
+fn contact_json(
+    tenant: &tenants::Tenant,
+    emails: &[crate::mail::Outgoing],
+    errors: bool,
+) -> serde_json::Value {
     let at = |micros: i64| Timestamp::from_micros(micros).to_string();
     serde_json::json!({
         "tenant": tenant.id.0,
@@ -277,7 +277,7 @@ fn contact_json(tenant: &tenants::Tenant, emails: &[crate::mail::Outgoing]) -> s
             "recipient": email.recipient,
             "state": email.state,
             "attempts": email.attempts,
-            "last_error": email.last_error,
+            "last_error": if errors { email.last_error.clone() } else { None },
             "created_at": at(email.created_at),
             "sent_at": email.sent_at.map(at),
         })).collect::<Vec<_>>(),
@@ -295,7 +295,7 @@ pub(super) async fn get_contact(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = TenantId(tenant);
     super::resellers::manages_keys(&state, caller, tenant).await?;
-    contact(state, tenant, None).await
+    contact(state, caller, tenant, None).await
 }
 
 pub(super) async fn put_contact(
@@ -307,21 +307,35 @@ pub(super) async fn put_contact(
     let tenant = TenantId(tenant);
     super::resellers::manages_keys(&state, caller, tenant).await?;
     let body = read_body(body, state.body_bytes_max).await?;
-    let new: Contact = json_body(&body)?;
-    contact(state, tenant, Some(new)).await
+    let new: serde_json::Value = json_body(&body)?;
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_input",
+            r#"give {"email": "billing@example.com"}, or {"email": null} for no system emails"#,
+        )
+    };
+    let fields = new.as_object().ok_or_else(invalid)?;
+    let email = match (fields.len(), fields.get("email")) {
+        (1, Some(serde_json::Value::String(email))) => Some(email.clone()),
+        (1, Some(serde_json::Value::Null)) => None,
+        _ => return Err(invalid()),
+    };
+    contact(state, caller, tenant, Some(email)).await
 }
 
-/// The tenant's contact, set to `new` first if given.
+/// The tenant's contact, set first to `new` (an address or none) if given.
 async fn contact(
     state: AppState,
+    caller: Caller,
     tenant: TenantId,
-    new: Option<Contact>,
+    new: Option<Option<String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let errors = matches!(caller.0.role, Role::Operator | Role::Reseller);
     let (found, emails) = state
         .database
         .run(move |conn| {
             let found = match new {
-                Some(new) => tenants::set_email(conn, tenant, new.email.as_deref()),
+                Some(new) => tenants::set_email(conn, tenant, new.as_deref()),
                 None => tenants::find(conn, tenant),
             };
             let emails = crate::mail::list(conn, tenant, CONTACT_EMAILS_SHOWN)?;
@@ -330,7 +344,7 @@ async fn contact(
         .await
         .map_err(ApiError::internal)?;
     let found = found.map_err(tenant_error)?;
-    Ok(Json(contact_json(&found, &emails)))
+    Ok(Json(contact_json(&found, &emails, errors)))
 }
 
 /// `DELETE /tenants/{tenant}/keys/{key}` (operator, or the tenant's admin).

@@ -27,6 +27,8 @@ class Spool:
             return "550 5.1.1 No such user here"
         if address.startswith("later@"):
             return "451 4.3.0 Try again later"
+        if address.startswith("locked@"):
+            return "530 5.7.0 Authentication required"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
