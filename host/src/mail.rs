@@ -30,7 +30,7 @@ use lettre::{Address, Message, SmtpTransport};
 use minijinja::{Environment, context};
 
 use crate::billing::invoices::{self, Document, Issuer, Kind};
-use crate::billing::render::{self, Parties, Sheet};
+use crate::billing::render;
 use crate::branding::{self, Brand};
 use crate::config::MailSettings;
 use crate::db::schema::{mail_outbox, reseller_alerts, tenants};
@@ -476,19 +476,7 @@ impl Mailer {
                     },
                     None => self.platform_voice()?,
                 };
-                let address = branding::issuer_address(conn, &document, &self.platform)?;
-                let credited = match document.credits_invoice {
-                    Some(invoice) => invoices::get(conn, tenant, invoice)?.display_number(),
-                    None => None,
-                };
-                let sheet = Sheet::new(
-                    &document,
-                    &Parties {
-                        issuer_address: &address,
-                        customer: &customer,
-                        credited_number: credited.as_deref(),
-                    },
-                );
+                let sheet = render::sheet_of(conn, &document, &self.platform)?;
                 let number = sheet.number.clone();
                 let subject = match topic {
                     Topic::Invoice => format!(

@@ -154,28 +154,15 @@ async fn get(
                 Ok(_) | Err(InvoiceError::NotFound(_)) => return Ok(None),
                 Err(error) => return Err(anyhow::Error::from(error)),
             };
-            let customer = crate::tenants::find(conn, tenant)?.name;
-            let credited = match document.credits_invoice {
-                Some(invoice) => invoices::get(conn, tenant, invoice)?.display_number(),
-                None => None,
-            };
-            let address = crate::branding::issuer_address(conn, &document, &platform)?;
-            anyhow::Ok(Some((document, customer, credited, address)))
+            let sheet = render::sheet_of(conn, &document, &platform)?;
+            anyhow::Ok(Some((document, sheet)))
         })
         .await
         .map_err(ApiError::internal)?;
-    let (document, customer, credited, address) = found.ok_or_else(not_found)?;
+    let (document, sheet) = found.ok_or_else(not_found)?;
     if format == Format::Json {
         return Ok(Json(document_json(&document)).into_response());
     }
-    let sheet = Sheet::new(
-        &document,
-        &Parties {
-            issuer_address: &address,
-            customer: &customer,
-            credited_number: credited.as_deref(),
-        },
-    );
     let name = document
         .display_number()
         .unwrap_or_else(|| format!("draft-{}", document.id));

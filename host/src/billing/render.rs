@@ -152,6 +152,31 @@ impl Sheet {
     }
 }
 
+/// The sheet of `document` as its tenant reads it: the tenant's name, the
+/// number of the invoice a credit note credits, and its issuer's address
+/// (a reseller's, from its brand, for a document it issued).
+pub fn sheet_of(
+    conn: &mut crate::db::DbConnection,
+    document: &Document,
+    platform: &super::invoices::Issuer,
+) -> anyhow::Result<Sheet> {
+    let tenant = crate::ids::TenantId(document.tenant);
+    let customer = crate::tenants::find(conn, tenant)?.name;
+    let credited = match document.credits_invoice {
+        Some(invoice) => super::invoices::get(conn, tenant, invoice)?.display_number(),
+        None => None,
+    };
+    let address = crate::branding::issuer_address(conn, document, platform)?;
+    Ok(Sheet::new(
+        document,
+        &Parties {
+            issuer_address: &address,
+            customer: &customer,
+            credited_number: credited.as_deref(),
+        },
+    ))
+}
+
 /// `123456` minor units with 2 digits: `1,234.56`.
 pub fn format_minor(minor: i64, digits: u32) -> String {
     let sign = if minor < 0 { "-" } else { "" };
