@@ -249,6 +249,10 @@ struct Composed {
 enum Outcome {
     Sent(String),
     Retry(String),
+    /// The server could not be reached, or refused the platform's login:
+    /// retried, and the rest of the batch waits too (each would fare the
+    /// same, a connection timeout apiece).
+    Held(String),
     Failed(String),
 }
 
@@ -305,6 +309,7 @@ impl Mailer {
                     Err(error) => Outcome::Retry(format!("could not be written: {error:#}")),
                 },
             };
+            let held = matches!(outcome, Outcome::Held(_));
             let now = self.clock.now().micros();
             // Recorded only while the claim is this host's: one whose send
             // outlasted its claim leaves the email to the host that took it
@@ -325,16 +330,19 @@ impl Mailer {
                     ))
                     .execute(&mut conn)?;
                 }
-                Outcome::Retry(error) if attempts < ATTEMPTS_MAX => {
+                Outcome::Retry(error) | Outcome::Held(error) if attempts < ATTEMPTS_MAX => {
                     done.retrying += 1;
                     tracing::warn!(email = id, attempts, %error, "a system email was refused for now; will retry");
                     ours.set((
-                        mail_outbox::last_error.eq(error),
+                        mail_outbox::last_error.eq(&error),
                         mail_outbox::next_attempt_at.eq(now + backoff_us(attempts)),
                     ))
                     .execute(&mut conn)?;
+                    if held {
+                        break;
+                    }
                 }
-                Outcome::Retry(error) | Outcome::Failed(error) => {
+                Outcome::Retry(error) | Outcome::Held(error) | Outcome::Failed(error) => {
                     done.failed += 1;
                     tracing::error!(email = id, attempts, %error, "a system email could not be sent");
                     ours.set((
@@ -393,9 +401,10 @@ impl Mailer {
             // A permanent refusal of this email ends it; one of the
             // platform's login (53x: the settings are wrong) holds every
             // email until the settings are mended, so it is retried.
-            Err(error) if error.is_permanent() && !refused_login(&error) => {
-                Outcome::Failed(error.to_string())
+            Err(error) if refused_login(&error) || error.status().is_none() => {
+                Outcome::Held(error.to_string())
             }
+            Err(error) if error.is_permanent() => Outcome::Failed(error.to_string()),
             Err(error) => Outcome::Retry(error.to_string()),
         }
     }

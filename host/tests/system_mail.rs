@@ -351,10 +351,10 @@ fn an_email_refused_for_now_is_retried_with_backoff_and_one_refused_for_good_fai
     let world = World::new();
     let later = world.tenant("Later Co", None, Some("later@slow.example"));
     let refused = world.tenant("Refused Co", None, Some("refused@gone.example"));
-    let locked = world.tenant("Locked Co", None, Some("locked@login.example"));
     let moved = world.tenant("Moved Co", None, Some("refused@moved.example"));
     let left = world.tenant("Left Co", None, Some("billing@left.example"));
-    for tenant in [later, refused, locked, moved, left] {
+    let locked = world.tenant("Locked Co", None, Some("locked@login.example"));
+    for tenant in [later, refused, moved, left, locked] {
         world.subscriptions.subscribe(tenant, "starter").unwrap();
     }
     // An email not sent yet follows its tenant's new address; one whose
@@ -366,7 +366,8 @@ fn an_email_refused_for_now_is_retried_with_backoff_and_one_refused_for_good_fai
     let server = SmtpSpool::start();
     let mailer = world.mailer(Some(&server));
     // Refused for now: later@ (451), and locked@ (530: the platform's
-    // login, which holds every email until it is mended).
+    // login, which holds every email until it is mended, so the batch
+    // stops there).
     assert_eq!(
         mailer.send_due().unwrap(),
         Sent {
@@ -385,20 +386,20 @@ fn an_email_refused_for_now_is_retried_with_backoff_and_one_refused_for_good_fai
         vec![
             (later.0, "pending"),
             (refused.0, "failed"),
-            (locked.0, "pending"),
             (moved.0, "sent"),
-            (left.0, "failed")
+            (left.0, "failed"),
+            (locked.0, "pending"),
         ]
     );
     assert!(
-        outbox[2].last_error.as_deref().unwrap().contains("530"),
-        "{:?}",
-        outbox[2]
-    );
-    assert!(
-        outbox[4].last_error.as_deref().unwrap().contains("removed"),
+        outbox[4].last_error.as_deref().unwrap().contains("530"),
         "{:?}",
         outbox[4]
+    );
+    assert!(
+        outbox[3].last_error.as_deref().unwrap().contains("removed"),
+        "{:?}",
+        outbox[3]
     );
     let (waiting, gone) = (&outbox[0], &outbox[1]);
     assert_eq!((waiting.state.as_str(), waiting.attempts), ("pending", 1));
@@ -421,7 +422,7 @@ fn an_email_refused_for_now_is_retried_with_backoff_and_one_refused_for_good_fai
     loop {
         let email = &world.outbox()[0];
         assert_eq!(
-            world.outbox()[2].attempts,
+            world.outbox()[4].attempts,
             email.attempts,
             "both refused for now"
         );
@@ -439,6 +440,50 @@ fn an_email_refused_for_now_is_retried_with_backoff_and_one_refused_for_good_fai
         mailer.send_due().unwrap();
     }
     assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60]);
-    assert_eq!(world.outbox()[2].state, "failed");
+    assert_eq!(world.outbox()[4].state, "failed");
     assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn while_the_server_cannot_be_reached_one_email_is_tried_and_the_rest_wait() {
+    let world = World::new();
+    let tenants: Vec<TenantId> = ["One", "Two", "Three"]
+        .iter()
+        .map(|name| world.tenant(name, None, Some("billing@customer.example")))
+        .collect();
+    for &tenant in &tenants {
+        world.subscriptions.subscribe(tenant, "starter").unwrap();
+    }
+    // A port nothing listens on: the server is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut mailer = world.mailer(None);
+    mailer.settings.smtp_host = "127.0.0.1".into();
+    mailer.settings.smtp_port = port;
+    assert_eq!(
+        mailer.send_due().unwrap(),
+        Sent {
+            retrying: 1,
+            ..Sent::default()
+        }
+    );
+    let outbox = world.outbox();
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|email| (email.state.as_str(), email.attempts))
+            .collect::<Vec<_>>(),
+        vec![("pending", 1), ("pending", 0), ("pending", 0)]
+    );
+    assert!(outbox[0].last_error.is_some());
+    // The server is back: everything goes, the first once its wait is up.
+    let server = SmtpSpool::start();
+    let mailer = world.mailer(Some(&server));
+    assert_eq!(mailer.send_due().unwrap().sent, 2);
+    world
+        .clock
+        .set(Timestamp::from_micros(world.outbox()[0].next_attempt_at));
+    assert_eq!(mailer.send_due().unwrap().sent, 1);
+    assert_eq!(server.received().len(), 3);
 }
