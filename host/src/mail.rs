@@ -81,7 +81,12 @@ pub const ATTEMPTS_MAX: i32 = 12;
 
 /// How long a host that claimed an email has to send it before another
 /// may.
-const CLAIM_US: i64 = 5 * 60 * 1_000_000;
+/// A send is about a dozen exchanges of up to `SMTP_TIMEOUT` each.
+const CLAIM_US: i64 = 15 * 60 * 1_000_000;
+
+/// How long the outbox waits after the server could not be reached or
+/// refused the platform's login.
+const HELD_US: i64 = 60 * 1_000_000;
 
 /// Emails sent in one [`Mailer::send_due`].
 const BATCH_MAX: i64 = 100;
@@ -250,8 +255,9 @@ enum Outcome {
     Sent(String),
     Retry(String),
     /// The server could not be reached, or refused the platform's login:
-    /// retried, and the rest of the batch waits too (each would fare the
-    /// same, a connection timeout apiece).
+    /// no fault of the email's, so the attempt does not count; tried again
+    /// in a minute, and the rest of the batch waits too (each would fare
+    /// the same, a connection timeout apiece).
     Held(String),
     Failed(String),
 }
@@ -298,39 +304,59 @@ impl Mailer {
                 .select(Outgoing::as_select())
                 .first(&mut conn)?;
             let attempts = email.attempts;
-            let outcome = match attempts > ATTEMPTS_MAX {
-                true => Outcome::Failed(format!(
+            // Sent to where the tenant's emails go now, read as it is sent.
+            let recipient: Option<String> = tenants::table
+                .find(email.tenant_id)
+                .select(tenants::email)
+                .first(&mut conn)?;
+            let outcome = match (attempts > ATTEMPTS_MAX, &recipient) {
+                (true, _) => Outcome::Failed(format!(
                     "given up after {ATTEMPTS_MAX} attempts, the last cut short"
                 )),
+                (false, None) => {
+                    Outcome::Failed("the tenant has no contact address now".to_owned())
+                }
                 // A document or brand that cannot be read now (the
                 // database, say) may be readable later.
-                false => match self.compose(&mut conn, &email) {
+                (false, Some(recipient)) => match self.compose(&mut conn, &email, recipient) {
                     Ok(composed) => self.send(&transport, composed),
                     Err(error) => Outcome::Retry(format!("could not be written: {error:#}")),
                 },
             };
-            let held = matches!(outcome, Outcome::Held(_));
             let now = self.clock.now().micros();
             // Recorded only while the claim is this host's: one whose send
             // outlasted its claim leaves the email to the host that took it
             // over.
-            let ours = diesel::update(
-                mail_outbox::table
-                    .filter(mail_outbox::id.eq(id))
-                    .filter(mail_outbox::state.eq(STATE_PENDING))
-                    .filter(mail_outbox::next_attempt_at.eq(claim)),
-            );
+            let claimed = mail_outbox::table
+                .filter(mail_outbox::id.eq(id))
+                .filter(mail_outbox::next_attempt_at.eq(claim));
+            let ours = diesel::update(claimed.filter(mail_outbox::state.eq(STATE_PENDING)));
             match outcome {
                 Outcome::Sent(response) => {
                     done.sent += 1;
+                    // Sent, whatever its address did meanwhile.
+                    diesel::update(claimed)
+                        .set((
+                            mail_outbox::state.eq(STATE_SENT),
+                            mail_outbox::recipient.eq(recipient.unwrap_or_default()),
+                            mail_outbox::response.eq(response),
+                            mail_outbox::last_error.eq(None::<String>),
+                            mail_outbox::sent_at.eq(now),
+                        ))
+                        .execute(&mut conn)?;
+                }
+                Outcome::Held(error) => {
+                    done.retrying += 1;
+                    tracing::warn!(email = id, %error, "the SMTP server cannot be reached or refuses the login; system emails wait");
                     ours.set((
-                        mail_outbox::state.eq(STATE_SENT),
-                        mail_outbox::response.eq(response),
-                        mail_outbox::sent_at.eq(now),
+                        mail_outbox::attempts.eq(attempts - 1),
+                        mail_outbox::last_error.eq(&error),
+                        mail_outbox::next_attempt_at.eq(now + HELD_US),
                     ))
                     .execute(&mut conn)?;
+                    break;
                 }
-                Outcome::Retry(error) | Outcome::Held(error) if attempts < ATTEMPTS_MAX => {
+                Outcome::Retry(error) if attempts < ATTEMPTS_MAX => {
                     done.retrying += 1;
                     tracing::warn!(email = id, attempts, %error, "a system email was refused for now; will retry");
                     ours.set((
@@ -338,11 +364,8 @@ impl Mailer {
                         mail_outbox::next_attempt_at.eq(now + backoff_us(attempts)),
                     ))
                     .execute(&mut conn)?;
-                    if held {
-                        break;
-                    }
                 }
-                Outcome::Retry(error) | Outcome::Held(error) | Outcome::Failed(error) => {
+                Outcome::Retry(error) | Outcome::Failed(error) => {
                     done.failed += 1;
                     tracing::error!(email = id, attempts, %error, "a system email could not be sent");
                     ours.set((
@@ -401,7 +424,7 @@ impl Mailer {
             // A permanent refusal of this email ends it; one of the
             // platform's login (53x: the settings are wrong) holds every
             // email until the settings are mended, so it is retried.
-            Err(error) if refused_login(&error) || error.status().is_none() => {
+            Err(error) if refused_login(&error) || unreachable(&error) => {
                 Outcome::Held(error.to_string())
             }
             Err(error) if error.is_permanent() => Outcome::Failed(error.to_string()),
@@ -440,7 +463,12 @@ impl Mailer {
         })
     }
 
-    fn compose(&self, conn: &mut DbConnection, email: &Outgoing) -> anyhow::Result<Composed> {
+    fn compose(
+        &self,
+        conn: &mut DbConnection,
+        email: &Outgoing,
+        recipient: &str,
+    ) -> anyhow::Result<Composed> {
         let tenant = TenantId(email.tenant_id);
         let customer = crate::tenants::find(conn, tenant)?.name;
         let topic = Topic::parse(&email.topic)
@@ -507,7 +535,7 @@ impl Mailer {
                 (voice, subject, text, Some((format!("{number}.pdf"), pdf)))
             }
         };
-        let to: Address = email.recipient.parse()?;
+        let to: Address = recipient.parse()?;
         let mut builder = Message::builder()
             .from(Mailbox::new(Some(voice.name.clone()), voice.from.clone()))
             .to(Mailbox::new(Some(customer), to.clone()))
@@ -542,6 +570,12 @@ fn refused_login(error: &lettre::transport::smtp::Error) -> bool {
     error
         .status()
         .is_some_and(|code| code.to_string().starts_with("53"))
+}
+
+/// Whether the server was not reached at all (a refused connection, a
+/// timeout, TLS): no reply, and no fault found in the email by the client.
+fn unreachable(error: &lettre::transport::smtp::Error) -> bool {
+    error.status().is_none() && !error.is_client() && !error.is_response()
 }
 
 /// After the `attempts`th refusal for now: a minute, doubling, at most an
