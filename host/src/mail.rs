@@ -17,7 +17,7 @@
 //! linking to the brand's domain. Nothing in them names the platform; the
 //! platform's address is only the envelope sender, where bounces go.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -305,9 +305,9 @@ impl Mailer {
                 .first(&mut conn)?;
             let attempts = email.attempts;
             // Sent to where the tenant's emails go now, read as it is sent.
-            let recipient: Option<String> = tenants::table
+            let (customer, recipient): (String, Option<String>) = tenants::table
                 .find(email.tenant_id)
-                .select(tenants::email)
+                .select((tenants::name, tenants::email))
                 .first(&mut conn)?;
             let outcome = match (attempts > ATTEMPTS_MAX, &recipient) {
                 (true, _) => Outcome::Failed(format!(
@@ -318,10 +318,12 @@ impl Mailer {
                 }
                 // A document or brand that cannot be read now (the
                 // database, say) may be readable later.
-                (false, Some(recipient)) => match self.compose(&mut conn, &email, recipient) {
-                    Ok(composed) => self.send(&transport, composed),
-                    Err(error) => Outcome::Retry(format!("could not be written: {error:#}")),
-                },
+                (false, Some(recipient)) => {
+                    match self.compose(&mut conn, &email, customer, recipient) {
+                        Ok(composed) => self.send(&transport, composed),
+                        Err(error) => Outcome::Retry(format!("could not be written: {error:#}")),
+                    }
+                }
             };
             let now = self.clock.now().micros();
             // Recorded only while the claim is this host's: one whose send
@@ -467,13 +469,12 @@ impl Mailer {
         &self,
         conn: &mut DbConnection,
         email: &Outgoing,
+        customer: String,
         recipient: &str,
     ) -> anyhow::Result<Composed> {
         let tenant = TenantId(email.tenant_id);
-        let customer = crate::tenants::find(conn, tenant)?.name;
         let topic = Topic::parse(&email.topic)
             .ok_or_else(|| anyhow::anyhow!("unknown topic {:?}", email.topic))?;
-        let templates = templates();
         let (voice, subject, text, attachment) = match topic {
             Topic::WalletAlert => {
                 let (threshold, balance, at): (i64, i64, i64) = reseller_alerts::table
@@ -487,7 +488,7 @@ impl Mailer {
                     .first(conn)?;
                 let voice = self.platform_voice()?;
                 let threshold = Credits::from_micros(threshold).to_string();
-                let text = templates.get_template("wallet_alert")?.render(context! {
+                let text = TEMPLATES.get_template("wallet_alert")?.render(context! {
                     customer => &customer,
                     sender => &voice.name,
                     threshold => &threshold,
@@ -524,7 +525,7 @@ impl Mailer {
                     _ => format!("Payment received for invoice {number}"),
                 };
                 let pdf = render::pdf(&sheet);
-                let text = templates.get_template("document")?.render(context! {
+                let text = TEMPLATES.get_template("document")?.render(context! {
                     topic => topic.as_str(),
                     customer => &customer,
                     sender => &voice.name,
@@ -621,6 +622,9 @@ When it can no longer cover a call's wholesale price, your tenants' calls are re
 
 {{ sender }}
 ";
+
+/// The emails' templates, parsed once.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(templates);
 
 fn templates() -> Environment<'static> {
     let mut environment = Environment::new();

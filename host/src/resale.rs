@@ -375,12 +375,9 @@ pub fn reseller_of(
     conn: &mut DbConnection,
     tenant: TenantId,
 ) -> Result<Option<Reseller>, ResaleError> {
-    let Some(parent) = tenants::find(conn, tenant)?.parent else {
+    let Some(parent) = parent_reseller(conn, tenant)? else {
         return Ok(None);
     };
-    if tenants::find(conn, parent)?.kind != Kind::Reseller {
-        return Ok(None);
-    }
     let settings = settings(conn, parent)?;
     Ok(Some(Reseller {
         id: parent,
@@ -398,14 +395,22 @@ pub fn retail_of(
     conn: &mut DbConnection,
     tenant: TenantId,
 ) -> Result<Option<(TenantId, RetailPrices)>, ResaleError> {
+    let Some(parent) = parent_reseller(conn, tenant)? else {
+        return Ok(None);
+    };
+    let settings = settings(conn, parent)?;
+    Ok(Some((parent, RetailPrices::parse(&settings.pricing)?)))
+}
+
+/// The reseller `tenant` belongs to, if it is one's.
+fn parent_reseller(
+    conn: &mut DbConnection,
+    tenant: TenantId,
+) -> Result<Option<TenantId>, ResaleError> {
     let Some(parent) = tenants::find(conn, tenant)?.parent else {
         return Ok(None);
     };
-    if tenants::find(conn, parent)?.kind != Kind::Reseller {
-        return Ok(None);
-    }
-    let settings = settings(conn, parent)?;
-    Ok(Some((parent, RetailPrices::parse(&settings.pricing)?)))
+    Ok((tenants::find(conn, parent)?.kind == Kind::Reseller).then_some(parent))
 }
 
 /// The thresholds a wallet's balance fell below when it went from
