@@ -304,44 +304,141 @@ fn names(
     versions.map(|versions| versions.iter().map(ToString::to_string).collect())
 }
 
-/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's limits
-/// on bound parameters (32,766 and 65,535) for our widest row (usage
-/// records, 16 columns).
-pub const ROWS_PER_INSERT_MAX: usize = 1_000;
+/// Rows per multi-row INSERT at most: a power of two (see [`insert_all`]),
+/// well under SQLite's and PostgreSQL's limits on bound parameters (32,766
+/// and 65,535) for our widest row (usage records, 19 columns).
+pub const ROWS_PER_INSERT_MAX: usize = 128;
 
-/// Inserts rows many per statement. Diesel builds multi-row INSERTs for
-/// SQLite only on a concrete `SqliteConnection`, so this picks the backend.
+/// A statement diesel would prepare afresh every time it runs (an
+/// `UPDATE`, an upsert, an `IN` list), kept in the connection's statement
+/// cache under its SQL text instead. Preparing was 40% of the ledger
+/// writer's time before (docs/BENCHMARKS.md). Only for statements of a
+/// bounded number of shapes, since the cache keeps every text it sees: an
+/// `IN` list goes through [`padded`] first. The text and the types of its
+/// binds are the whole statement, so a cached one is always the right one.
+#[derive(Debug, Clone, Copy)]
+pub struct Cached<Q>(pub Q);
+
+impl<Q> diesel::query_builder::QueryId for Cached<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for Cached<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q, Conn> diesel::RunQueryDsl<Conn> for Cached<Q> {}
+
+/// `values` for an `IN` list of a few fixed lengths, so its statement is
+/// [`Cached`] once per length: the length rounded up to a power of two,
+/// the last value repeated (which changes nothing a list means).
+pub fn padded<T: Clone>(values: &[T]) -> Vec<T> {
+    let mut padded = values.to_vec();
+    if let Some(last) = values.last() {
+        padded.resize(values.len().next_power_of_two(), last.clone());
+    }
+    padded
+}
+
+/// Inserts rows many per statement, in chunks of powers of two up to
+/// [`ROWS_PER_INSERT_MAX`] (37 rows: 32, 4 and 1): diesel caches the
+/// statement of an array of rows, whose length is part of its type, and
+/// prepares the statement of a `Vec` afresh every time. Diesel builds
+/// multi-row INSERTs for SQLite only on a concrete `SqliteConnection`, so
+/// this picks the backend.
 macro_rules! insert_all {
-    ($conn:expr, $table:expr, $rows:expr) => {
-        match $conn {
-            $crate::db::DbConnection::Sqlite(conn) => {
-                diesel::insert_into($table).values($rows).execute(conn)?
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let mut rest = &$rows[..];
+        while !rest.is_empty() {
+            let n = match rest.len() {
+                n if n >= $crate::db::ROWS_PER_INSERT_MAX => $crate::db::ROWS_PER_INSERT_MAX,
+                n => 1 << n.ilog2(),
+            };
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            macro_rules! insert_array {
+                ($n:literal) => {{
+                    let array: &[_; $n] = chunk.try_into().expect("n rows");
+                    match &mut *$conn {
+                        $crate::db::DbConnection::Sqlite(conn) => {
+                            diesel::insert_into($table).values(array).execute(conn)?
+                        }
+                        $crate::db::DbConnection::Postgres(conn) => {
+                            diesel::insert_into($table).values(array).execute(conn)?
+                        }
+                    }
+                }};
             }
-            $crate::db::DbConnection::Postgres(conn) => {
-                diesel::insert_into($table).values($rows).execute(conn)?
-            }
+            match n {
+                128 => insert_array!(128),
+                64 => insert_array!(64),
+                32 => insert_array!(32),
+                16 => insert_array!(16),
+                8 => insert_array!(8),
+                4 => insert_array!(4),
+                2 => insert_array!(2),
+                _ => insert_array!(1),
+            };
+        }
+    }};
+}
+
+/// Inserts one row, or, when it conflicts on `key`, updates the columns
+/// `set` names: a [`Cached`] statement. Diesel builds upserts only on a
+/// concrete connection, so this picks the backend.
+macro_rules! upsert {
+    ($conn:expr, $table:expr, $values:expr, $key:expr, $set:expr) => {
+        match &mut *$conn {
+            $crate::db::DbConnection::Sqlite(conn) => diesel::RunQueryDsl::execute(
+                $crate::db::Cached(
+                    diesel::insert_into($table)
+                        .values($values)
+                        .on_conflict($key)
+                        .do_update()
+                        .set($set),
+                ),
+                conn,
+            )?,
+            $crate::db::DbConnection::Postgres(conn) => diesel::RunQueryDsl::execute(
+                $crate::db::Cached(
+                    diesel::insert_into($table)
+                        .values($values)
+                        .on_conflict($key)
+                        .do_update()
+                        .set($set),
+                ),
+                conn,
+            )?,
         }
     };
 }
 
-/// Updates rows that exist, many per statement: each row is inserted, and
-/// as it conflicts with itself, the columns `set` names are updated from it.
+/// Updates rows that exist, one [`upsert`] per row: each row is
+/// inserted, and as it conflicts with itself, the columns `set` names are
+/// updated from it.
 macro_rules! update_all {
     ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {
-        match $conn {
-            $crate::db::DbConnection::Sqlite(conn) => diesel::insert_into($table)
-                .values($rows)
-                .on_conflict($key)
-                .do_update()
-                .set($set)
-                .execute(conn)?,
-            $crate::db::DbConnection::Postgres(conn) => diesel::insert_into($table)
-                .values($rows)
-                .on_conflict($key)
-                .do_update()
-                .set($set)
-                .execute(conn)?,
+        for row in $rows {
+            $crate::db::upsert!($conn, $table, row, $key, $set);
         }
     };
 }
-pub(crate) use {insert_all, update_all};
+pub(crate) use {insert_all, update_all, upsert};

@@ -1129,9 +1129,7 @@ struct Invoking(UsageRow);
 impl Attached for Invoking {
     fn write_all(conn: &mut DbConnection, rows: &[&Invoking]) -> QueryResult<()> {
         let rows: Vec<UsageRow> = rows.iter().map(|Invoking(row)| row.clone()).collect();
-        for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
-            db::insert_all!(conn, usage_records::table, chunk);
-        }
+        db::insert_all!(conn, usage_records::table, rows);
         Ok(())
     }
 }
@@ -1177,25 +1175,18 @@ fn complete_if_invoking(conn: &mut DbConnection, record: &UsageRow) -> QueryResu
 /// periods, and everything into the usage rollups. Only for calls whose
 /// hold this same transaction resolved, which happens once per call.
 fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
-    use diesel::upsert::excluded;
-    let rows: Vec<UsageRow> = records.iter().map(|&row| row.clone()).collect();
-    for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::update_all!(
-            conn,
-            usage_records::table,
-            chunk,
-            usage_records::id,
-            (
-                usage_records::units.eq(excluded(usage_records::units)),
-                usage_records::credits.eq(excluded(usage_records::credits)),
-                usage_records::wholesale.eq(excluded(usage_records::wholesale)),
-                usage_records::fuel.eq(excluded(usage_records::fuel)),
-                usage_records::duration_us.eq(excluded(usage_records::duration_us)),
-                usage_records::outcome.eq(excluded(usage_records::outcome)),
-                usage_records::error.eq(excluded(usage_records::error)),
-                usage_records::state.eq(excluded(usage_records::state)),
-            )
-        );
+    for record in records {
+        db::Cached(diesel::update(usage_records::table.find(&record.id)).set((
+            usage_records::units.eq(record.units),
+            usage_records::credits.eq(record.credits),
+            usage_records::wholesale.eq(record.wholesale),
+            usage_records::fuel.eq(record.fuel),
+            usage_records::duration_us.eq(record.duration_us),
+            usage_records::outcome.eq(&record.outcome),
+            usage_records::error.eq(&record.error),
+            usage_records::state.eq(&record.state),
+        )))
+        .execute(conn)?;
     }
     count(conn, records)
 }
@@ -1294,23 +1285,25 @@ fn add_units(
 ) -> QueryResult<()> {
     macro_rules! upsert {
         ($conn:expr) => {
-            diesel::insert_into(usage_counters::table)
-                .values((
-                    usage_counters::tenant_id.eq(tenant_id),
-                    usage_counters::plugin.eq(plugin),
-                    usage_counters::function.eq(function),
-                    usage_counters::period.eq(period),
-                    usage_counters::units.eq(units),
-                ))
-                .on_conflict((
-                    usage_counters::tenant_id,
-                    usage_counters::plugin,
-                    usage_counters::function,
-                    usage_counters::period,
-                ))
-                .do_update()
-                .set(usage_counters::units.eq(usage_counters::units + units))
-                .execute($conn)
+            db::Cached(
+                diesel::insert_into(usage_counters::table)
+                    .values((
+                        usage_counters::tenant_id.eq(tenant_id),
+                        usage_counters::plugin.eq(plugin),
+                        usage_counters::function.eq(function),
+                        usage_counters::period.eq(period),
+                        usage_counters::units.eq(units),
+                    ))
+                    .on_conflict((
+                        usage_counters::tenant_id,
+                        usage_counters::plugin,
+                        usage_counters::function,
+                        usage_counters::period,
+                    ))
+                    .do_update()
+                    .set(usage_counters::units.eq(usage_counters::units + units)),
+            )
+            .execute($conn)
         };
     }
     match conn {

@@ -169,7 +169,7 @@ fn record(
         .execute(conn)?;
     {
         use mrr_monthly::dsl as m;
-        db::update_all!(
+        db::upsert!(
             conn,
             mrr_monthly::table,
             (

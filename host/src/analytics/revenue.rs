@@ -160,7 +160,7 @@ fn add(
     };
     {
         use revenue_daily::dsl as r;
-        db::update_all!(
+        db::upsert!(
             conn,
             revenue_daily::table,
             &row,
@@ -184,7 +184,7 @@ fn add(
         seller: seller.key(),
     };
     use revenue_monthly::dsl as m;
-    db::update_all!(
+    db::upsert!(
         conn,
         revenue_monthly::table,
         &row,

@@ -148,23 +148,21 @@ pub fn record(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()>
             duration_us: s.duration_us,
         })
         .collect();
-    for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
-        use usage_daily::dsl as d;
-        db::update_all!(
-            conn,
-            usage_daily::table,
-            chunk,
-            (d::tenant_id, d::day, d::plugin, d::function),
-            (
-                d::calls.eq(d::calls + excluded(d::calls)),
-                d::failed.eq(d::failed + excluded(d::failed)),
-                d::units.eq(d::units + excluded(d::units)),
-                d::credits.eq(d::credits + excluded(d::credits)),
-                d::fuel.eq(d::fuel + excluded(d::fuel)),
-                d::duration_us.eq(d::duration_us + excluded(d::duration_us)),
-            )
-        );
-    }
+    use usage_daily::dsl as d;
+    db::update_all!(
+        conn,
+        usage_daily::table,
+        &rows,
+        (d::tenant_id, d::day, d::plugin, d::function),
+        (
+            d::calls.eq(d::calls + excluded(d::calls)),
+            d::failed.eq(d::failed + excluded(d::failed)),
+            d::units.eq(d::units + excluded(d::units)),
+            d::credits.eq(d::credits + excluded(d::credits)),
+            d::fuel.eq(d::fuel + excluded(d::fuel)),
+            d::duration_us.eq(d::duration_us + excluded(d::duration_us)),
+        )
+    );
     let rows: Vec<PlatformRow> = platform
         .iter()
         .map(|((day, plugin, function), s)| PlatformRow {
@@ -179,23 +177,21 @@ pub fn record(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()>
             duration_us: s.duration_us,
         })
         .collect();
-    for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
-        use usage_platform_daily::dsl as p;
-        db::update_all!(
-            conn,
-            usage_platform_daily::table,
-            chunk,
-            (p::day, p::plugin, p::function),
-            (
-                p::calls.eq(p::calls + excluded(p::calls)),
-                p::failed.eq(p::failed + excluded(p::failed)),
-                p::units.eq(p::units + excluded(p::units)),
-                p::credits.eq(p::credits + excluded(p::credits)),
-                p::fuel.eq(p::fuel + excluded(p::fuel)),
-                p::duration_us.eq(p::duration_us + excluded(p::duration_us)),
-            )
-        );
-    }
+    use usage_platform_daily::dsl as p;
+    db::update_all!(
+        conn,
+        usage_platform_daily::table,
+        &rows,
+        (p::day, p::plugin, p::function),
+        (
+            p::calls.eq(p::calls + excluded(p::calls)),
+            p::failed.eq(p::failed + excluded(p::failed)),
+            p::units.eq(p::units + excluded(p::units)),
+            p::credits.eq(p::credits + excluded(p::credits)),
+            p::fuel.eq(p::fuel + excluded(p::fuel)),
+            p::duration_us.eq(p::duration_us + excluded(p::duration_us)),
+        )
+    );
     let rows: Vec<MonthlyRow> = monthly
         .iter()
         .map(|((tenant_id, month), s)| MonthlyRow {
@@ -205,19 +201,17 @@ pub fn record(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()>
             credits: s.credits,
         })
         .collect();
-    for chunk in rows.chunks(db::ROWS_PER_INSERT_MAX) {
-        use usage_monthly::dsl as m;
-        db::update_all!(
-            conn,
-            usage_monthly::table,
-            chunk,
-            (m::tenant_id, m::month),
-            (
-                m::calls.eq(m::calls + excluded(m::calls)),
-                m::credits.eq(m::credits + excluded(m::credits)),
-            )
-        );
-    }
+    use usage_monthly::dsl as m;
+    db::update_all!(
+        conn,
+        usage_monthly::table,
+        &rows,
+        (m::tenant_id, m::month),
+        (
+            m::calls.eq(m::calls + excluded(m::calls)),
+            m::credits.eq(m::credits + excluded(m::credits)),
+        )
+    );
     Ok(())
 }
 

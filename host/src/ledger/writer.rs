@@ -29,7 +29,7 @@ use super::{
 };
 use crate::config::LedgerSettings;
 use crate::db::schema::{accounts, allocations, grants, holds, transfers};
-use crate::db::{self, DatabaseUrl, DbConnection};
+use crate::db::{self, Cached, DatabaseUrl, DbConnection};
 use crate::units::Clock;
 
 /// Calls waiting for the writer at most; callers beyond this wait for room,
@@ -39,8 +39,9 @@ const QUEUE_CALLS_MAX: usize = 10_000;
 /// The SQLite page cache of the writer's connection, in KiB.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
-/// Ids per `IN (...)` list, for the same reason.
-const IN_LIST_MAX: usize = 1_000;
+/// Ids per `IN (...)` list at most: a power of two, as lists are
+/// [`db::padded`] to one.
+const IN_LIST_MAX: usize = 1_024;
 
 #[derive(Clone, Copy, Debug)]
 pub struct WriterOptions {
@@ -589,10 +590,12 @@ fn load(
     }
     let mut wallets = Vec::new();
     for chunk in account_ids.chunks(IN_LIST_MAX) {
-        let rows: Vec<AccountRow> = accounts::table
-            .filter(accounts::id.eq_any(chunk))
-            .select(AccountRow::as_select())
-            .load(conn)?;
+        let rows: Vec<AccountRow> = Cached(
+            accounts::table
+                .filter(accounts::id.eq_any(db::padded(chunk)))
+                .select(AccountRow::as_select()),
+        )
+        .load(conn)?;
         for row in rows {
             if row.is_wallet() {
                 wallets.push(row.id);
@@ -604,10 +607,10 @@ fn load(
         wallets.iter().map(|id| (*id, Vec::new())).collect();
     for chunk in wallets.chunks(IN_LIST_MAX) {
         let open_grants = grants::table
-            .filter(grants::account_id.eq_any(chunk))
+            .filter(grants::account_id.eq_any(db::padded(chunk)))
             .filter(grants::remaining.gt(0).or(grants::reserved.gt(0)));
         let rows: Vec<GrantRow> = match revoked_grants.is_empty() {
-            true => open_grants.select(GrantRow::as_select()).load(conn)?,
+            true => Cached(open_grants.select(GrantRow::as_select())).load(conn)?,
             // A revoke names a grant that may have nothing left: loaded
             // too, so it is refused as short rather than unknown.
             false => grants::table
@@ -630,10 +633,12 @@ fn load(
     }
     let mut reserved: HashMap<String, Vec<AllocationRow>> = HashMap::new();
     for chunk in hold_ids.chunks(IN_LIST_MAX) {
-        let rows: Vec<AllocationRow> = allocations::table
-            .filter(allocations::transfer_id.eq_any(chunk))
-            .select(AllocationRow::as_select())
-            .load(conn)?;
+        let rows: Vec<AllocationRow> = Cached(
+            allocations::table
+                .filter(allocations::transfer_id.eq_any(db::padded(chunk)))
+                .select(AllocationRow::as_select()),
+        )
+        .load(conn)?;
         for row in rows {
             reserved
                 .entry(row.transfer_id.clone())
@@ -653,10 +658,12 @@ fn load_holds(conn: &mut DbConnection, hold_ids: &[String]) -> Result<Vec<HoldRo
     let mut rows = Vec::new();
     for chunk in hold_ids.chunks(IN_LIST_MAX) {
         rows.extend(
-            holds::table
-                .filter(holds::id.eq_any(chunk))
-                .select(HoldRow::as_select())
-                .load(conn)?,
+            Cached(
+                holds::table
+                    .filter(holds::id.eq_any(db::padded(chunk)))
+                    .select(HoldRow::as_select()),
+            )
+            .load(conn)?,
         );
     }
     Ok(rows)
@@ -668,7 +675,7 @@ fn load_holds(conn: &mut DbConnection, hold_ids: &[String]) -> Result<Vec<HoldRo
 fn lock_wallets(conn: &mut diesel::PgConnection, account_ids: &[i64]) -> Result<(), LedgerError> {
     for chunk in account_ids.chunks(IN_LIST_MAX) {
         accounts::table
-            .filter(accounts::id.eq_any(chunk))
+            .filter(accounts::id.eq_any(db::padded(chunk)))
             .filter(accounts::kind.eq(WALLET_KIND))
             .order(accounts::id)
             .select(accounts::id)
@@ -686,10 +693,12 @@ fn load_existing(
     transfer_ids: &[String],
 ) -> Result<(), LedgerError> {
     for chunk in transfer_ids.chunks(IN_LIST_MAX) {
-        let rows: Vec<TransferRow> = transfers::table
-            .filter(transfers::id.eq_any(chunk))
-            .select(TransferRow::as_select())
-            .load(conn)?;
+        let rows: Vec<TransferRow> = Cached(
+            transfers::table
+                .filter(transfers::id.eq_any(db::padded(chunk)))
+                .select(TransferRow::as_select()),
+        )
+        .load(conn)?;
         if rows.is_empty() {
             continue;
         }
@@ -724,64 +733,51 @@ fn store(conn: &mut DbConnection, output: Output) -> Result<(), LedgerError> {
     if let DbConnection::Postgres(_) = conn {
         conn.batch_execute("SET LOCAL plan_cache_mode = auto")?;
     }
-    for chunk in output.transfers.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::insert_all!(conn, transfers::table, chunk);
-    }
+    db::insert_all!(conn, transfers::table, output.transfers);
     let (new_grants, changed_grants): (Vec<_>, Vec<_>) = output
         .grants
         .into_iter()
         .partition(|(_, write)| *write == Write::Insert);
     let new_grants: Vec<GrantRow> = new_grants.into_iter().map(|(row, _)| row).collect();
-    for chunk in new_grants.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::insert_all!(conn, grants::table, chunk);
-    }
+    db::insert_all!(conn, grants::table, new_grants);
     let changed_grants: Vec<GrantRow> = changed_grants.into_iter().map(|(row, _)| row).collect();
-    for chunk in changed_grants.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::update_all!(
-            conn,
-            grants::table,
-            chunk,
-            grants::id,
-            (
-                grants::remaining.eq(excluded(grants::remaining)),
-                grants::reserved.eq(excluded(grants::reserved)),
-                grants::expired.eq(excluded(grants::expired)),
-            )
-        );
-    }
+    db::update_all!(
+        conn,
+        grants::table,
+        &changed_grants,
+        grants::id,
+        (
+            grants::remaining.eq(excluded(grants::remaining)),
+            grants::reserved.eq(excluded(grants::reserved)),
+            grants::expired.eq(excluded(grants::expired)),
+        )
+    );
     let (new_holds, changed_holds): (Vec<_>, Vec<_>) = output
         .holds
         .into_iter()
         .partition(|(_, write)| *write == Write::Insert);
     let new_holds: Vec<HoldRow> = new_holds.into_iter().map(|(row, _)| row).collect();
-    for chunk in new_holds.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::insert_all!(conn, holds::table, chunk);
-    }
+    db::insert_all!(conn, holds::table, new_holds);
     let changed_holds: Vec<HoldRow> = changed_holds.into_iter().map(|(row, _)| row).collect();
-    for chunk in changed_holds.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::update_all!(
-            conn,
-            holds::table,
-            chunk,
-            holds::id,
-            (
-                holds::state.eq(excluded(holds::state)),
-                holds::resolved_by.eq(excluded(holds::resolved_by)),
-            )
-        );
-    }
-    for chunk in output.allocations.chunks(db::ROWS_PER_INSERT_MAX) {
-        db::insert_all!(conn, allocations::table, chunk);
-    }
+    db::update_all!(
+        conn,
+        holds::table,
+        &changed_holds,
+        holds::id,
+        (
+            holds::state.eq(excluded(holds::state)),
+            holds::resolved_by.eq(excluded(holds::resolved_by)),
+        )
+    );
+    db::insert_all!(conn, allocations::table, output.allocations);
     for (id, delta) in output.account_deltas {
-        diesel::update(accounts::table.find(id))
-            .set((
-                accounts::debits_posted.eq(accounts::debits_posted + delta.debits_posted),
-                accounts::credits_posted.eq(accounts::credits_posted + delta.credits_posted),
-                accounts::debits_pending.eq(accounts::debits_pending + delta.debits_pending),
-                accounts::credits_pending.eq(accounts::credits_pending + delta.credits_pending),
-            ))
-            .execute(conn)?;
+        Cached(diesel::update(accounts::table.find(id)).set((
+            accounts::debits_posted.eq(accounts::debits_posted + delta.debits_posted),
+            accounts::credits_posted.eq(accounts::credits_posted + delta.credits_posted),
+            accounts::debits_pending.eq(accounts::debits_pending + delta.debits_pending),
+            accounts::credits_pending.eq(accounts::credits_pending + delta.credits_pending),
+        )))
+        .execute(conn)?;
     }
     Ok(())
 }
