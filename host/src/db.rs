@@ -358,45 +358,52 @@ pub fn padded<T: Clone>(values: &[T]) -> Vec<T> {
     padded
 }
 
-/// Inserts rows many per statement, in chunks of powers of two up to
-/// [`ROWS_PER_INSERT_MAX`] (37 rows: 32, 4 and 1): diesel caches the
-/// statement of an array of rows, whose length is part of its type, and
-/// prepares the statement of a `Vec` afresh every time. Diesel builds
-/// multi-row INSERTs for SQLite only on a concrete `SqliteConnection`, so
-/// this picks the backend.
+/// Inserts rows many per statement. On SQLite, in chunks of powers of two
+/// up to [`ROWS_PER_INSERT_MAX`] (37 rows: 32, 4 and 1) passed as arrays:
+/// diesel caches the statement of an array, whose length is part of its
+/// type, and prepares that of a `Vec` afresh every time, which cost more
+/// than running three statements. On PostgreSQL, where each statement is a
+/// round trip, as one statement per [`ROWS_PER_INSERT_MAX`] rows. Diesel
+/// builds multi-row INSERTs for SQLite only on a concrete
+/// `SqliteConnection`, so this picks the backend.
 macro_rules! insert_all {
     ($conn:expr, $table:expr, $rows:expr) => {{
-        let mut rest = &$rows[..];
-        while !rest.is_empty() {
-            let n = match rest.len() {
-                n if n >= $crate::db::ROWS_PER_INSERT_MAX => $crate::db::ROWS_PER_INSERT_MAX,
-                n => 1 << n.ilog2(),
-            };
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            macro_rules! insert_array {
-                ($n:literal) => {{
-                    let array: &[_; $n] = chunk.try_into().expect("n rows");
-                    match &mut *$conn {
-                        $crate::db::DbConnection::Sqlite(conn) => {
-                            diesel::insert_into($table).values(array).execute(conn)?
-                        }
-                        $crate::db::DbConnection::Postgres(conn) => {
-                            diesel::insert_into($table).values(array).execute(conn)?
-                        }
-                    }
-                }};
+        let rows = &$rows[..];
+        match &mut *$conn {
+            $crate::db::DbConnection::Postgres(conn) => {
+                for chunk in rows.chunks($crate::db::ROWS_PER_INSERT_MAX) {
+                    diesel::insert_into($table).values(chunk).execute(conn)?;
+                }
             }
-            match n {
-                128 => insert_array!(128),
-                64 => insert_array!(64),
-                32 => insert_array!(32),
-                16 => insert_array!(16),
-                8 => insert_array!(8),
-                4 => insert_array!(4),
-                2 => insert_array!(2),
-                _ => insert_array!(1),
-            };
+            $crate::db::DbConnection::Sqlite(conn) => {
+                let mut rest = rows;
+                while !rest.is_empty() {
+                    let n = match rest.len() {
+                        n if n >= $crate::db::ROWS_PER_INSERT_MAX => {
+                            $crate::db::ROWS_PER_INSERT_MAX
+                        }
+                        n => 1 << n.ilog2(),
+                    };
+                    let (chunk, tail) = rest.split_at(n);
+                    rest = tail;
+                    macro_rules! insert_array {
+                        ($n:literal) => {{
+                            let array: &[_; $n] = chunk.try_into().expect("n rows");
+                            diesel::insert_into($table).values(array).execute(conn)?
+                        }};
+                    }
+                    match n {
+                        128 => insert_array!(128),
+                        64 => insert_array!(64),
+                        32 => insert_array!(32),
+                        16 => insert_array!(16),
+                        8 => insert_array!(8),
+                        4 => insert_array!(4),
+                        2 => insert_array!(2),
+                        _ => insert_array!(1),
+                    };
+                }
+            }
         }
     }};
 }
@@ -431,14 +438,30 @@ macro_rules! upsert {
     };
 }
 
-/// Updates rows that exist, one [`upsert`] per row: each row is
-/// inserted, and as it conflicts with itself, the columns `set` names are
-/// updated from it.
+/// Updates rows that exist, many per statement: each row is inserted, and
+/// as it conflicts with itself, the columns `set` names are updated from
+/// it. Diesel prepares an upsert afresh every time; one statement for all
+/// the rows still costs less than a cached one per row (measured on the
+/// metering bench).
 macro_rules! update_all {
     ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {
-        for row in $rows {
-            $crate::db::upsert!($conn, $table, row, $key, $set);
+        for chunk in $rows.chunks($crate::db::ROWS_PER_INSERT_MAX) {
+            match &mut *$conn {
+                $crate::db::DbConnection::Sqlite(conn) => diesel::insert_into($table)
+                    .values(chunk)
+                    .on_conflict($key)
+                    .do_update()
+                    .set($set)
+                    .execute(conn)?,
+                $crate::db::DbConnection::Postgres(conn) => diesel::insert_into($table)
+                    .values(chunk)
+                    .on_conflict($key)
+                    .do_update()
+                    .set($set)
+                    .execute(conn)?,
+            };
         }
     };
 }
+
 pub(crate) use {insert_all, update_all, upsert};

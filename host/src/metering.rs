@@ -1175,19 +1175,24 @@ fn complete_if_invoking(conn: &mut DbConnection, record: &UsageRow) -> QueryResu
 /// periods, and everything into the usage rollups. Only for calls whose
 /// hold this same transaction resolved, which happens once per call.
 fn complete(conn: &mut DbConnection, records: &[&UsageRow]) -> QueryResult<()> {
-    for record in records {
-        db::Cached(diesel::update(usage_records::table.find(&record.id)).set((
-            usage_records::units.eq(record.units),
-            usage_records::credits.eq(record.credits),
-            usage_records::wholesale.eq(record.wholesale),
-            usage_records::fuel.eq(record.fuel),
-            usage_records::duration_us.eq(record.duration_us),
-            usage_records::outcome.eq(&record.outcome),
-            usage_records::error.eq(&record.error),
-            usage_records::state.eq(&record.state),
-        )))
-        .execute(conn)?;
-    }
+    use diesel::upsert::excluded;
+    let rows: Vec<UsageRow> = records.iter().map(|&row| row.clone()).collect();
+    db::update_all!(
+        conn,
+        usage_records::table,
+        rows,
+        usage_records::id,
+        (
+            usage_records::units.eq(excluded(usage_records::units)),
+            usage_records::credits.eq(excluded(usage_records::credits)),
+            usage_records::wholesale.eq(excluded(usage_records::wholesale)),
+            usage_records::fuel.eq(excluded(usage_records::fuel)),
+            usage_records::duration_us.eq(excluded(usage_records::duration_us)),
+            usage_records::outcome.eq(excluded(usage_records::outcome)),
+            usage_records::error.eq(excluded(usage_records::error)),
+            usage_records::state.eq(excluded(usage_records::state)),
+        )
+    );
     count(conn, records)
 }
 
