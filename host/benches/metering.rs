@@ -3,8 +3,10 @@
 //! generator on loopback (64 connections, one blocking client thread each)
 //! with p50 and p99 latency; and 64 in-process callers who are a
 //! reseller's tenant, each call charged at retail to the tenant and at
-//! wholesale to the reseller. On SQLite (the durable default) and on
-//! PostgreSQL.
+//! wholesale to the reseller; and, as a probe of the ledger writer's
+//! ceiling, 64 callers each making one plain spend with its settled usage
+//! record (what a call costs the writer when it is one ledger command). On
+//! SQLite (the durable default) and on PostgreSQL.
 //!
 //! Run: `cargo bench -p tollgate --bench metering` (`BENCH_QUICK=1` for a
 //! short run, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
@@ -16,9 +18,13 @@ use std::time::{Duration, Instant};
 
 use tollgate::api::{self, AppState};
 use tollgate::auth::{self, Role};
+use tollgate::db::DbConnection;
+use tollgate::db::schema::usage_records;
 use tollgate::db::testing::TestDatabase;
-use tollgate::ledger::{Command, GrantSource, Ledger, TransferId, WriterOptions};
-use tollgate::metering::{Meter, Request};
+use tollgate::ledger::{
+    Attached, Attachment, Command, GrantSource, Ledger, PlatformAccount, TransferId, WriterOptions,
+};
+use tollgate::metering::{Meter, Request, UsageRow};
 use tollgate::plugins::{self, ActivePlugin, Registry};
 use tollgate::pricing::{ChargeModel, Price, PriceBook};
 use tollgate::resale;
@@ -251,6 +257,44 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         );
         commits(&ledger, before, elapsed);
     }
+    // The writer's cost of a call that is one ledger command: a spend and
+    // its settled usage record in one commit, no hold and no plugin. What
+    // a metered call would cost it if its hold were not a ledger command
+    // (docs/BENCHMARKS.md, "the ceiling of this write path").
+    let before = writer_stats(&ledger);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..64 {
+            scope.spawn(|| {
+                for _ in 0..n_calls * 4 / 64 {
+                    let id = uuid::Uuid::now_v7().simple().to_string();
+                    let spend = Command::Transfer {
+                        id: TransferId::new(format!("spend-{id}")).expect("valid"),
+                        debit: wallet,
+                        credit: PlatformAccount::Revenue.id(),
+                        amount: Credits::from_micros(1_000),
+                        memo: "fixture-noop adjust-price: 1 units".into(),
+                    };
+                    let record = Settled(settled_record(id, tenant.id));
+                    let results = ledger.execute_attached_blocking(
+                        vec![spend],
+                        vec![Some(Attachment::new(record))],
+                    );
+                    results[0].as_ref().expect("the spend is applied");
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    report(
+        backend,
+        "one command a call: spend + record, 64",
+        n_calls * 4,
+        elapsed,
+        None,
+    );
+    commits(&ledger, before, elapsed);
+
     let before = writer_stats(&ledger);
     let started = Instant::now();
     metered(resold.id, 64, n_calls * 4);
@@ -489,6 +533,54 @@ fn report(
         "{backend:<9} {mode:<42} {n:>6} {seconds:>9.3} {:>9.0} {p50:>8} {p99:>8}",
         n as f64 / seconds
     );
+}
+
+/// A settled usage record written with the spend that charges for it.
+struct Settled(UsageRow);
+
+impl Attached for Settled {
+    fn write_all(conn: &mut DbConnection, rows: &[&Settled]) -> diesel::QueryResult<()> {
+        use diesel::RunQueryDsl as _;
+        let rows: Vec<&UsageRow> = rows.iter().map(|Settled(row)| row).collect();
+        for chunk in rows.chunks(128) {
+            match conn {
+                DbConnection::Sqlite(conn) => diesel::insert_into(usage_records::table)
+                    .values(chunk.iter().map(|row| (*row).clone()).collect::<Vec<_>>())
+                    .execute(conn)?,
+                DbConnection::Postgres(conn) => diesel::insert_into(usage_records::table)
+                    .values(chunk.iter().map(|row| (*row).clone()).collect::<Vec<_>>())
+                    .execute(conn)?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The record of a no-op call charged 0.001 credit, as its settlement
+/// leaves it.
+fn settled_record(id: String, tenant: tollgate::ids::TenantId) -> UsageRow {
+    let now = SystemClock.now();
+    UsageRow {
+        id,
+        tenant_id: tenant.0,
+        plugin: "fixture-noop".into(),
+        version: "0.1.0".into(),
+        function: "adjust-price".into(),
+        units: 1,
+        credits: 1_000,
+        held: 1_000,
+        fuel: 1_000,
+        duration_us: 10,
+        outcome: "ok".into(),
+        error: None,
+        idempotency_key: None,
+        period: tollgate::metering::period_of(now),
+        state: "settled".into(),
+        created_at: now.micros(),
+        reseller_id: None,
+        wholesale_held: 0,
+        wholesale: 0,
+    }
 }
 
 /// `BENCH_SQL=1`: every statement the run made, by its SQL (bound values
