@@ -535,7 +535,8 @@ fn report(
     );
 }
 
-/// A settled usage record written with the spend that charges for it.
+/// A settled usage record written with the spend that charges for it,
+/// and counted into the usage rollups, as a settlement writes it.
 struct Settled(UsageRow);
 
 impl Attached for Settled {
@@ -552,7 +553,8 @@ impl Attached for Settled {
                     .execute(conn)?,
             };
         }
-        Ok(())
+        // The usage rollups, as a settlement batch upserts them.
+        tollgate::analytics::usage::record(conn, &rows)
     }
 }
 

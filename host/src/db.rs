@@ -304,15 +304,16 @@ fn names(
     versions.map(|versions| versions.iter().map(ToString::to_string).collect())
 }
 
-/// Rows per multi-row INSERT at most: a power of two (see [`insert_all`]),
-/// well under SQLite's and PostgreSQL's limits on bound parameters (32,766
-/// and 65,535) for our widest row (usage records, 19 columns).
-pub const ROWS_PER_INSERT_MAX: usize = 128;
+/// Rows per multi-row statement at most: well under SQLite's and
+/// PostgreSQL's limits on bound parameters (32,766 and 65,535) for our
+/// widest row (usage records, 19 columns).
+pub const ROWS_PER_INSERT_MAX: usize = 1_000;
 
 /// A statement diesel would prepare afresh every time it runs (an
 /// `UPDATE`, an upsert, an `IN` list), kept in the connection's statement
-/// cache under its SQL text instead. Preparing was 40% of the ledger
-/// writer's time before (docs/BENCHMARKS.md). Only for statements of a
+/// cache under its SQL text instead (a profile put 40% of the ledger
+/// writer's CPU in preparing; docs/BENCHMARKS.md says what caching won
+/// back). Only for statements of a
 /// bounded number of shapes, since the cache keeps every text it sees: an
 /// `IN` list goes through [`padded`] first. The text and the types of its
 /// binds are the whole statement, so a cached one is always the right one.
@@ -359,7 +360,7 @@ pub fn padded<T: Clone>(values: &[T]) -> Vec<T> {
 }
 
 /// Inserts rows many per statement. On SQLite, in chunks of powers of two
-/// up to [`ROWS_PER_INSERT_MAX`] (37 rows: 32, 4 and 1) passed as arrays:
+/// up to 128 rows (37 rows: 32, 4 and 1) passed as arrays:
 /// diesel caches the statement of an array, whose length is part of its
 /// type, and prepares that of a `Vec` afresh every time, which cost more
 /// than running three statements. On PostgreSQL, where each statement is a
@@ -378,12 +379,8 @@ macro_rules! insert_all {
             $crate::db::DbConnection::Sqlite(conn) => {
                 let mut rest = rows;
                 while !rest.is_empty() {
-                    let n = match rest.len() {
-                        n if n >= $crate::db::ROWS_PER_INSERT_MAX => {
-                            $crate::db::ROWS_PER_INSERT_MAX
-                        }
-                        n => 1 << n.ilog2(),
-                    };
+                    // A power of two from 1 to 128: one of the arms below.
+                    let n = 1_usize << rest.len().ilog2().min(7);
                     let (chunk, tail) = rest.split_at(n);
                     rest = tail;
                     macro_rules! insert_array {

@@ -606,11 +606,14 @@ fn load(
     let mut open: HashMap<i64, Vec<GrantRow>> =
         wallets.iter().map(|id| (*id, Vec::new())).collect();
     for chunk in wallets.chunks(IN_LIST_MAX) {
-        let open_grants = grants::table
-            .filter(grants::account_id.eq_any(db::padded(chunk)))
-            .filter(grants::remaining.gt(0).or(grants::reserved.gt(0)));
         let rows: Vec<GrantRow> = match revoked_grants.is_empty() {
-            true => Cached(open_grants.select(GrantRow::as_select())).load(conn)?,
+            true => Cached(
+                grants::table
+                    .filter(grants::account_id.eq_any(db::padded(chunk)))
+                    .filter(grants::remaining.gt(0).or(grants::reserved.gt(0)))
+                    .select(GrantRow::as_select()),
+            )
+            .load(conn)?,
             // A revoke names a grant that may have nothing left: loaded
             // too, so it is refused as short rather than unknown.
             false => grants::table
@@ -675,7 +678,7 @@ fn load_holds(conn: &mut DbConnection, hold_ids: &[String]) -> Result<Vec<HoldRo
 fn lock_wallets(conn: &mut diesel::PgConnection, account_ids: &[i64]) -> Result<(), LedgerError> {
     for chunk in account_ids.chunks(IN_LIST_MAX) {
         accounts::table
-            .filter(accounts::id.eq_any(db::padded(chunk)))
+            .filter(accounts::id.eq_any(chunk))
             .filter(accounts::kind.eq(WALLET_KIND))
             .order(accounts::id)
             .select(accounts::id)
