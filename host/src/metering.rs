@@ -1288,33 +1288,24 @@ fn add_units(
     period: &str,
     units: i64,
 ) -> QueryResult<()> {
-    macro_rules! upsert {
-        ($conn:expr) => {
-            db::Cached(
-                diesel::insert_into(usage_counters::table)
-                    .values((
-                        usage_counters::tenant_id.eq(tenant_id),
-                        usage_counters::plugin.eq(plugin),
-                        usage_counters::function.eq(function),
-                        usage_counters::period.eq(period),
-                        usage_counters::units.eq(units),
-                    ))
-                    .on_conflict((
-                        usage_counters::tenant_id,
-                        usage_counters::plugin,
-                        usage_counters::function,
-                        usage_counters::period,
-                    ))
-                    .do_update()
-                    .set(usage_counters::units.eq(usage_counters::units + units)),
-            )
-            .execute($conn)
-        };
-    }
-    match conn {
-        DbConnection::Postgres(conn) => upsert!(conn)?,
-        DbConnection::Sqlite(conn) => upsert!(conn)?,
-    };
+    db::upsert!(
+        conn,
+        usage_counters::table,
+        (
+            usage_counters::tenant_id.eq(tenant_id),
+            usage_counters::plugin.eq(plugin),
+            usage_counters::function.eq(function),
+            usage_counters::period.eq(period),
+            usage_counters::units.eq(units),
+        ),
+        (
+            usage_counters::tenant_id,
+            usage_counters::plugin,
+            usage_counters::function,
+            usage_counters::period,
+        ),
+        usage_counters::units.eq(usage_counters::units + units)
+    );
     Ok(())
 }
 

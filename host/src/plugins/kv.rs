@@ -182,33 +182,24 @@ fn put(
     now: Timestamp,
 ) -> QueryResult<()> {
     use diesel::upsert::excluded;
-    // The same statement on each backend; diesel's ON CONFLICT is written
-    // per backend, so the multi-backend connection is matched here.
-    macro_rules! upsert {
-        ($conn:expr) => {
-            diesel::insert_into(plugin_kv::table)
-                .values((
-                    plugin_kv::tenant_id.eq(tenant.0),
-                    plugin_kv::plugin.eq(plugin),
-                    plugin_kv::key.eq(key),
-                    plugin_kv::value.eq(value),
-                    plugin_kv::size_bytes.eq(value.len() as i64),
-                    plugin_kv::updated_at.eq(now.micros()),
-                ))
-                .on_conflict((plugin_kv::tenant_id, plugin_kv::plugin, plugin_kv::key))
-                .do_update()
-                .set((
-                    plugin_kv::value.eq(excluded(plugin_kv::value)),
-                    plugin_kv::size_bytes.eq(excluded(plugin_kv::size_bytes)),
-                    plugin_kv::updated_at.eq(excluded(plugin_kv::updated_at)),
-                ))
-                .execute($conn)
-        };
-    }
-    match conn {
-        DbConnection::Postgres(conn) => upsert!(conn)?,
-        DbConnection::Sqlite(conn) => upsert!(conn)?,
-    };
+    db::upsert!(
+        conn,
+        plugin_kv::table,
+        (
+            plugin_kv::tenant_id.eq(tenant.0),
+            plugin_kv::plugin.eq(plugin),
+            plugin_kv::key.eq(key),
+            plugin_kv::value.eq(value),
+            plugin_kv::size_bytes.eq(value.len() as i64),
+            plugin_kv::updated_at.eq(now.micros()),
+        ),
+        (plugin_kv::tenant_id, plugin_kv::plugin, plugin_kv::key),
+        (
+            plugin_kv::value.eq(excluded(plugin_kv::value)),
+            plugin_kv::size_bytes.eq(excluded(plugin_kv::size_bytes)),
+            plugin_kv::updated_at.eq(excluded(plugin_kv::updated_at)),
+        )
+    );
     Ok(())
 }
 
