@@ -192,6 +192,9 @@ pub struct LedgerSettings {
     pub hold_timeout_seconds_max: u32,
     /// How often expired grants and forgotten holds are swept.
     pub expiry_sweep_seconds: u32,
+    /// A wallet making this many metered calls within 100 ms gets a lease
+    /// (`metering::leases`); 0 turns leases off.
+    pub lease_after_calls: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,6 +268,7 @@ impl Default for Settings {
                 hold_timeout_seconds_default: 300,
                 hold_timeout_seconds_max: 86_400,
                 expiry_sweep_seconds: 1,
+                lease_after_calls: 32,
             },
             limits: LimitSettings {
                 request_body_bytes_max: 1 << 20,

@@ -807,6 +807,7 @@ fn serve(
                 let _ = stopped.wait_for(|stop| *stop).await;
             }
         }));
+        let closing = meter.clone();
         let app = api::router(api::AppState {
             database,
             ledger,
@@ -839,6 +840,10 @@ fn serve(
         let _ = sweeper.await;
         let _ = sequencer.await;
         let _ = postman.await;
+        // Calls still settling finish on their leases, which go back.
+        tokio::task::spawn_blocking(move || closing.close_leases())
+            .await
+            .context("giving back wallet leases")?;
         anyhow::Ok(())
     })
 }
@@ -1604,6 +1609,7 @@ fn services(config: &Config, database: &Database, ledger: Ledger) -> anyhow::Res
             config.settings.ledger.hold_timeout_seconds_default.max(1),
         )),
     ));
+    meter.lease_after_calls(config.settings.ledger.lease_after_calls);
     let issuer = Arc::new(tollgate::billing::invoices::Issuer::from_settings(
         &config.settings.billing,
     ));

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use super::*;
 use crate::db::testing::TestDatabase;
@@ -669,4 +670,131 @@ fn a_pricing_rule_bound_to_the_tenants_plan_applies_while_it_is_on_the_plan() {
     s.meter.forget_cached();
     let on_plan = s.meter.invoke(search(s.tenant, None, 10, None)).unwrap();
     assert_eq!(on_plan.charged, whole(12), "marked up 20% on Starter");
+}
+
+/// Holds the ledger made: the wallet leases' and the calls' own.
+fn holds_made(s: &Setup) -> (usize, usize) {
+    use crate::db::schema::transfers;
+    let mut conn = s.database.get().unwrap();
+    let ids: Vec<String> = transfers::table
+        .filter(transfers::kind.eq("hold"))
+        .select(transfers::id)
+        .load(&mut conn)
+        .unwrap();
+    let leases = ids.iter().filter(|id| id.starts_with("lease:")).count();
+    (leases, ids.len() - leases)
+}
+
+/// Runs `threads` callers, each making searches of `limit` leads until
+/// it has made `calls` or is refused for want of credits; returns how many
+/// were made.
+fn callers(s: &Setup, threads: usize, calls: usize, limit: u32) -> usize {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut made = 0;
+                    while made < calls {
+                        match s.meter.invoke(search(s.tenant, None, limit, None)) {
+                            Ok(metered) => {
+                                assert!(matches!(metered.result, Ok(Reply::SearchPage(_))));
+                                made += 1;
+                            }
+                            Err(MeterError::InsufficientCredits { .. }) => break,
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                    made
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .sum()
+    })
+}
+
+#[test]
+fn a_busy_wallets_calls_are_charged_on_a_lease_exactly_and_the_lease_goes_back() {
+    // A million credits cover 40,000 of these searches: a lease's worth.
+    let s = setup(1_000_000, vec![price("csv-leads", "search", "0", "1")]);
+    // Busy from its first call.
+    s.meter.lease_after_calls(1);
+    assert_eq!(callers(&s, 8, 40, 25), 320);
+    let (leases, own) = holds_made(&s);
+    assert!(leases >= 1, "a busy wallet's calls go on a lease");
+    assert!(own < 320, "{own} of 320 calls held their own credits");
+    // Every call has its record, settled, and the records' charges are
+    // the ledger's: nothing more, nothing less.
+    let mut conn = s.database.get().unwrap();
+    let records = records(&mut conn, s.tenant, 1_000).unwrap();
+    assert_eq!(records.len(), 320);
+    assert!(records.iter().all(|record| record.state == STATE_SETTLED));
+    assert_eq!(charged_in_records(&s), whole(320 * 25));
+    // An unused lease goes back by itself, soon.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while balance(&s).pending > Credits::ZERO {
+        assert!(
+            Instant::now() < deadline,
+            "the idle lease was never given back"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(revenue(&s), whole(320 * 25));
+    let balance = balance(&s);
+    assert_eq!(balance.posted, whole(1_000_000 - 320 * 25));
+    assert!(audit::audit(&mut conn).unwrap().is_clean());
+    // The daily rollups count every call once.
+    let used =
+        crate::analytics::usage::tenant_daily(&mut conn, s.tenant, "2026-01-01", "2026-01-02")
+            .unwrap();
+    assert_eq!(used.iter().map(|line| line.sums.calls).sum::<i64>(), 320);
+}
+
+#[test]
+fn a_leased_wallet_is_spent_to_exactly_zero_by_concurrent_callers() {
+    // 1,500 credits at 1 a call: a lease at first, then each call on its own
+    // hold as the balance runs low; 8 callers spend it to the last credit.
+    let s = setup(1_500, vec![price("csv-leads", "search", "1", "0")]);
+    s.meter.lease_after_calls(1);
+    assert_eq!(callers(&s, 8, usize::MAX, 1), 1_500);
+    assert!(holds_made(&s).0 >= 1, "the wallet started on a lease");
+    s.meter.close_leases();
+    let balance = balance(&s);
+    assert_eq!(
+        (balance.posted, balance.pending),
+        (Credits::ZERO, Credits::ZERO)
+    );
+    assert_eq!(charged_in_records(&s), whole(1_500));
+    assert_eq!(revenue(&s), whole(1_500));
+    let mut conn = s.database.get().unwrap();
+    assert!(audit::audit(&mut conn).unwrap().is_clean());
+    // Calls after the leases closed hold their own credits.
+    s.ledger
+        .submit_blocking(Command::Grant {
+            id: TransferId::new("grant-2").unwrap(),
+            account: queries::wallet_of(&mut conn, s.tenant).unwrap(),
+            source: GrantSource::Purchase,
+            amount: whole(5_000),
+            expires_at: None,
+            priority: None,
+            memo: String::new(),
+        })
+        .unwrap();
+    let before = holds_made(&s);
+    s.meter.invoke(search(s.tenant, None, 1, None)).unwrap();
+    assert_eq!(holds_made(&s), (before.0, before.1 + 1));
+}
+
+#[test]
+fn a_wallet_making_a_call_now_and_then_holds_its_own_credits() {
+    // Rich enough for a lease, but never busy: 40 calls one after another
+    // against a threshold of 1,000 calls within 100 ms.
+    let s = setup(1_000_000, vec![price("csv-leads", "search", "0", "1")]);
+    s.meter.lease_after_calls(1_000);
+    assert_eq!(callers(&s, 1, 40, 25), 40);
+    assert_eq!(holds_made(&s), (0, 40));
+    // Nothing is set aside between calls.
+    assert_eq!(balance(&s).pending, Credits::ZERO);
 }
