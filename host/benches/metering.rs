@@ -9,7 +9,7 @@
 //! SQLite (the durable default) and on PostgreSQL.
 //!
 //! Run: `cargo bench -p tollgate --bench metering` (`BENCH_QUICK=1` for a
-//! short run, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
+//! short run, `BENCH_ONLY=http` for the metered HTTP row alone, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 
 use std::collections::BTreeMap;
@@ -222,7 +222,10 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     };
     // Metered calls wait for the ledger's commits, which concurrent callers
     // share: 64 callers are the in-process counterpart of 64 connections.
-    for threads in [1, 2, 64] {
+    // `BENCH_ONLY=http` runs the metered HTTP row alone (for a profiler).
+    let only_http = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "http");
+    let rows: &[usize] = if only_http { &[] } else { &[1, 2, 64] };
+    for &threads in rows {
         let started = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..threads.min(2) {
@@ -257,56 +260,58 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         );
         commits(&ledger, before, elapsed);
     }
-    // The writer's cost of a call that is one ledger command: a spend and
-    // its settled usage record in one commit, no hold and no plugin. What
-    // a metered call would cost it if its hold were not a ledger command
-    // (docs/BENCHMARKS.md, "the ceiling of this write path").
-    let before = writer_stats(&ledger);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..64 {
-            scope.spawn(|| {
-                for _ in 0..n_calls * 4 / 64 {
-                    let id = uuid::Uuid::now_v7().simple().to_string();
-                    let spend = Command::Transfer {
-                        id: TransferId::new(format!("spend-{id}")).expect("valid"),
-                        debit: wallet,
-                        credit: PlatformAccount::Revenue.id(),
-                        amount: Credits::from_micros(1_000),
-                        memo: "fixture-noop adjust-price: 1 units".into(),
-                    };
-                    let record = Settled(settled_record(id, tenant.id));
-                    let results = ledger.execute_attached_blocking(
-                        vec![spend],
-                        vec![Some(Attachment::new(record))],
-                    );
-                    results[0].as_ref().expect("the spend is applied");
-                }
-            });
-        }
-    });
-    let elapsed = started.elapsed();
-    report(
-        backend,
-        "one command a call: spend + record, 64",
-        n_calls * 4,
-        elapsed,
-        None,
-    );
-    commits(&ledger, before, elapsed);
+    if !only_http {
+        // The writer's cost of a call that is one ledger command: a spend and
+        // its settled usage record in one commit, no hold and no plugin. What
+        // a metered call would cost it if its hold were not a ledger command
+        // (docs/BENCHMARKS.md, "the ceiling of this write path").
+        let before = writer_stats(&ledger);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..64 {
+                scope.spawn(|| {
+                    for _ in 0..n_calls * 4 / 64 {
+                        let id = uuid::Uuid::now_v7().simple().to_string();
+                        let spend = Command::Transfer {
+                            id: TransferId::new(format!("spend-{id}")).expect("valid"),
+                            debit: wallet,
+                            credit: PlatformAccount::Revenue.id(),
+                            amount: Credits::from_micros(1_000),
+                            memo: "fixture-noop adjust-price: 1 units".into(),
+                        };
+                        let record = Settled(settled_record(id, tenant.id));
+                        let results = ledger.execute_attached_blocking(
+                            vec![spend],
+                            vec![Some(Attachment::new(record))],
+                        );
+                        results[0].as_ref().expect("the spend is applied");
+                    }
+                });
+            }
+        });
+        let elapsed = started.elapsed();
+        report(
+            backend,
+            "one command a call: spend + record, 64",
+            n_calls * 4,
+            elapsed,
+            None,
+        );
+        commits(&ledger, before, elapsed);
 
-    let before = writer_stats(&ledger);
-    let started = Instant::now();
-    metered(resold.id, 64, n_calls * 4);
-    let elapsed = started.elapsed();
-    report(
-        backend,
-        "metered in process, 64, resold tenant",
-        n_calls * 4,
-        elapsed,
-        None,
-    );
-    commits(&ledger, before, elapsed);
+        let before = writer_stats(&ledger);
+        let started = Instant::now();
+        metered(resold.id, 64, n_calls * 4);
+        let elapsed = started.elapsed();
+        report(
+            backend,
+            "metered in process, 64, resold tenant",
+            n_calls * 4,
+            elapsed,
+            None,
+        );
+        commits(&ledger, before, elapsed);
+    }
 
     // Over HTTP: a server on loopback and 64 clients; first one that only
     // invokes the plugin, then Tollgate's.
@@ -318,15 +323,17 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     let unmetered_address = unmetered.local_addr()?;
     let router = unmetered_router(runtime.clone(), plugin.clone());
     tokio.spawn(async move { axum::serve(unmetered, router).await });
-    load(unmetered_address, "none", CONNECTIONS * 10);
-    let (elapsed, latencies) = load(unmetered_address, "none", n_calls * 10);
-    report(
-        backend,
-        &format!("unmetered over HTTP, {CONNECTIONS} connections"),
-        n_calls * 10,
-        elapsed,
-        Some(latencies),
-    );
+    if !only_http {
+        load(unmetered_address, "none", CONNECTIONS * 10);
+        let (elapsed, latencies) = load(unmetered_address, "none", n_calls * 10);
+        report(
+            backend,
+            &format!("unmetered over HTTP, {CONNECTIONS} connections"),
+            n_calls * 10,
+            elapsed,
+            Some(latencies),
+        );
+    }
 
     let ledger_stats = ledger.clone();
     let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {

@@ -79,6 +79,45 @@ pub struct Metered {
     pub balance: Option<queries::Balance>,
 }
 
+/// A call that ran, and whose charge is settled or settling: on a lease,
+/// its record is written with the next round, and the call may be
+/// answered only once that has committed.
+#[derive(Debug)]
+#[must_use = "a call is settled only once waited for"]
+pub struct Started {
+    plugin: String,
+    metered: Metered,
+    settling: Option<leases::Waiting>,
+}
+
+impl Started {
+    /// Blocks until the call is settled.
+    pub fn wait(self) -> Result<Metered, MeterError> {
+        let result = match self.settling {
+            None => Ok(self.metered),
+            Some(settling) => settling.wait().map(|balance| Metered {
+                balance,
+                ..self.metered
+            }),
+        };
+        observe(self.plugin, result.as_ref());
+        result
+    }
+
+    /// Waits, without blocking a thread, until the call is settled.
+    pub async fn settled(self) -> Result<Metered, MeterError> {
+        let result = match self.settling {
+            None => Ok(self.metered),
+            Some(settling) => settling.settled().await.map(|balance| Metered {
+                balance,
+                ..self.metered
+            }),
+        };
+        observe(self.plugin, result.as_ref());
+        result
+    }
+}
+
 /// Why a call was not made. Nothing was charged.
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
@@ -368,6 +407,14 @@ impl Meter {
         self.metered(request, true, None)
     }
 
+    /// [`Meter::invoke`] up to the settlement, which the caller then waits
+    /// for ([`Started::wait`]) or awaits ([`Started::settled`]), so a call
+    /// settling on a lease round need not keep a blocking thread. Blocking:
+    /// run it on a blocking thread.
+    pub fn start(&self, request: Request) -> Result<Started, MeterError> {
+        self.started(request, true, None)
+    }
+
     /// Like [`Meter::invoke`], for a call the platform makes on the tenant's
     /// behalf with the merchant's settings instead of the tenant's: a
     /// payment provider taking the tenant's money for the platform. The
@@ -469,65 +516,29 @@ impl Meter {
         rules: bool,
         merchant: Option<Arc<Settings>>,
     ) -> Result<Metered, MeterError> {
-        let metrics = crate::metrics::global();
+        self.started(request, rules, merchant)
+            .and_then(Started::wait)
+    }
+
+    /// Runs the call up to its settlement: see [`Started`].
+    fn started(
+        &self,
+        request: Request,
+        rules: bool,
+        merchant: Option<Arc<Settings>>,
+    ) -> Result<Started, MeterError> {
         let plugin = request.plugin.clone();
-        let result = self.invoke_inner(request, rules, merchant);
-        match &result {
-            Ok(metered) => {
-                let (outcome, error_kind) = match &metered.result {
-                    Ok(_) => (OUTCOME_OK, None),
-                    Err(CallError::Plugin { error, .. }) => {
-                        (OUTCOME_PLUGIN_ERROR, Some(format!("{:?}", error.kind)))
-                    }
-                    Err(error) => (OUTCOME_PLATFORM_ERROR, Some(stop_kind(error).to_owned())),
-                };
-                metrics
-                    .calls
-                    .get_or_create(&crate::metrics::CallLabels {
-                        plugin: plugin.clone(),
-                        function: metered.function.to_owned(),
-                        outcome: outcome.to_owned(),
-                    })
-                    .inc();
-                let labels = crate::metrics::PluginLabels {
-                    plugin: plugin.clone(),
-                };
-                metrics
-                    .call_seconds
-                    .get_or_create(&labels)
-                    .observe(metered.duration.as_secs_f64());
-                metrics
-                    .credits_charged_micros
-                    .get_or_create(&labels)
-                    .inc_by(metered.charged.micros().max(0) as u64);
-                if let Some(kind) = error_kind {
-                    metrics
-                        .plugin_errors
-                        .get_or_create(&crate::metrics::ErrorLabels { plugin, kind })
-                        .inc();
-                }
-            }
+        match self.invoke_inner(request, rules, merchant) {
+            Ok((metered, settling)) => Ok(Started {
+                plugin,
+                metered,
+                settling,
+            }),
             Err(error) => {
-                let reason = match error {
-                    MeterError::InsufficientCredits { .. } => "insufficient_credits",
-                    MeterError::ResellerBalanceExhausted { .. } => "reseller_balance_exhausted",
-                    MeterError::Suspended => "suspended",
-                    MeterError::NotEnabled(_) => "not_enabled",
-                    MeterError::Unpriced(_) => "unpriced",
-                    MeterError::PricingRule { .. } => "pricing_rule",
-                    MeterError::WrongFunction { .. } => "unknown_function",
-                    MeterError::Plugin(PluginError::NotInstalled(_)) => "unknown_plugin",
-                    _ => "platform_error",
-                };
-                metrics
-                    .refused
-                    .get_or_create(&crate::metrics::RefusalLabels {
-                        reason: reason.to_owned(),
-                    })
-                    .inc();
+                observe(plugin, Err(&error));
+                Err(error)
             }
         }
-        result
     }
 
     fn invoke_inner(
@@ -535,7 +546,7 @@ impl Meter {
         request: Request,
         rules: bool,
         merchant: Option<Arc<Settings>>,
-    ) -> Result<Metered, MeterError> {
+    ) -> Result<(Metered, Option<leases::Waiting>), MeterError> {
         let Request {
             tenant,
             plugin: name,
@@ -729,11 +740,11 @@ impl Meter {
             state: STATE_SETTLED.to_owned(),
             ..record
         };
-        let balance = match leased {
-            Some(reserved) => self.leases.settle(reserved, settled)?,
-            None => self.settle(settled, reseller)?,
+        let (balance, settling) = match leased {
+            Some(reserved) => (None, Some(self.leases.settle(reserved, settled))),
+            None => (self.settle(settled, reseller)?, None),
         };
-        Ok(Metered {
+        let metered = Metered {
             balance,
             call_id,
             function,
@@ -743,7 +754,8 @@ impl Meter {
             charged,
             fuel: invocation.fuel_consumed,
             duration: invocation.duration,
-        })
+        };
+        Ok((metered, settling))
     }
 
     /// Asks the pricing rule `rule` for the price of `units` of
@@ -1120,6 +1132,67 @@ impl Meter {
             }
         }
         Ok(invoking.len())
+    }
+}
+
+/// Counts a call in the metrics: what it did and cost, or why it was
+/// refused.
+fn observe(plugin: String, result: Result<&Metered, &MeterError>) {
+    let metrics = crate::metrics::global();
+    match result {
+        Ok(metered) => {
+            let (outcome, error_kind) = match &metered.result {
+                Ok(_) => (OUTCOME_OK, None),
+                Err(CallError::Plugin { error, .. }) => {
+                    (OUTCOME_PLUGIN_ERROR, Some(format!("{:?}", error.kind)))
+                }
+                Err(error) => (OUTCOME_PLATFORM_ERROR, Some(stop_kind(error).to_owned())),
+            };
+            metrics
+                .calls
+                .get_or_create(&crate::metrics::CallLabels {
+                    plugin: plugin.clone(),
+                    function: metered.function.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+            let labels = crate::metrics::PluginLabels {
+                plugin: plugin.clone(),
+            };
+            metrics
+                .call_seconds
+                .get_or_create(&labels)
+                .observe(metered.duration.as_secs_f64());
+            metrics
+                .credits_charged_micros
+                .get_or_create(&labels)
+                .inc_by(metered.charged.micros().max(0) as u64);
+            if let Some(kind) = error_kind {
+                metrics
+                    .plugin_errors
+                    .get_or_create(&crate::metrics::ErrorLabels { plugin, kind })
+                    .inc();
+            }
+        }
+        Err(error) => {
+            let reason = match error {
+                MeterError::InsufficientCredits { .. } => "insufficient_credits",
+                MeterError::ResellerBalanceExhausted { .. } => "reseller_balance_exhausted",
+                MeterError::Suspended => "suspended",
+                MeterError::NotEnabled(_) => "not_enabled",
+                MeterError::Unpriced(_) => "unpriced",
+                MeterError::PricingRule { .. } => "pricing_rule",
+                MeterError::WrongFunction { .. } => "unknown_function",
+                MeterError::Plugin(PluginError::NotInstalled(_)) => "unknown_plugin",
+                _ => "platform_error",
+            };
+            metrics
+                .refused
+                .get_or_create(&crate::metrics::RefusalLabels {
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
     }
 }
 

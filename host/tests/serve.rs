@@ -42,6 +42,16 @@ impl Setup {
 
     /// Starts `tollgate serve` on a free port; returns it once ready.
     fn serve(&self, demo: bool) -> Server {
+        self.serve_with(demo, &[])
+    }
+
+    /// [`Setup::serve`] where a wallet is busy enough for a lease from its
+    /// first call.
+    fn serve_leasing(&self, demo: bool) -> Server {
+        self.serve_with(demo, &[("TOLLGATE__LEDGER__LEASE_AFTER_CALLS", "1")])
+    }
+
+    fn serve_with(&self, demo: bool, env: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -59,6 +69,7 @@ impl Setup {
             .env("TOLLGATE__LEDGER__EXPIRY_SWEEP_SECONDS", "1")
             .env("TOLLGATE__LIMITS__TENANT_REQUESTS_PER_SECOND", "100000")
             .env("TOLLGATE__LIMITS__TENANT_BURST", "100000")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if demo {
@@ -185,7 +196,8 @@ fn credits(value: &serde_json::Value) -> f64 {
 #[test]
 fn sigkill_under_load_loses_no_answered_call() {
     let setup = Setup::new();
-    let mut server = setup.serve(true);
+    // The calls go on a wallet lease, which the kill leaves behind.
+    let mut server = setup.serve_leasing(true);
     let pid = server.child.id();
     let key = setup.key();
     // Eight clients search (one lead, 0.1 credit each) until the server
@@ -305,9 +317,74 @@ fn two_servers_sharing_a_database_never_overspend() {
 }
 
 #[test]
+fn two_servers_leasing_one_wallet_spend_it_to_exactly_zero() {
+    let setup = Setup::new();
+    let first = setup.serve_leasing(true);
+    let second = setup.serve_leasing(false);
+    let key = setup.key();
+    // 105 searches of 100 leads at 0.1 leave 200 of the demo's 1,250
+    // credits: 2,000 searches of one lead, the first half or so on leases
+    // (while the wallet covers 1,024 of them), the rest each on its own
+    // hold.
+    for _ in 0..105 {
+        let (status, body) = first.search(&key, 100).unwrap();
+        assert_eq!((status, &body["charged"]), (200, &"10".into()), "{body}");
+    }
+    let succeeded = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for client in 0..24 {
+            let server = if client % 2 == 0 { &first } else { &second };
+            let (key, succeeded) = (&key, &succeeded);
+            scope.spawn(move || {
+                loop {
+                    match server.search(key, 1) {
+                        Some((200, body)) => {
+                            assert_eq!(body["charged"], "0.1", "{body}");
+                            succeeded.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some((402, _)) => return,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(succeeded.load(Ordering::SeqCst), 2_000);
+    let balance = first.get(&key, "/billing/credits");
+    assert_eq!(
+        (
+            &balance["balance"]["posted"],
+            &balance["balance"]["pending"]
+        ),
+        (&"0".into(), &"0".into())
+    );
+    let records = first.records(&key);
+    assert_eq!(records.len(), 105 + 2_000);
+    assert!(records.values().all(|record| record["state"] == "settled"));
+    // Both servers took leases on the wallet.
+    let url = DatabaseUrl::parse(&setup.url, &setup.data_dir()).unwrap();
+    let database = tollgate::db::Database::open(&url, 2).unwrap();
+    let mut conn = database.get().unwrap();
+    let leases: i64 = {
+        use diesel::prelude::*;
+        use tollgate::db::schema::transfers;
+        transfers::table
+            .filter(transfers::kind.eq("hold"))
+            .filter(transfers::id.like("lease:%"))
+            .count()
+            .get_result(&mut conn)
+            .unwrap()
+    };
+    assert!(leases > 0, "no call went on a lease");
+    drop((first, second));
+    assert!(setup.audit().contains("all invariants hold"));
+}
+
+#[test]
 fn sigterm_under_load_finishes_and_settles_every_call_in_flight() {
     let setup = Setup::new();
-    let mut server = setup.serve(true);
+    // The calls go on a wallet lease, which a clean exit gives back.
+    let mut server = setup.serve_leasing(true);
     let pid = server.child.id();
     let key = setup.key();
     let n_answered = AtomicUsize::new(0);

@@ -865,30 +865,43 @@ async fn call_plugin(
     let database = state.database.clone();
     let (name, function_name) = (plugin.to_owned(), function.to_owned());
     let body = body.to_vec();
-    // One blocking task for the whole call: the plugin's kind (to parse the
-    // input), the metered call, and the balance if the settlement did not
-    // give it.
-    let answer = tokio::task::spawn_blocking(move || {
+    // One blocking task for the call: the plugin's kind (to parse the
+    // input) and the metered call up to its settlement, which is awaited
+    // here (a call on a wallet lease settles with the lease's next round).
+    let started = tokio::task::spawn_blocking(move || {
         let kind = meter.plugin(&name)?.kind;
         let call = sandbox::parse_call(kind, &function_name, &body, forwarded)?;
-        let metered = meter.invoke(Request {
+        Ok::<_, Refusal>(meter.start(Request {
             tenant,
             plugin: name,
             call,
             idempotency_key,
-        })?;
-        let balance = match metered.balance {
-            Some(balance) => Some(balance),
-            // The call was made and charged; say so even if the balance
-            // cannot be read back.
-            None => database.get().ok().and_then(|mut conn| {
-                let wallet = queries::wallet_of(&mut conn, tenant).ok()?;
-                queries::balance(&mut conn, wallet).ok()
-            }),
-        };
-        Ok::<_, Refusal>((metered, balance))
+        })?)
     })
     .await;
+    let answer = match started {
+        Ok(Ok(started)) => match started.settled().await {
+            Ok(metered) => {
+                let balance = match metered.balance {
+                    Some(balance) => Some(balance),
+                    // The call was made and charged; say so even if the
+                    // balance cannot be read back.
+                    None => tokio::task::spawn_blocking(move || {
+                        let mut conn = database.get().ok()?;
+                        let wallet = queries::wallet_of(&mut conn, tenant).ok()?;
+                        queries::balance(&mut conn, wallet).ok()
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
+                };
+                Ok(Ok((metered, balance)))
+            }
+            Err(error) => Ok(Err(Refusal::Meter(error))),
+        },
+        Ok(Err(refusal)) => Ok(Err(refusal)),
+        Err(error) => Err(error),
+    };
     let (metered, balance) = match answer {
         Ok(Ok(answer)) => answer,
         Ok(Err(Refusal::Meter(error))) => return refused(meter_error(plugin, error)),

@@ -108,6 +108,8 @@ struct State {
     round: Arc<Round>,
     /// Settled calls waiting for a round.
     waiting: usize,
+    /// Whether the lease thread waits for work, and must be woken.
+    asleep: bool,
     stopping: bool,
 }
 
@@ -190,10 +192,70 @@ impl Lease {
 
 /// What became of a round, by wallet: the wallet's balance after it (when
 /// the round moved credits), or why its calls' charges were not recorded.
+/// Set once; waiters block on `done` or await `notify`.
 #[derive(Default)]
 struct Round {
-    outcome: Mutex<Option<HashMap<AccountId, RoundResult>>>,
+    outcome: std::sync::OnceLock<HashMap<AccountId, RoundResult>>,
+    lock: Mutex<()>,
     done: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl Round {
+    fn finish(&self, outcome: HashMap<AccountId, RoundResult>) {
+        assert!(self.outcome.set(outcome).is_ok(), "a round finishes once");
+        // Taking the lock orders this after any waiter's check.
+        drop(self.lock.lock().expect("round lock"));
+        self.done.notify_all();
+        self.notify.notify_waiters();
+    }
+
+    fn answer(&self, wallet: AccountId) -> Result<Option<queries::Balance>, MeterError> {
+        match self.outcome.get().and_then(|outcome| outcome.get(&wallet)) {
+            Some(Ok(balance)) => Ok(*balance),
+            Some(Err(error)) => Err(MeterError::Ledger(error.clone())),
+            None => Err(MeterError::Ledger(LedgerError::Unavailable)),
+        }
+    }
+}
+
+/// A settled call waiting for its round: see [`Leases::settle`].
+pub(super) struct Waiting {
+    round: Arc<Round>,
+    wallet: AccountId,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("wallet", &self.wallet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waiting {
+    /// Blocks until the round has committed; the wallet's balance after it.
+    pub fn wait(self) -> Result<Option<queries::Balance>, MeterError> {
+        let mut guard = self.round.lock.lock().expect("round lock");
+        while self.round.outcome.get().is_none() {
+            guard = self.round.done.wait(guard).expect("round lock");
+        }
+        drop(guard);
+        self.round.answer(self.wallet)
+    }
+
+    /// [`Waiting::wait`] without blocking a thread.
+    pub async fn settled(self) -> Result<Option<queries::Balance>, MeterError> {
+        loop {
+            let notified = self.round.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.round.outcome.get().is_some() {
+                return self.round.answer(self.wallet);
+            }
+            notified.await;
+        }
+    }
 }
 
 type RoundResult = Result<Option<queries::Balance>, LedgerError>;
@@ -298,14 +360,10 @@ impl Leases {
     }
 
     /// Settles a call made on a lease: its record (state `settled`,
-    /// charged `record.credits`) joins the next round, and this waits for
-    /// that round to commit. Returns the wallet's balance after it.
-    pub fn settle(
-        &self,
-        mut reserved: Reserved,
-        record: UsageRow,
-    ) -> Result<Option<queries::Balance>, MeterError> {
-        let round = {
+    /// charged `record.credits`) joins the next round, which the call must
+    /// wait for before it is answered.
+    pub fn settle(&self, mut reserved: Reserved, record: UsageRow) -> Waiting {
+        let (round, asleep) = {
             let mut state = self.shared.lock();
             state.waiting += 1;
             let lease = state
@@ -315,19 +373,14 @@ impl Leases {
             lease.reserved -= std::mem::take(&mut reserved.amount);
             lease.captured += record.credits;
             lease.records.push(record);
-            state.round.clone()
+            (state.round.clone(), state.asleep)
         };
-        self.shared.work.notify_one();
-        let mut outcome = round.outcome.lock().expect("round lock");
-        loop {
-            if let Some(outcome) = outcome.as_ref() {
-                return match outcome.get(&reserved.wallet) {
-                    Some(Ok(balance)) => Ok(*balance),
-                    Some(Err(error)) => Err(MeterError::Ledger(error.clone())),
-                    None => Err(MeterError::Ledger(LedgerError::Unavailable)),
-                };
-            }
-            outcome = round.done.wait(outcome).expect("round lock");
+        if asleep {
+            self.shared.work.notify_one();
+        }
+        Waiting {
+            round,
+            wallet: reserved.wallet,
         }
     }
 
@@ -378,11 +431,13 @@ impl Shared {
                         || (lease.hold.is_none() && lease.affordable() && !lease.idle())
                 });
             if state.waiting == 0 && !wants {
+                state.asleep = true;
                 state = self
                     .work
                     .wait_timeout(state, IDLE)
                     .expect("lease state lock")
                     .0;
+                state.asleep = false;
                 if state.wallets.values().any(Lease::needs_reading) {
                     drop(state);
                     self.read_balances();
@@ -408,9 +463,7 @@ impl Shared {
                     || (!lease.idle() && !stopping)
             });
             drop(state);
-            let outcome = self.commit(plans);
-            *round.outcome.lock().expect("round lock") = Some(outcome);
-            round.done.notify_all();
+            round.finish(self.commit(plans));
         }
     }
 
