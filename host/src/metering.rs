@@ -667,11 +667,22 @@ impl Meter {
         // A busy wallet's call reserves on this host's lease; any other
         // holds its own credits.
         let leased = match reseller {
-            None if held > Credits::ZERO => self.leases.reserve(wallet, held.micros(), now),
+            None if held > Credits::ZERO => {
+                self.leases.reserve(wallet, held.micros(), self.clock.now())
+            }
             _ => None,
         };
         if leased.is_none() {
-            self.hold(&record, wallet, reseller, &name, function)?;
+            match self.hold(&record, wallet, reseller, &name, function) {
+                // This host's lease held part of the balance: given back,
+                // the call may fit.
+                Err(MeterError::InsufficientCredits { .. })
+                    if reseller.is_none() && self.leases.give_back(wallet) =>
+                {
+                    self.hold(&record, wallet, reseller, &name, function)?
+                }
+                held => held?,
+            }
         }
         let mut http = self.http.clone();
         http.allowed_hosts = plugin.manifest.http_hosts.clone();

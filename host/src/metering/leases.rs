@@ -7,39 +7,52 @@
 //! and once it has run its settled record joins the next round. A round is
 //! one ledger job for all the leases with settled calls: it posts each
 //! lease's hold for what its calls charged (releasing the rest) with their
-//! usage records attached, and in the same job holds the next lease, large
-//! enough for the calls still in flight plus room for more. A call answers
+//! usage records attached, and in the same job holds the next lease: what
+//! the calls still in flight may charge, plus room for more. Calls reserve
+//! against that next hold from the moment its round is sent. A call answers
 //! only once its round has committed, so a call that was answered has its
-//! charge and its record, as on the exact path; and the lease's hold, which
-//! the ledger checked, bounds what the calls may spend, so no wallet spends
-//! beyond its balance.
+//! charge and its record, as on the exact path.
 //!
-//! Leases are only for wallets that can afford them: one whose available
-//! balance covers at least [`CALLS_COVERED_MIN`] of its largest call, and a
-//! lease takes at most an [`AVAILABLE_SHARE`]th of what is available. Below
-//! that, and for calls that do not fit a lease's room, every call takes the
-//! exact path (a hold of its own), so a wallet is spent to exactly zero and
-//! other hosts sharing it are not starved. A lease unused for [`IDLE`] is
-//! given back. If the host dies, its leases' holds time out after
-//! [`LEASE_TIMEOUT`] and the ledger releases them; the calls in flight got
-//! no answer and are charged nothing.
+//! Leases are only for busy wallets (`lease_after_calls` calls within
+//! [`BUSY_WINDOW`]) that can afford them: a wallet whose available balance
+//! covers at least [`CALLS_COVERED_MIN`] of its largest call. A lease's room
+//! is at most an [`AVAILABLE_SHARE`]th of what is available (and room for
+//! [`CALLS_PER_LEASE`] of its largest call), on top of what its calls in
+//! flight may charge. Below that, and for calls that do not fit a lease's
+//! room, every call takes the exact path (a hold of its own), so a wallet is
+//! spent to exactly zero. A call the ledger refuses while this host's lease
+//! holds part of the wallet gets the lease given back and tries once more,
+//! so a lease never makes its own host refuse a call the balance could pay.
+//! A lease unused for [`IDLE`] is given back. If the host dies, its leases'
+//! holds time out after [`LEASE_TIMEOUT`] and the ledger releases them; the
+//! calls in flight got no answer and are charged nothing. A round the
+//! ledger could not apply (a database error) charges its calls nothing, and
+//! their records say `interrupted`, as a crash's would.
 //!
-//! One edge is not exact: when a round's next hold is refused because the
-//! wallet's balance fell by seven eighths within one round (another host
-//! spending it, a refund), the calls in flight on the lease have no hold
-//! behind them; their charges are then spent directly, and a charge the
-//! balance can no longer cover is recorded `lost`, as when a call's own hold
-//! times out.
+//! The ledger checks every hold, post and direct spend, so no wallet ever
+//! spends beyond its balance. One edge is not exact: if a round's next hold
+//! is refused (the wallet's balance fell by seven eighths within one round,
+//! another host spending it or a refund taking it), the calls that reserved
+//! against it have no hold behind them. A hold of just what they may charge
+//! is tried at once; if that is refused too, their charges are spent
+//! directly with the next round, and if the balance can no longer cover
+//! that round's charges for the wallet, those records say `lost`, charged
+//! nothing, as when a call's own hold times out. Another host's calls can
+//! be refused while this host's lease holds part of a wallet only in the
+//! same edge: the lease is at most an eighth of what was available a round
+//! earlier.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 
-use super::{MeterError, STATE_LOST, UsageRow, count, timed_out};
+use super::{
+    MeterError, OUTCOME_PLATFORM_ERROR, STATE_INTERRUPTED, STATE_LOST, UsageRow, count, timed_out,
+};
 use crate::db::schema::usage_records;
 use crate::db::{self, Database, DbConnection};
 use crate::ledger::{
@@ -110,6 +123,9 @@ struct State {
     waiting: usize,
     /// Whether the lease thread waits for work, and must be woken.
     asleep: bool,
+    /// The lease thread panicked: calls take the exact path, and calls
+    /// settling on a lease fail.
+    dead: bool,
     stopping: bool,
 }
 
@@ -135,6 +151,9 @@ struct Lease {
     window: Option<Instant>,
     window_calls: u32,
     busy: bool,
+    /// A call was refused while the lease held part of the balance: the
+    /// next round keeps only what calls in flight may charge.
+    give_back: bool,
 }
 
 #[derive(Clone)]
@@ -152,9 +171,9 @@ impl Lease {
     /// Whether its wallet can afford a lease, as far as is known.
     fn affordable(&self) -> bool {
         self.busy
-            && self
-                .available
-                .is_some_and(|(available, _)| available >= CALLS_COVERED_MIN * self.largest)
+            && self.available.is_some_and(|(available, _)| {
+                available >= CALLS_COVERED_MIN.saturating_mul(self.largest)
+            })
     }
 
     /// Counts a call that found no room on a lease; returns whether that
@@ -205,7 +224,7 @@ impl Round {
     fn finish(&self, outcome: HashMap<AccountId, RoundResult>) {
         assert!(self.outcome.set(outcome).is_ok(), "a round finishes once");
         // Taking the lock orders this after any waiter's check.
-        drop(self.lock.lock().expect("round lock"));
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
         self.done.notify_all();
         self.notify.notify_waiters();
     }
@@ -236,9 +255,17 @@ impl std::fmt::Debug for Waiting {
 impl Waiting {
     /// Blocks until the round has committed; the wallet's balance after it.
     pub fn wait(self) -> Result<Option<queries::Balance>, MeterError> {
-        let mut guard = self.round.lock.lock().expect("round lock");
+        let mut guard = self
+            .round
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while self.round.outcome.get().is_none() {
-            guard = self.round.done.wait(guard).expect("round lock");
+            guard = self
+                .round
+                .done
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         drop(guard);
         self.round.answer(self.wallet)
@@ -307,7 +334,10 @@ impl Leases {
             .name("lease-rounds".into())
             .spawn({
                 let shared = shared.clone();
-                move || shared.run()
+                move || {
+                    let _watch = Watch(&shared);
+                    shared.run();
+                }
             })
             .expect("spawning the lease thread");
         Leases {
@@ -353,6 +383,30 @@ impl Leases {
         None
     }
 
+    /// Gives back `wallet`'s lease on this host, if it has one, keeping
+    /// only what its calls in flight may charge; returns once that is done
+    /// (and `true`), so a call the ledger refused while the lease held part
+    /// of the balance can try again.
+    pub fn give_back(&self, wallet: AccountId) -> bool {
+        let round = {
+            let mut state = self.shared.lock();
+            if state.dead {
+                return false;
+            }
+            let Some(lease) = state.wallets.get_mut(&wallet) else {
+                return false;
+            };
+            if lease.hold.is_none() {
+                return false;
+            }
+            lease.give_back = true;
+            state.round.clone()
+        };
+        self.shared.work.notify_one();
+        let _ = Waiting { round, wallet }.wait();
+        true
+    }
+
     /// How many calls within [`BUSY_WINDOW`] make a wallet busy enough
     /// for a lease; 0 turns leases off.
     pub fn set_busy_calls(&self, calls: u32) {
@@ -365,6 +419,14 @@ impl Leases {
     pub fn settle(&self, mut reserved: Reserved, record: UsageRow) -> Waiting {
         let (round, asleep) = {
             let mut state = self.shared.lock();
+            if state.dead {
+                let round = Arc::new(Round::default());
+                round.finish(HashMap::new());
+                return Waiting {
+                    round,
+                    wallet: reserved.wallet,
+                };
+            }
             state.waiting += 1;
             let lease = state
                 .wallets
@@ -403,6 +465,37 @@ impl Drop for Leases {
     }
 }
 
+/// Fails what waits on the lease thread if it panics, rather than leaving
+/// it waiting for good; the leases' holds then time out.
+struct Watch<'a>(&'a Shared);
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        tracing::error!("the lease thread panicked: calls hold their own credits from now on");
+        let mut state = self.0.lock();
+        state.dead = true;
+        state.stopping = true;
+        let round = std::mem::take(&mut state.round);
+        drop(state);
+        round.finish(HashMap::new());
+    }
+}
+
+/// A round being committed, finished with no answers (so its calls fail)
+/// if the lease thread unwinds before finishing it.
+struct Committing(Arc<Round>);
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        if self.0.outcome.get().is_none() {
+            self.0.finish(HashMap::new());
+        }
+    }
+}
+
 /// One wallet's part of a round.
 struct Plan {
     wallet: AccountId,
@@ -416,7 +509,7 @@ struct Plan {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("lease state lock")
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn run(&self) {
@@ -427,7 +520,8 @@ impl Shared {
             // wants a lease; else one when idle leases are due back.
             let wants = !state.stopping
                 && state.wallets.values().any(|lease| {
-                    lease.needs_reading()
+                    lease.give_back
+                        || lease.needs_reading()
                         || (lease.hold.is_none() && lease.affordable() && !lease.idle())
                 });
             if state.waiting == 0 && !wants {
@@ -435,7 +529,7 @@ impl Shared {
                 state = self
                     .work
                     .wait_timeout(state, IDLE)
-                    .expect("lease state lock")
+                    .unwrap_or_else(PoisonError::into_inner)
                     .0;
                 state.asleep = false;
                 if state.wallets.values().any(Lease::needs_reading) {
@@ -448,7 +542,7 @@ impl Shared {
                 return;
             }
             let now = self.clock.now();
-            let round = std::mem::take(&mut state.round);
+            let round = Committing(std::mem::take(&mut state.round));
             state.waiting = 0;
             let stopping = state.stopping;
             let plans: Vec<Plan> = state
@@ -463,7 +557,7 @@ impl Shared {
                     || (!lease.idle() && !stopping)
             });
             drop(state);
-            round.finish(self.commit(plans));
+            round.0.finish(self.commit(plans));
         }
     }
 
@@ -487,12 +581,15 @@ impl Shared {
                         Ok(balance) => read.push((wallet, balance.available.micros())),
                         Err(error) => {
                             tracing::warn!(%error, %wallet, "could not read a wallet's balance for a lease");
+                            // No lease until it can be read, tried again later.
+                            read.push((wallet, 0));
                         }
                     }
                 }
             }
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "no connection to read balances for leases")
+                tracing::warn!(error = %format!("{error:#}"), "no connection to read balances for leases");
+                read.extend(wallets.iter().map(|&wallet| (wallet, 0)));
             }
         }
         let mut state = self.lock();
@@ -513,10 +610,12 @@ impl Shared {
         now: Timestamp,
         stopping: bool,
     ) -> Option<Plan> {
-        let grow = !stopping && !lease.idle() && lease.affordable();
-        // A lease in use with nothing to post stays as it is while it has
-        // time left.
-        if grow
+        let give_back = std::mem::take(&mut lease.give_back);
+        let grow = !stopping && !give_back && !lease.idle() && lease.affordable();
+        // A lease with nothing to post stays as it is while it has time
+        // left and is in use (or has calls in flight).
+        if (grow || lease.reserved > 0)
+            && !give_back
             && lease.records.is_empty()
             && lease
                 .hold
@@ -530,7 +629,9 @@ impl Shared {
         let room = match grow {
             true => {
                 let available = lease.available.map_or(0, |(available, _)| available);
-                (available / AVAILABLE_SHARE).min(CALLS_PER_LEASE * lease.largest)
+                (available / AVAILABLE_SHARE)
+                    .min(CALLS_PER_LEASE.saturating_mul(lease.largest))
+                    .max(0)
             }
             false => 0,
         };
@@ -638,7 +739,17 @@ impl Shared {
                     direct.push((plan.wallet, plan.records.into_iter().map(lost).collect()));
                     Ok(())
                 }
-                Some(Err(error)) => Err(error),
+                // Nothing was applied: the calls' charges are not made, and
+                // their records say so, as a crash's would.
+                Some(Err(error)) => {
+                    tracing::error!(%error, wallet = %plan.wallet, calls = plan.records.len(), "a lease round failed; its calls are charged nothing");
+                    let records = plan.records.into_iter();
+                    direct.push((
+                        plan.wallet,
+                        records.map(|record| interrupted(record, &error)).collect(),
+                    ));
+                    Err(error)
+                }
                 None => {
                     direct.push((plan.wallet, plan.records));
                     Ok(())
@@ -700,7 +811,7 @@ impl Shared {
             };
             lease.hold = None;
             lease.available = None;
-            if lease.reserved > 0 {
+            if lease.reserved + lease.captured > 0 {
                 let id = new_lease_id();
                 let timeout_us = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
                 lease.hold = Some(Hold {
@@ -742,6 +853,16 @@ impl Shared {
                 lease.hold = None;
             }
         }
+    }
+}
+
+fn interrupted(record: UsageRow, error: &LedgerError) -> UsageRow {
+    UsageRow {
+        credits: 0,
+        outcome: OUTCOME_PLATFORM_ERROR.to_owned(),
+        error: Some(format!("its charge could not be recorded: {error}")),
+        state: STATE_INTERRUPTED.to_owned(),
+        ..record
     }
 }
 

@@ -798,3 +798,39 @@ fn a_wallet_making_a_call_now_and_then_holds_its_own_credits() {
     // Nothing is set aside between calls.
     assert_eq!(balance(&s).pending, Credits::ZERO);
 }
+
+#[test]
+fn a_call_the_lease_keeps_from_fitting_is_made_once_the_lease_is_given_back() {
+    let s = setup(1_100, vec![price("csv-leads", "search", "0", "1")]);
+    s.meter.lease_after_calls(1);
+    // Small calls until this host holds a lease on part of the wallet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        s.meter.invoke(search(s.tenant, None, 1, None)).unwrap();
+        if balance(&s).pending > Credits::ZERO {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no lease was taken");
+    }
+    // A search of the file's 1,000 leads: more than the lease leaves
+    // available, less than the wallet holds.
+    let before = balance(&s);
+    assert!(whole(1_000) > before.available, "{before:?}");
+    assert!(whole(1_000) <= before.posted, "{before:?}");
+    let metered = s.meter.invoke(search(s.tenant, None, 1_000, None)).unwrap();
+    assert!(metered.result.is_ok(), "{:?}", metered.result);
+    assert_eq!(metered.charged, whole(1_000));
+    s.meter.close_leases();
+    let after = balance(&s);
+    assert_eq!(
+        after.posted.micros(),
+        before.posted.micros() - whole(1_000).micros()
+    );
+    assert_eq!(after.pending, Credits::ZERO);
+    assert_eq!(
+        charged_in_records(&s).micros(),
+        whole(1_100).micros() - after.posted.micros()
+    );
+    let mut conn = s.database.get().unwrap();
+    assert!(audit::audit(&mut conn).unwrap().is_clean());
+}
