@@ -1108,8 +1108,13 @@ impl Meter {
         let hold_us = i64::try_from(self.hold_timeout.as_micros()).unwrap_or(i64::MAX);
         let cutoff = self.clock.now().micros().saturating_sub(hold_us);
         let mut conn = self.database.get()?;
+        // Spelled out, not bound, so that the partial index on calls in
+        // flight (`WHERE state = 'invoking'`) serves it.
+        debug_assert_eq!(STATE_INVOKING, "invoking");
         let invoking: Vec<UsageRow> = usage_records::table
-            .filter(usage_records::state.eq(STATE_INVOKING))
+            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "usage_records.state = 'invoking'",
+            ))
             .filter(usage_records::created_at.lt(cutoff))
             .select(UsageRow::as_select())
             .load(&mut conn)?;

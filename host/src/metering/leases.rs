@@ -524,7 +524,12 @@ impl Shared {
                         || lease.needs_reading()
                         || (lease.hold.is_none() && lease.affordable() && !lease.idle())
                 });
-            if state.waiting == 0 && !wants {
+            if state.stopping && state.wallets.is_empty() {
+                return;
+            }
+            // Stopping, leases with no call in flight go back at once.
+            let closing = state.stopping && state.wallets.values().all(|lease| lease.reserved == 0);
+            if state.waiting == 0 && !wants && !closing {
                 state.asleep = true;
                 state = self
                     .work
@@ -664,23 +669,9 @@ impl Shared {
             }),
         };
         let next = (target > 0).then(|| {
-            let id = new_lease_id();
-            let timeout_us = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
-            // Reserved against only while at least half its time is left,
-            // so a round always posts it in time.
-            lease.hold = Some(Hold {
-                id: id.clone(),
-                amount: target,
-                expires_at: Timestamp::from_micros(now.micros().saturating_add(timeout_us / 2)),
-            });
-            Command::Hold {
-                id,
-                debit: wallet,
-                credit: PlatformAccount::Revenue.id(),
-                amount: Credits::from_micros(target),
-                timeout_us,
-                memo: "lease for calls in flight".into(),
-            }
+            let (hold, command) = self.lease_hold(wallet, target, now);
+            lease.hold = Some(hold);
+            command
         });
         Some(Plan {
             wallet,
@@ -799,6 +790,28 @@ impl Shared {
         outcome
     }
 
+    /// A new lease hold of `amount` on `wallet`, and the command that takes
+    /// it. Calls reserve against it only while at least half its time is
+    /// left, so a round always posts it in time.
+    fn lease_hold(&self, wallet: AccountId, amount: i64, now: Timestamp) -> (Hold, Command) {
+        let id = new_lease_id();
+        let timeout_us = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
+        let hold = Hold {
+            id: id.clone(),
+            amount,
+            expires_at: Timestamp::from_micros(now.micros().saturating_add(timeout_us / 2)),
+        };
+        let command = Command::Hold {
+            id,
+            debit: wallet,
+            credit: PlatformAccount::Revenue.id(),
+            amount: Credits::from_micros(amount),
+            timeout_us,
+            memo: "lease for calls in flight".into(),
+        };
+        (hold, command)
+    }
+
     /// After a lease's next hold was refused: holds just what its calls in
     /// flight may still charge, or leaves them without a hold (see the
     /// module's last paragraph).
@@ -811,27 +824,11 @@ impl Shared {
             };
             lease.hold = None;
             lease.available = None;
-            if lease.reserved + lease.captured > 0 {
-                let id = new_lease_id();
-                let timeout_us = i64::try_from(self.timeout.as_micros()).unwrap_or(i64::MAX);
-                lease.hold = Some(Hold {
-                    id: id.clone(),
-                    amount: lease.reserved + lease.captured,
-                    expires_at: Timestamp::from_micros(
-                        self.clock.now().micros().saturating_add(timeout_us / 2),
-                    ),
-                });
-                commands.push((
-                    *wallet,
-                    Command::Hold {
-                        id,
-                        debit: *wallet,
-                        credit: PlatformAccount::Revenue.id(),
-                        amount: Credits::from_micros(lease.reserved + lease.captured),
-                        timeout_us,
-                        memo: "lease for calls in flight".into(),
-                    },
-                ));
+            let amount = lease.reserved + lease.captured;
+            if amount > 0 {
+                let (hold, command) = self.lease_hold(*wallet, amount, self.clock.now());
+                lease.hold = Some(hold);
+                commands.push((*wallet, command));
             }
         }
         drop(state);
