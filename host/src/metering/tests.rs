@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::exact::Invoking;
 use super::*;
 use crate::db::testing::TestDatabase;
-use crate::ledger::{GrantSource, WriterOptions, audit};
+use crate::ledger::{Attachment, Command, GrantSource, PlatformAccount, WriterOptions, audit};
 use crate::pricing::{ChargeModel, Price};
 use crate::runtime::{Runtime, RuntimeConfig, SearchQuery};
 use crate::units::ManualClock;
