@@ -93,29 +93,34 @@ pub struct Started {
 impl Started {
     /// Blocks until the call is settled.
     pub fn wait(self) -> Result<Metered, MeterError> {
-        let result = match self.settling {
-            None => Ok(self.metered),
-            Some(settling) => settling.wait().map(|balance| Metered {
-                balance,
-                ..self.metered
-            }),
-        };
-        observe(self.plugin, result.as_ref());
-        result
+        let settled = self.settling.map(leases::Waiting::wait);
+        finish(self.plugin, self.metered, settled)
     }
 
     /// Waits, without blocking a thread, until the call is settled.
     pub async fn settled(self) -> Result<Metered, MeterError> {
-        let result = match self.settling {
-            None => Ok(self.metered),
-            Some(settling) => settling.settled().await.map(|balance| Metered {
-                balance,
-                ..self.metered
-            }),
+        let settled = match self.settling {
+            Some(settling) => Some(settling.settled().await),
+            None => None,
         };
-        observe(self.plugin, result.as_ref());
-        result
+        finish(self.plugin, self.metered, settled)
     }
+}
+
+/// A call's answer once settled (`settled`: the balance its lease round
+/// left, or why that round failed; `None` when it settled on its own hold),
+/// counted in the metrics.
+fn finish(
+    plugin: String,
+    metered: Metered,
+    settled: Option<Result<Option<queries::Balance>, MeterError>>,
+) -> Result<Metered, MeterError> {
+    let result = match settled {
+        None => Ok(metered),
+        Some(settled) => settled.map(|balance| Metered { balance, ..metered }),
+    };
+    observe(plugin, result.as_ref());
+    result
 }
 
 /// Why a call was not made. Nothing was charged.
