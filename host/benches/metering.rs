@@ -9,7 +9,8 @@
 //! SQLite (the durable default) and on PostgreSQL.
 //!
 //! Run: `cargo bench -p tollgate --bench metering` (`BENCH_QUICK=1` for a
-//! short run, `BENCH_ONLY=http` for the metered HTTP row alone, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
+//! short run, `BENCH_ONLY=http` for the metered HTTP row alone,
+//! `BENCH_ONLY=unmetered` for the unmetered one, `BENCH_BACKEND=sqlite` or `postgres` for one backend; PostgreSQL at `BENCH_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 
 use std::collections::BTreeMap;
@@ -37,6 +38,10 @@ use tollgate::tenants;
 use tollgate::units::{Clock as _, Credits, SystemClock};
 
 const CONNECTIONS: usize = 64;
+
+/// The server's allocator (`src/main.rs`), for metered and unmetered alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     // Warnings (a ledger batch retried command by command, say) show.
@@ -222,8 +227,10 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     };
     // Metered calls wait for the ledger's commits, which concurrent callers
     // share: 64 callers are the in-process counterpart of 64 connections.
-    // `BENCH_ONLY=http` runs the metered HTTP row alone (for a profiler).
-    let only_http = std::env::var("BENCH_ONLY").is_ok_and(|only| only == "http");
+    // `BENCH_ONLY=http` runs the metered HTTP row alone, and
+    // `BENCH_ONLY=unmetered` the unmetered one (for a profiler).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let only_http = only.is_some();
     let rows: &[usize] = if only_http { &[] } else { &[1, 2, 64] };
     for &threads in rows {
         let started = Instant::now();
@@ -323,7 +330,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
     let unmetered_address = unmetered.local_addr()?;
     let router = unmetered_router(runtime.clone(), plugin.clone());
     tokio.spawn(async move { axum::serve(unmetered, router).await });
-    if !only_http {
+    if only.as_deref() != Some("http") {
         load(unmetered_address, "none", CONNECTIONS * 10);
         let (elapsed, latencies) = load(unmetered_address, "none", n_calls * 10);
         report(
@@ -335,6 +342,9 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         );
     }
 
+    if only.as_deref() == Some("unmetered") {
+        return Ok(());
+    }
     let ledger_stats = ledger.clone();
     let subscriptions = Arc::new(tollgate::billing::subscriptions::Subscriptions {
         database: database.clone(),

@@ -348,6 +348,56 @@ where
 
 impl<Q, Conn> diesel::RunQueryDsl<Conn> for Cached<Q> {}
 
+/// A statement kept in the connection's statement cache under the type `K`
+/// instead of its SQL text: found again without building its text, which
+/// for [`Cached`] costs about as much as running a small statement. `K`
+/// must stand for one SQL text with one list of bind types, so a call site
+/// names a type of its own (an `enum Site {}` declared beside it) and adds
+/// to it whatever varies the text, such as an array's length (`(Site, [();
+/// 16])`). The rows of an insert must not turn `None` into `DEFAULT`
+/// (`treat_none_as_default_value = false`), which would vary the text.
+pub struct Keyed<Q, K>(pub Q, std::marker::PhantomData<fn() -> K>);
+
+impl<Q: std::fmt::Debug, K> std::fmt::Debug for Keyed<Q, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Keyed").field(&self.0).finish()
+    }
+}
+
+impl<Q, K> Keyed<Q, K> {
+    pub fn new(query: Q) -> Keyed<Q, K> {
+        Keyed(query, std::marker::PhantomData)
+    }
+}
+
+impl<Q, K: 'static> diesel::query_builder::QueryId for Keyed<Q, K> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Q: diesel::query_builder::Query, K> diesel::query_builder::Query for Keyed<Q, K> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q, K, DB> diesel::query_builder::QueryFragment<DB> for Keyed<Q, K>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q, K, Conn> diesel::RunQueryDsl<Conn> for Keyed<Q, K> {}
+
 /// `values` for an `IN` list of a few fixed lengths, so its statement is
 /// [`Cached`] once per length: the length rounded up to a power of two,
 /// the last value repeated (which changes nothing a list means).
@@ -409,10 +459,11 @@ macro_rules! insert_all {
 /// `set` names: a [`Cached`] statement. Diesel builds upserts only on a
 /// concrete connection, so this picks the backend.
 macro_rules! upsert {
-    ($conn:expr, $table:expr, $values:expr, $key:expr, $set:expr) => {
+    ($conn:expr, $table:expr, $values:expr, $key:expr, $set:expr) => {{
+        enum Site {}
         match &mut *$conn {
             $crate::db::DbConnection::Sqlite(conn) => diesel::RunQueryDsl::execute(
-                $crate::db::Cached(
+                $crate::db::Keyed::<_, Site>::new(
                     diesel::insert_into($table)
                         .values($values)
                         .on_conflict($key)
@@ -422,7 +473,7 @@ macro_rules! upsert {
                 conn,
             )?,
             $crate::db::DbConnection::Postgres(conn) => diesel::RunQueryDsl::execute(
-                $crate::db::Cached(
+                $crate::db::Keyed::<_, Site>::new(
                     diesel::insert_into($table)
                         .values($values)
                         .on_conflict($key)
@@ -432,33 +483,61 @@ macro_rules! upsert {
                 conn,
             )?,
         }
-    };
+    }};
 }
 
 /// Updates rows that exist, many per statement: each row is inserted, and
 /// as it conflicts with itself, the columns `set` names are updated from
-/// it. Diesel prepares an upsert afresh every time; one statement for all
-/// the rows still costs less than a cached one per row (measured on the
-/// metering bench).
+/// it. On SQLite in arrays of a power of two rows, as [`insert_all`]
+/// does: diesel caches the statement of an array under its SQL text, and
+/// prepares that of a `Vec` afresh every time. On PostgreSQL as one
+/// statement per [`ROWS_PER_INSERT_MAX`] rows.
 macro_rules! update_all {
-    ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {
-        for chunk in $rows.chunks($crate::db::ROWS_PER_INSERT_MAX) {
-            match &mut *$conn {
-                $crate::db::DbConnection::Sqlite(conn) => diesel::insert_into($table)
-                    .values(chunk)
-                    .on_conflict($key)
-                    .do_update()
-                    .set($set)
-                    .execute(conn)?,
-                $crate::db::DbConnection::Postgres(conn) => diesel::insert_into($table)
-                    .values(chunk)
-                    .on_conflict($key)
-                    .do_update()
-                    .set($set)
-                    .execute(conn)?,
-            };
+    ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {{
+        let rows = &$rows[..];
+        match &mut *$conn {
+            $crate::db::DbConnection::Postgres(conn) => {
+                for chunk in rows.chunks($crate::db::ROWS_PER_INSERT_MAX) {
+                    diesel::insert_into($table)
+                        .values(chunk)
+                        .on_conflict($key)
+                        .do_update()
+                        .set($set)
+                        .execute(conn)?;
+                }
+            }
+            $crate::db::DbConnection::Sqlite(conn) => {
+                let mut rest = rows;
+                while !rest.is_empty() {
+                    // As in `insert_all`: arrays of a power of two rows.
+                    let n = 1_usize << rest.len().ilog2().min(7);
+                    let (chunk, tail) = rest.split_at(n);
+                    rest = tail;
+                    macro_rules! upsert_array {
+                        ($n:literal) => {{
+                            let array: &[_; $n] = chunk.try_into().expect("n rows");
+                            diesel::insert_into($table)
+                                .values(array)
+                                .on_conflict($key)
+                                .do_update()
+                                .set($set)
+                                .execute(conn)?
+                        }};
+                    }
+                    match n {
+                        128 => upsert_array!(128),
+                        64 => upsert_array!(64),
+                        32 => upsert_array!(32),
+                        16 => upsert_array!(16),
+                        8 => upsert_array!(8),
+                        4 => upsert_array!(4),
+                        2 => upsert_array!(2),
+                        _ => upsert_array!(1),
+                    };
+                }
+            }
         }
-    };
+    }};
 }
 
 pub(crate) use {insert_all, update_all, upsert};

@@ -17,6 +17,12 @@ use tollgate::secrets::SecretBox;
 use tollgate::units::{Clock, Credits, SystemClock, Timestamp};
 use tollgate::{api, plugins, scheduler, tenants};
 
+/// Many threads allocate and free small objects at a high rate (a call's
+/// request, its store, its usage record): mimalloc's per-thread heaps do
+/// that at a fraction of glibc's cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How often this host looks for sequence steps that are due: a send is
 /// at most this late.
 const SEQUENCE_TICK: Duration = Duration::from_secs(5);

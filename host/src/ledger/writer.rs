@@ -29,7 +29,7 @@ use super::{
 };
 use crate::config::LedgerSettings;
 use crate::db::schema::{accounts, allocations, grants, holds, transfers};
-use crate::db::{self, Cached, DatabaseUrl, DbConnection};
+use crate::db::{self, Cached, DatabaseUrl, DbConnection, Keyed};
 use crate::units::Clock;
 
 /// Calls waiting for the writer at most; callers beyond this wait for room,
@@ -773,8 +773,9 @@ fn store(conn: &mut DbConnection, output: Output) -> Result<(), LedgerError> {
         )
     );
     db::insert_all!(conn, allocations::table, output.allocations);
+    enum AccountDelta {}
     for (id, delta) in output.account_deltas {
-        Cached(diesel::update(accounts::table.find(id)).set((
+        Keyed::<_, AccountDelta>::new(diesel::update(accounts::table.find(id)).set((
             accounts::debits_posted.eq(accounts::debits_posted + delta.debits_posted),
             accounts::credits_posted.eq(accounts::credits_posted + delta.credits_posted),
             accounts::debits_pending.eq(accounts::debits_pending + delta.debits_pending),

@@ -90,6 +90,18 @@ pub const BUSY_WINDOW: Duration = Duration::from_millis(100);
 /// Calls within [`BUSY_WINDOW`] that make a wallet busy, unless configured.
 pub const BUSY_CALLS_DEFAULT: u32 = 32;
 
+/// A round of at least this many calls shows the host busy...
+const BUSY_ROUND_CALLS: usize = 8;
+
+/// ...and the next round then starts no sooner than this after it started.
+/// A round costs the ledger writer about half a millisecond of CPU however
+/// few calls it carries, and while calls keep coming that CPU is better
+/// spent serving them: on the metering bench, rounds paced so (rather than
+/// back to back) carried twice the calls and made 10-15% more calls per
+/// second over HTTP, with a lower p99 (docs/BENCHMARKS.md). A lone caller's
+/// rounds carry one call and are never paced.
+const BUSY_ROUND_PACE: Duration = Duration::from_micros(1_500);
+
 /// This host's leases, and the thread that runs their rounds.
 pub(super) struct Leases {
     shared: Arc<Shared>,
@@ -513,6 +525,8 @@ impl Shared {
     }
 
     fn run(&self) {
+        // When the last round started, and whether it was a busy one.
+        let mut last_round: Option<(Instant, bool)> = None;
         loop {
             self.read_balances();
             let mut state = self.lock();
@@ -546,6 +560,17 @@ impl Shared {
             if state.stopping && state.wallets.is_empty() {
                 return;
             }
+            // After a busy round the next waits out the pace, so it carries
+            // more calls for the same cost.
+            if let Some((started, true)) = last_round
+                && started.elapsed() < BUSY_ROUND_PACE
+                && !state.stopping
+            {
+                drop(state);
+                std::thread::sleep(BUSY_ROUND_PACE.saturating_sub(started.elapsed()));
+                state = self.lock();
+            }
+            let started = Instant::now();
             let now = self.clock.now();
             let round = Committing(std::mem::take(&mut state.round));
             state.waiting = 0;
@@ -562,6 +587,8 @@ impl Shared {
                     || (!lease.idle() && !stopping)
             });
             drop(state);
+            let n_calls: usize = plans.iter().map(|plan| plan.records.len()).sum();
+            last_round = Some((started, n_calls >= BUSY_ROUND_CALLS));
             round.0.finish(self.commit(plans));
         }
     }
