@@ -355,7 +355,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         )),
         clock: Arc::new(SystemClock),
     });
-    let state = AppState {
+    let state = AppState::new(api::Services {
         database: database.clone(),
         ledger,
         meter: meter.clone(),
@@ -375,7 +375,7 @@ fn run(backend: &str, test_db: &TestDatabase, n_calls: usize) -> anyhow::Result<
         engagement: Default::default(),
         rate_limits: Arc::new(api::rate_limits(1_000_000, 1_000_000)),
         body_bytes_max: 1 << 20,
-    };
+    });
     let listener = tokio.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?;
     tokio.spawn(async move { axum::serve(listener, api::router(state)).await });

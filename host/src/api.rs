@@ -30,9 +30,29 @@ use crate::ledger::Ledger;
 /// Longest a readiness probe waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What every handler can reach.
+/// What every handler can reach: one allocation that every request shares
+/// (axum clones the state for each request, which for the fields of
+/// [`Services`] one by one was 2% of the workers' CPU on the metering bench).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(std::sync::Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+#[derive(Debug)]
+pub struct Services {
     pub database: Database,
     pub ledger: Ledger,
     pub meter: std::sync::Arc<crate::metering::Meter>,

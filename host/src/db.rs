@@ -309,14 +309,14 @@ fn names(
 /// widest row (usage records, 19 columns).
 pub const ROWS_PER_INSERT_MAX: usize = 1_000;
 
-/// A statement diesel would prepare afresh every time it runs (an
-/// `UPDATE`, an upsert, an `IN` list), kept in the connection's statement
-/// cache under its SQL text instead (a profile put 40% of the ledger
-/// writer's CPU in preparing; docs/BENCHMARKS.md says what caching won
-/// back). Only for statements of a
-/// bounded number of shapes, since the cache keeps every text it sees: an
-/// `IN` list goes through [`padded`] first. The text and the types of its
-/// binds are the whole statement, so a cached one is always the right one.
+/// A query diesel would prepare afresh every time it runs (an `IN` list),
+/// kept in the connection's statement cache under its SQL text instead.
+/// Only for queries of a bounded number of shapes, since the cache keeps
+/// every text it sees: an `IN` list goes through [`padded`] first. The
+/// text and the types of its binds are the whole statement, so a cached
+/// one is always the right one. It holds for queries loaded through
+/// [`DbConnection`], which holds the query itself; a statement diesel runs
+/// by reference (`execute`) loses the word, and needs [`Keyed`].
 #[derive(Debug, Clone, Copy)]
 pub struct Cached<Q>(pub Q);
 
@@ -349,13 +349,23 @@ where
 impl<Q, Conn> diesel::RunQueryDsl<Conn> for Cached<Q> {}
 
 /// A statement kept in the connection's statement cache under the type `K`
-/// instead of its SQL text: found again without building its text, which
-/// for [`Cached`] costs about as much as running a small statement. `K`
+/// instead of its SQL text, and run without building its text again. `K`
 /// must stand for one SQL text with one list of bind types, so a call site
 /// names a type of its own (an `enum Site {}` declared beside it) and adds
 /// to it whatever varies the text, such as an array's length (`(Site, [();
 /// 16])`). The rows of an insert must not turn `None` into `DEFAULT`
 /// (`treat_none_as_default_value = false`), which would vary the text.
+///
+/// Diesel prepares an `UPDATE` or an upsert afresh every time it runs (it
+/// marks them unsafe to cache, as their text may vary), and a wrapper's
+/// word that it is safe is lost on the way: diesel asks a reference to the
+/// query, whose answer walks the query, so until 2026-12-08 these
+/// statements were prepared at every run after all (17% of the ledger
+/// writer's CPU; docs/BENCHMARKS.md). So a `Keyed` statement renders its
+/// text once per `K` and backend and hands diesel only that text, and the
+/// query's own walk only to collect its binds. It runs on a concrete
+/// connection only ([`Concrete`]): through [`DbConnection`] one backend type
+/// would stand for both texts.
 pub struct Keyed<Q, K>(pub Q, std::marker::PhantomData<fn() -> K>);
 
 impl<Q: std::fmt::Debug, K> std::fmt::Debug for Keyed<Q, K> {
@@ -379,16 +389,61 @@ impl<Q: diesel::query_builder::Query, K> diesel::query_builder::Query for Keyed<
     type SqlType = Q::SqlType;
 }
 
+/// The backends a [`Keyed`] statement runs on: each has one text per
+/// statement.
+pub trait Concrete: diesel::backend::Backend + 'static {}
+
+impl Concrete for diesel::sqlite::Sqlite {}
+impl Concrete for diesel::pg::Pg {}
+
+/// The text of each [`Keyed`] statement by its key and backend: a few
+/// dozen, built once each and kept for the life of the process.
+static KEYED_TEXTS: std::sync::LazyLock<
+    std::sync::RwLock<
+        std::collections::HashMap<(std::any::TypeId, std::any::TypeId), &'static str>,
+    >,
+> = std::sync::LazyLock::new(Default::default);
+
 impl<Q, K, DB> diesel::query_builder::QueryFragment<DB> for Keyed<Q, K>
 where
-    DB: diesel::backend::Backend,
+    DB: Concrete,
+    DB::QueryBuilder: Default,
     Q: diesel::query_builder::QueryFragment<DB>,
+    K: 'static,
 {
     fn walk_ast<'b>(
         &'b self,
-        pass: diesel::query_builder::AstPass<'_, 'b, DB>,
+        mut pass: diesel::query_builder::AstPass<'_, 'b, DB>,
     ) -> diesel::QueryResult<()> {
-        self.0.walk_ast(pass)
+        use diesel::internal::derives::multiconnection::AstPassHelper as _;
+        use diesel::query_builder::QueryBuilder as _;
+        // Collecting binds (or showing them): the query's own walk.
+        if pass.bind_collector().is_some() || pass.debug_binds().is_some() {
+            return self.0.walk_ast(pass);
+        }
+        // Its text, or whether it may be cached: the text, which says
+        // nothing against caching it.
+        let key = (std::any::TypeId::of::<K>(), std::any::TypeId::of::<DB>());
+        let known = KEYED_TEXTS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        let text = match known {
+            Some(text) => text,
+            None => {
+                let mut builder = DB::QueryBuilder::default();
+                self.0.to_sql(&mut builder, pass.backend())?;
+                let text: &'static str = Box::leak(builder.finish().into_boxed_str());
+                *KEYED_TEXTS
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(key)
+                    .or_insert(text)
+            }
+        };
+        pass.push_sql(text);
+        Ok(())
     }
 
     fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
@@ -456,7 +511,7 @@ macro_rules! insert_all {
 }
 
 /// Inserts one row, or, when it conflicts on `key`, updates the columns
-/// `set` names: a [`Cached`] statement. Diesel builds upserts only on a
+/// `set` names: a [`Keyed`] statement. Diesel builds upserts only on a
 /// concrete connection, so this picks the backend.
 macro_rules! upsert {
     ($conn:expr, $table:expr, $values:expr, $key:expr, $set:expr) => {{
@@ -486,14 +541,14 @@ macro_rules! upsert {
     }};
 }
 
-/// Updates rows that exist, many per statement: each row is inserted, and
-/// as it conflicts with itself, the columns `set` names are updated from
-/// it. On SQLite in arrays of a power of two rows, as [`insert_all`]
-/// does: diesel caches the statement of an array under its SQL text, and
-/// prepares that of a `Vec` afresh every time. On PostgreSQL as one
+/// Updates rows that exist: each row is inserted, and as it conflicts with
+/// itself, the columns `set` names are updated from it. On SQLite a
+/// [`Keyed`] statement a row (so the rows must not turn `None` into
+/// `DEFAULT`); on PostgreSQL, where each statement is a round trip, one
 /// statement per [`ROWS_PER_INSERT_MAX`] rows.
 macro_rules! update_all {
     ($conn:expr, $table:expr, $rows:expr, $key:expr, $set:expr) => {{
+        enum Site {}
         let rows = &$rows[..];
         match &mut *$conn {
             $crate::db::DbConnection::Postgres(conn) => {
@@ -506,34 +561,22 @@ macro_rules! update_all {
                         .execute(conn)?;
                 }
             }
+            // A statement a row, each the same cached one: diesel
+            // builds SQLite's multi-row upserts only through a wrapper of
+            // its own, which a `Keyed` statement cannot hold, and prepares
+            // them afresh every time.
             $crate::db::DbConnection::Sqlite(conn) => {
-                let mut rest = rows;
-                while !rest.is_empty() {
-                    // As in `insert_all`: arrays of a power of two rows.
-                    let n = 1_usize << rest.len().ilog2().min(7);
-                    let (chunk, tail) = rest.split_at(n);
-                    rest = tail;
-                    macro_rules! upsert_array {
-                        ($n:literal) => {{
-                            let array: &[_; $n] = chunk.try_into().expect("n rows");
+                for row in rows {
+                    diesel::RunQueryDsl::execute(
+                        $crate::db::Keyed::<_, Site>::new(
                             diesel::insert_into($table)
-                                .values(array)
+                                .values(row)
                                 .on_conflict($key)
                                 .do_update()
-                                .set($set)
-                                .execute(conn)?
-                        }};
-                    }
-                    match n {
-                        128 => upsert_array!(128),
-                        64 => upsert_array!(64),
-                        32 => upsert_array!(32),
-                        16 => upsert_array!(16),
-                        8 => upsert_array!(8),
-                        4 => upsert_array!(4),
-                        2 => upsert_array!(2),
-                        _ => upsert_array!(1),
-                    };
+                                .set($set),
+                        ),
+                        conn,
+                    )?;
                 }
             }
         }

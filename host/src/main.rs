@@ -814,7 +814,7 @@ fn serve(
             }
         }));
         let closing = meter.clone();
-        let app = api::router(api::AppState {
+        let app = api::router(api::AppState::new(api::Services {
             database,
             ledger,
             meter,
@@ -834,7 +834,7 @@ fn serve(
             )),
             body_bytes_max: config.settings.limits.request_body_bytes_max as usize,
             engagement,
-        });
+        }));
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

@@ -390,7 +390,7 @@ fn start_with(quota: governor::Quota, card_gateway: Option<&str>) -> Server {
         )
         .unwrap()
         .id;
-    let state = AppState {
+    let state = AppState::new(api::Services {
         database: database.clone(),
         ledger: ledger.clone(),
         meter: meter.clone(),
@@ -404,7 +404,7 @@ fn start_with(quota: governor::Quota, card_gateway: Option<&str>) -> Server {
         engagement: Default::default(),
         rate_limits: Arc::new(api::rate_limits_with(quota)),
         body_bytes_max: 64 << 10,
-    };
+    });
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -224,7 +224,7 @@ impl World {
             subscriptions.clone(),
             &tollgate::config::PaymentSettings::default(),
         ));
-        let state = AppState {
+        let state = AppState::new(tollgate::api::Services {
             database: database.clone(),
             ledger: ledger.clone(),
             meter: meter.clone(),
@@ -238,7 +238,7 @@ impl World {
             rate_limits: Arc::new(api::rate_limits(10_000, 10_000)),
             body_bytes_max: 1 << 20,
             engagement,
-        };
+        });
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
