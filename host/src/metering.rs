@@ -253,10 +253,7 @@ pub fn max_units(call: &Call) -> u64 {
 
 /// The billing period a call counts towards: its calendar month, UTC.
 pub fn period_of(at: Timestamp) -> String {
-    use chrono::Datelike as _;
-    // Not `format("%Y-%m")`, which parses its pattern at every call.
-    let at = at.to_chrono();
-    format!("{:04}-{:02}", at.year(), at.month())
+    crate::analytics::usage::month_of(at.micros())
 }
 
 const OUTCOME_OK: &str = "ok";
