@@ -365,7 +365,9 @@ impl<Q, Conn> diesel::RunQueryDsl<Conn> for Cached<Q> {}
 /// text once per `K` and backend and hands diesel only that text, and the
 /// query's own walk only to collect its binds. It runs on a concrete
 /// connection only ([`Concrete`]): through [`DbConnection`] one backend type
-/// would stand for both texts.
+/// would stand for both texts. It is a whole statement, never part of
+/// another (PostgreSQL's placeholders in its text are numbered from `$1`).
+/// It leans on diesel's hidden `AstPassHelper`; Cargo.lock pins diesel.
 pub struct Keyed<Q, K>(pub Q, std::marker::PhantomData<fn() -> K>);
 
 impl<Q: std::fmt::Debug, K> std::fmt::Debug for Keyed<Q, K> {

@@ -342,13 +342,13 @@ mod tests {
         assert_eq!(day_of(last), "2026-03-05");
         assert_eq!(day_of(last + 1), "2026-03-06");
         assert_eq!(month_of(last), "2026-03");
-        let new_year = Timestamp::from_micros(
+        let short_year = Timestamp::from_micros(
             chrono::DateTime::parse_from_rfc3339("0999-12-31T23:59:59Z")
                 .expect("a valid time")
                 .timestamp_micros(),
         );
-        assert_eq!(day_of(new_year.micros()), "0999-12-31");
-        assert_eq!(month_of(new_year.micros()), "0999-12");
-        assert_eq!(crate::metering::period_of(new_year), "0999-12");
+        assert_eq!(day_of(short_year.micros()), "0999-12-31");
+        assert_eq!(month_of(short_year.micros()), "0999-12");
+        assert_eq!(crate::metering::period_of(short_year), "0999-12");
     }
 }
