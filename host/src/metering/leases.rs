@@ -98,9 +98,10 @@ const BUSY_ROUND_CALLS: usize = 8;
 /// few calls it carries, and while calls keep coming that CPU is better
 /// spent serving them: on the metering bench, rounds paced so (rather than
 /// back to back) carried twice the calls and made 10-15% more calls per
-/// second over HTTP, with a lower p99 (docs/BENCHMARKS.md). A lone caller's
+/// second over HTTP, with a lower p99, and 2 ms did about 4% better than
+/// 1.5 ms once rounds were cheaper (docs/BENCHMARKS.md). A lone caller's
 /// rounds carry one call and are never paced.
-const BUSY_ROUND_PACE: Duration = Duration::from_micros(1_500);
+const BUSY_ROUND_PACE: Duration = Duration::from_micros(2_000);
 
 /// This host's leases, and the thread that runs their rounds.
 pub(super) struct Leases {
