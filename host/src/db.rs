@@ -380,6 +380,18 @@ impl<Q, K> Keyed<Q, K> {
     pub fn new(query: Q) -> Keyed<Q, K> {
         Keyed(query, std::marker::PhantomData)
     }
+
+    /// Runs the statement on `conn`'s own backend; the rows it changed.
+    pub fn run(self, conn: &mut DbConnection) -> diesel::QueryResult<usize>
+    where
+        Self: diesel::query_dsl::methods::ExecuteDsl<SqliteConnection>
+            + diesel::query_dsl::methods::ExecuteDsl<PgConnection>,
+    {
+        match conn {
+            DbConnection::Sqlite(conn) => diesel::RunQueryDsl::execute(self, conn),
+            DbConnection::Postgres(conn) => diesel::RunQueryDsl::execute(self, conn),
+        }
+    }
 }
 
 impl<Q, K: 'static> diesel::query_builder::QueryId for Keyed<Q, K> {
@@ -513,33 +525,18 @@ macro_rules! insert_all {
 }
 
 /// Inserts one row, or, when it conflicts on `key`, updates the columns
-/// `set` names: a [`Keyed`] statement. Diesel builds upserts only on a
-/// concrete connection, so this picks the backend.
+/// `set` names: a [`Keyed`] statement, run on the connection's backend.
 macro_rules! upsert {
     ($conn:expr, $table:expr, $values:expr, $key:expr, $set:expr) => {{
         enum Site {}
-        match &mut *$conn {
-            $crate::db::DbConnection::Sqlite(conn) => diesel::RunQueryDsl::execute(
-                $crate::db::Keyed::<_, Site>::new(
-                    diesel::insert_into($table)
-                        .values($values)
-                        .on_conflict($key)
-                        .do_update()
-                        .set($set),
-                ),
-                conn,
-            )?,
-            $crate::db::DbConnection::Postgres(conn) => diesel::RunQueryDsl::execute(
-                $crate::db::Keyed::<_, Site>::new(
-                    diesel::insert_into($table)
-                        .values($values)
-                        .on_conflict($key)
-                        .do_update()
-                        .set($set),
-                ),
-                conn,
-            )?,
-        }
+        $crate::db::Keyed::<_, Site>::new(
+            diesel::insert_into($table)
+                .values($values)
+                .on_conflict($key)
+                .do_update()
+                .set($set),
+        )
+        .run(&mut *$conn)?
     }};
 }
 

@@ -775,16 +775,13 @@ fn store(conn: &mut DbConnection, output: Output) -> Result<(), LedgerError> {
     db::insert_all!(conn, allocations::table, output.allocations);
     enum AccountDelta {}
     for (id, delta) in output.account_deltas {
-        let update = Keyed::<_, AccountDelta>::new(diesel::update(accounts::table.find(id)).set((
+        Keyed::<_, AccountDelta>::new(diesel::update(accounts::table.find(id)).set((
             accounts::debits_posted.eq(accounts::debits_posted + delta.debits_posted),
             accounts::credits_posted.eq(accounts::credits_posted + delta.credits_posted),
             accounts::debits_pending.eq(accounts::debits_pending + delta.debits_pending),
             accounts::credits_pending.eq(accounts::credits_pending + delta.credits_pending),
-        )));
-        match conn {
-            DbConnection::Sqlite(conn) => update.execute(conn)?,
-            DbConnection::Postgres(conn) => update.execute(conn)?,
-        };
+        )))
+        .run(conn)?;
     }
     Ok(())
 }
